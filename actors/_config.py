@@ -1,0 +1,128 @@
+"""The daemon's configuration file (TOML), validated into Structs.
+
+Unknown keys are errors, so a typo (``replica = 2``) is reported with its
+location instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from bus import DEFAULT_PREFIX, ConfigError
+
+from ._agent import Agent
+from ._host import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
+from ._runner import DEFAULT_MAX_DELEGATION_DEPTH, DEFAULT_MAX_PAYLOAD
+from .builtins import BUILTIN_AGENTS
+
+__all__ = ["AgentSpec", "DaemonConfig", "build_agents", "load_config", "resolve_agent_type"]
+
+
+class AgentSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One ``[[agents]]`` entry.
+
+    Attributes:
+        type: a built-in agent's name (math, echo, summarize) or ``module:Class``.
+        id: the agent id; with replicas, ``<id>-1``, ``<id>-2``, ...
+        replicas: instances to run; they share the capability's queue group.
+        max_concurrency: tasks each instance runs at once.
+        default_timeout: seconds a task may run when its sender set no deadline.
+        options: keyword arguments for the agent class's constructor.
+    """
+
+    type: str
+    id: str | None = None
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    default_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The whole daemon config file.
+
+    Attributes:
+        nats: connection options (``url``, ``user``, ``creds``, ``tls_ca``, ...).
+        prefix: the subject prefix of the system.
+        grace_period: seconds to finish in-flight tasks on shutdown.
+        heartbeat_interval: seconds between heartbeats.
+        max_delegation_depth: longest delegation chain accepted.
+        max_payload: largest task payload accepted, in bytes.
+        agents: the agents to run.
+    """
+
+    nats: dict[str, Any] = msgspec.field(default_factory=dict)
+    prefix: str = DEFAULT_PREFIX
+    grace_period: Annotated[float, msgspec.Meta(ge=0)] = DEFAULT_GRACE_PERIOD
+    heartbeat_interval: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_HEARTBEAT_INTERVAL
+    max_delegation_depth: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_DELEGATION_DEPTH
+    max_payload: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_PAYLOAD
+    agents: list[AgentSpec] = msgspec.field(default_factory=list)
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """Read and validate a daemon config file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        config = msgspec.toml.decode(raw, type=DaemonConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid config {path}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    if not config.agents:
+        raise ConfigError(f"config {path} has no [[agents]] entries: nothing to run")
+    return config
+
+
+def resolve_agent_type(name: str) -> type[Agent]:
+    """A built-in agent by name, or a class by import path ``module:Class``."""
+    if name in BUILTIN_AGENTS:
+        return BUILTIN_AGENTS[name]
+    if ":" not in name:
+        known = ", ".join(sorted(BUILTIN_AGENTS))
+        raise ConfigError(
+            f"unknown agent type {name!r}: use a built-in ({known}) or 'module:Class'"
+        )
+    module_name, _, class_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for agent type {name!r}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise ConfigError(f"{name!r} is not an Agent subclass")
+    return cls
+
+
+def build_agents(config: DaemonConfig) -> list[Agent]:
+    """Instantiate every agent (and replica) the config asks for."""
+    agents: list[Agent] = []
+    for spec in config.agents:
+        cls = resolve_agent_type(spec.type)
+        for n in range(1, spec.replicas + 1):
+            agent_id = spec.id
+            if agent_id and spec.replicas > 1:
+                agent_id = f"{agent_id}-{n}"
+            try:
+                agents.append(
+                    cls(
+                        agent_id,
+                        max_concurrency=spec.max_concurrency,
+                        default_timeout=spec.default_timeout,
+                        **spec.options,
+                    )
+                )
+            except TypeError as exc:
+                raise ConfigError(f"cannot create agent of type {spec.type!r}: {exc}") from exc
+    ids = [a.id for a in agents]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"agent ids must be unique; repeated: {', '.join(duplicates)}")
+    return agents

@@ -1,0 +1,132 @@
+"""Publishing one agent's status events on ``<prefix>.status.<agent_id>.<state>``.
+
+A failed status publish (a full reconnect buffer, a closed connection) is
+logged and swallowed: monitoring must never fail a task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+
+from bus import (
+    Accepted,
+    AgentMessage,
+    Cancelled,
+    Completed,
+    ErrorInfo,
+    Failed,
+    Progress,
+    Started,
+    StatusEvent,
+    Subjects,
+)
+
+__all__ = ["StatusPublisher"]
+
+log = logging.getLogger("callboard.status")
+
+_encoder = msgspec.json.Encoder()
+
+
+class StatusPublisher:
+    """Encodes and publishes the status events of one agent."""
+
+    __slots__ = ("_nc", "_prefix", "agent_id", "published")
+
+    def __init__(self, nc: Client, subjects: Subjects, agent_id: str) -> None:
+        self._nc = nc
+        self._prefix = subjects.status_prefix(agent_id)
+        self.agent_id = agent_id
+        self.published = 0
+
+    async def publish(self, event: StatusEvent) -> None:
+        """Publish one event on the subject of its state."""
+        state: str = event.__struct_config__.tag  # type: ignore[assignment]
+        try:
+            await self._nc.publish(self._prefix + state, _encoder.encode(event))
+            self.published += 1
+        except Exception as exc:
+            log.warning("could not publish %s status event of %s: %s", state, self.agent_id, exc)
+
+    async def accepted(self, task: AgentMessage) -> None:
+        """The task was taken off the bus."""
+        await self.publish(
+            Accepted(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task.task_id,
+                capability=task.capability,
+                sender=task.sender,
+            )
+        )
+
+    async def started(self, task: AgentMessage) -> None:
+        """The handler began."""
+        await self.publish(
+            Started(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task.task_id,
+                capability=task.capability,
+            )
+        )
+
+    async def progress(self, task: AgentMessage, message: str, data: Any) -> None:
+        """A handler's intermediate report."""
+        await self.publish(
+            Progress(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task.task_id,
+                capability=task.capability,
+                message=message,
+                data=data,
+            )
+        )
+
+    async def completed(self, task_id: str, capability: str, elapsed_ms: float) -> None:
+        """The handler returned a result."""
+        await self.publish(
+            Completed(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task_id,
+                capability=capability,
+                elapsed_ms=round(elapsed_ms, 3),
+            )
+        )
+
+    async def failed(
+        self, task_id: str, capability: str, elapsed_ms: float, error: ErrorInfo
+    ) -> None:
+        """The task ended with an error reply."""
+        await self.publish(
+            Failed(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task_id,
+                capability=capability,
+                elapsed_ms=round(elapsed_ms, 3),
+                error=error,
+            )
+        )
+
+    async def cancelled(
+        self, task_id: str, capability: str, elapsed_ms: float, reason: str
+    ) -> None:
+        """The task was cancelled."""
+        await self.publish(
+            Cancelled(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task_id,
+                capability=capability,
+                elapsed_ms=round(elapsed_ms, 3),
+                reason=reason,
+            )
+        )

@@ -1,0 +1,122 @@
+"""The built-in agents: real, offline, and safe with hostile input."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+
+from bus import AgentMessage, BadInput
+
+from .._agent import Agent, Capability
+from ._expression import ExpressionError, evaluate
+from ._summary import SummaryError, summarize
+
+__all__ = [
+    "EchoAgent",
+    "MathAgent",
+    "MathInput",
+    "MathOutput",
+    "SummarizeAgent",
+    "SummarizeInput",
+    "SummarizeOutput",
+]
+
+
+class MathInput(msgspec.Struct, forbid_unknown_fields=False):
+    """An arithmetic expression: numbers, + - * / // % **, parentheses, unary minus."""
+
+    expression: str
+
+
+class MathOutput(msgspec.Struct):
+    """The value of the expression."""
+
+    value: int | float
+
+
+class MathAgent(Agent):
+    """Evaluates arithmetic safely (from the syntax tree, never ``eval``)."""
+
+    kind = "math"
+    capabilities = (
+        Capability(
+            name="math",
+            input_type=MathInput,
+            output_type=MathOutput,
+            description="Evaluate an arithmetic expression such as 2*(3+4).",
+            keywords=("math", "calculate", "compute", "arithmetic", "evaluate", "sum", "multiply"),
+        ),
+    )
+
+    async def handle(self, task: AgentMessage) -> MathOutput:
+        """Evaluate ``task.payload.expression``; bad expressions are 400s."""
+        payload: MathInput = task.payload
+        try:
+            return MathOutput(value=evaluate(payload.expression))
+        except ExpressionError as exc:
+            raise BadInput(str(exc)) from exc
+
+
+class EchoAgent(Agent):
+    """Returns the payload unchanged, after ``delay_ms`` if the payload has it.
+
+    Meant for tests and benchmarks: the delay makes a slow agent on demand.
+    """
+
+    kind = "echo"
+    capabilities = (
+        Capability(
+            name="echo",
+            description="Return the payload unchanged (after delay_ms milliseconds, if given).",
+            keywords=("echo", "repeat", "return", "mirror"),
+        ),
+    )
+
+    async def handle(self, task: AgentMessage) -> Any:
+        """Echo the payload; sleep ``delay_ms`` first if asked to."""
+        payload = task.payload
+        if isinstance(payload, dict) and "delay_ms" in payload:
+            delay = payload["delay_ms"]
+            if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+                raise BadInput(f"delay_ms must be a non-negative number, got {delay!r}")
+            await anyio.sleep(delay / 1000.0)
+        return payload
+
+
+class SummarizeInput(msgspec.Struct):
+    """Text to summarise and how many sentences to keep."""
+
+    text: str
+    sentences: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+
+
+class SummarizeOutput(msgspec.Struct):
+    """The extractive summary."""
+
+    summary: str
+
+
+class SummarizeAgent(Agent):
+    """Extractive summary: keeps the sentences with the most frequent words, in order."""
+
+    kind = "summarize"
+    capabilities = (
+        Capability(
+            name="summarize",
+            input_type=SummarizeInput,
+            output_type=SummarizeOutput,
+            description="Summarise a text by keeping its most representative sentences.",
+            keywords=("summarize", "summarise", "summary", "shorten", "condense", "tldr"),
+        ),
+    )
+
+    async def handle(self, task: AgentMessage) -> SummarizeOutput:
+        """Summarise ``task.payload.text`` to ``sentences`` sentences."""
+        payload: SummarizeInput = task.payload
+        try:
+            summary = await anyio.to_thread.run_sync(summarize, payload.text, payload.sentences)
+        except SummaryError as exc:
+            raise BadInput(str(exc)) from exc
+        return SummarizeOutput(summary=summary)

@@ -1,0 +1,115 @@
+"""callboard's transport: wire types and codec, subjects, connecting, the
+embedded nats-server, the task client and the error tree.
+
+It knows nothing of agents or plans; ``actors`` and ``orchestrator`` build on it.
+"""
+
+from __future__ import annotations
+
+from . import codec
+from ._client import DEFAULT_TIMEOUT, TaskClient
+from ._connect import (
+    DEFAULT_URL,
+    ConnectOptions,
+    close_connection,
+    connect,
+    env_fields,
+    split_servers,
+)
+from ._errors import (
+    AgentError,
+    AgentOverloaded,
+    BadInput,
+    CallboardError,
+    ConfigError,
+    ConnectionFailed,
+    DelegationError,
+    DispatchError,
+    Draining,
+    NoAgentError,
+    PayloadTooLarge,
+    ServerError,
+    TaskCancelled,
+    TaskError,
+    TaskTimeout,
+)
+from ._ids import new_agent_suffix, new_task_id, validate_task_id
+from ._messages import (
+    PROTOCOL_VERSION,
+    STATUS_EVENT_TYPES,
+    Accepted,
+    AgentMessage,
+    AgentState,
+    Cancelled,
+    Completed,
+    ErrorInfo,
+    Failed,
+    Heartbeat,
+    MessageType,
+    Offline,
+    Online,
+    Progress,
+    Started,
+    StatusEvent,
+    TaskEvent,
+    TaskState,
+    now_ms,
+)
+from ._server import EmbeddedServer, find_nats_server
+from ._subjects import DEFAULT_PREFIX, QUEUE_GROUP, Subjects, validate_agent_id, validate_capability
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_URL",
+    "PROTOCOL_VERSION",
+    "QUEUE_GROUP",
+    "STATUS_EVENT_TYPES",
+    "Accepted",
+    "AgentError",
+    "AgentMessage",
+    "AgentOverloaded",
+    "AgentState",
+    "BadInput",
+    "CallboardError",
+    "Cancelled",
+    "Completed",
+    "ConfigError",
+    "ConnectOptions",
+    "ConnectionFailed",
+    "DelegationError",
+    "DispatchError",
+    "Draining",
+    "EmbeddedServer",
+    "ErrorInfo",
+    "Failed",
+    "Heartbeat",
+    "MessageType",
+    "NoAgentError",
+    "Offline",
+    "Online",
+    "PayloadTooLarge",
+    "Progress",
+    "ServerError",
+    "Started",
+    "StatusEvent",
+    "Subjects",
+    "TaskCancelled",
+    "TaskClient",
+    "TaskError",
+    "TaskEvent",
+    "TaskState",
+    "TaskTimeout",
+    "close_connection",
+    "codec",
+    "connect",
+    "env_fields",
+    "find_nats_server",
+    "new_agent_suffix",
+    "new_task_id",
+    "now_ms",
+    "split_servers",
+    "validate_agent_id",
+    "validate_capability",
+    "validate_task_id",
+]

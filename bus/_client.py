@@ -1,0 +1,135 @@
+"""The task client: the one request-reply path of callboard.
+
+The orchestrator's ``dispatch`` and an agent's delegation both go through
+``TaskClient.request``, so deadlines, chains and error translation behave the
+same everywhere. It lives in ``bus`` so that agents can delegate without
+depending on the orchestrator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from ._codec import CAPABILITY, decode_reply, encode_json, error_from_reply, task_headers
+from ._errors import ConnectionFailed, NoAgentError, TaskTimeout
+from ._ids import new_task_id
+from ._messages import AgentMessage, MessageType, now_ms
+from ._subjects import DEFAULT_PREFIX, Subjects
+
+__all__ = ["DEFAULT_TIMEOUT", "TaskClient"]
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds a task may take when the caller does not say."""
+
+
+class TaskClient:
+    """Sends tasks over NATS request-reply and turns replies into results or typed errors.
+
+    Args:
+        nc: a connected nats-py client.
+        prefix: the subject prefix of the callboard system.
+        sender: the name put in ``Agent-Sender``.
+        default_timeout: seconds a task may take when a call does not say.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        sender: str = "orchestrator",
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.nc = nc
+        self.subjects = Subjects(prefix)
+        self.sender = sender
+        self.default_timeout = default_timeout
+
+    async def request(
+        self,
+        capability: str,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        task_id: str | None = None,
+        seq: int | None = None,
+        chain: tuple[str, ...] = (),
+        deadline_ms: int | None = None,
+        traceparent: str | None = None,
+        agent_id: str | None = None,
+    ) -> AgentMessage:
+        """Send one task and wait for its reply.
+
+        Args:
+            capability: the capability to send it to.
+            payload: any JSON value.
+            timeout: seconds to wait; the default timeout when None.
+            task_id: reuse an ID (a retry); a new one when None.
+            seq: position in a pipeline.
+            chain: agents the task passed through (delegation).
+            deadline_ms: an outer deadline (unix ms) the task may not outlive.
+            traceparent: W3C trace context to pass on.
+            agent_id: send to this agent instance directly instead of any replica.
+
+        Returns:
+            The RESULT message: ``payload`` is the result, ``sender`` the agent id.
+
+        Raises:
+            NoAgentError: nobody serves the capability.
+            TaskTimeout: no reply before the deadline.
+            AgentError: the agent replied with an error (a subclass by code).
+            BadInput: the payload is not JSON-serialisable.
+        """
+        task_id = task_id or new_task_id()
+        budget = self.default_timeout if timeout is None else timeout
+        start = now_ms()
+        deadline = start + int(budget * 1000)
+        if deadline_ms is not None and deadline_ms < deadline:
+            deadline = deadline_ms
+        remaining = (deadline - start) / 1000.0
+        if remaining <= 0:
+            raise TaskTimeout(
+                f"task {task_id} for {capability!r} has no time left before its deadline",
+                task_id=task_id,
+                capability=capability,
+            )
+        headers = task_headers(
+            task_id=task_id,
+            sender=self.sender,
+            deadline_ms=deadline,
+            chain=chain,
+            seq=seq,
+            traceparent=traceparent,
+        )
+        body = encode_json(payload)
+        if agent_id is None:
+            subject = self.subjects.task(capability)
+        else:
+            subject = self.subjects.agent(agent_id)
+            headers[CAPABILITY] = capability
+        try:
+            msg = await self.nc.request(subject, body, timeout=remaining, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise NoAgentError(
+                f"no agent serves capability {capability!r} (nobody listens on {subject}); "
+                "start one with 'callboard run CONFIG.toml', or check the subject prefix",
+                task_id=task_id,
+                capability=capability,
+            ) from None
+        except nats.errors.TimeoutError:
+            raise TaskTimeout(
+                f"task {task_id} for {capability!r} got no reply within {remaining:.3g}s",
+                task_id=task_id,
+                capability=capability,
+            ) from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+            raise ConnectionFailed(
+                f"cannot send task {task_id}: the NATS connection is {exc}"
+            ) from exc
+        reply = decode_reply(msg.headers, msg.data, task_id=task_id, capability=capability)
+        if reply.type is MessageType.ERROR:
+            raise error_from_reply(reply)
+        return reply

@@ -1,0 +1,263 @@
+"""Maps ``AgentMessage`` to and from NATS headers + JSON body (wire protocol v1).
+
+A task's body is its JSON payload and nothing else; all metadata is optional
+and rides in headers, so ``nats req agents.task.math '{"expression": "6*7"}'``
+is a complete task. Replies carry the result as the body; error replies follow
+the NATS micro convention (``Nats-Service-Error`` / ``-Code`` headers) with a
+``{"error": {...}}`` body for clients that only read bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._errors import AgentError, BadInput, error_for_code
+from ._messages import AgentMessage, ErrorInfo, MessageType
+
+__all__ = [
+    "AGENT_ID",
+    "CAPABILITY",
+    "CHAIN",
+    "DEADLINE",
+    "ERROR",
+    "ERROR_CODE",
+    "OPERATION",
+    "SENDER",
+    "SEQ",
+    "TASK_ID",
+    "TRACEPARENT",
+    "decode_json",
+    "decode_reply",
+    "decode_task",
+    "encode_error",
+    "encode_json",
+    "encode_result",
+    "encode_task",
+    "error_from_reply",
+    "task_headers",
+]
+
+TASK_ID = "Agent-Task-Id"
+SENDER = "Agent-Sender"
+DEADLINE = "Agent-Deadline"
+CHAIN = "Agent-Chain"
+SEQ = "Agent-Seq"
+TRACEPARENT = "traceparent"
+AGENT_ID = "Agent-Id"
+ERROR = "Nats-Service-Error"
+ERROR_CODE = "Nats-Service-Error-Code"
+CAPABILITY = "Agent-Capability"
+"""On the direct address ``<prefix>.agent.<id>``: which capability a task is for."""
+OPERATION = "Agent-Op"
+"""On the direct address: ``task`` (default), ``ping`` or ``cancel``."""
+
+_encoder = msgspec.json.Encoder()
+_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+class _ErrorBody(msgspec.Struct):
+    error: ErrorInfo
+
+
+_error_body_decoder = msgspec.json.Decoder(_ErrorBody)
+
+
+def encode_json(value: Any, what: str = "payload") -> bytes:
+    """Encode a JSON value, or raise BadInput naming what could not be encoded."""
+    try:
+        return _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadInput(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any] | None = None) -> Any:
+    """Decode a JSON payload, raising BadInput with the field at fault.
+
+    An empty body decodes to ``None`` (``nats req subject ''`` sends one).
+    """
+    try:
+        if not data:
+            return None if decoder is None else decoder.decode(b"null")
+        return (decoder or _any_decoder).decode(data)
+    except msgspec.ValidationError as exc:
+        raise BadInput(f"invalid payload: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise BadInput(
+            f"payload is not valid JSON ({exc}); send a UTF-8 JSON document as the message body"
+        ) from exc
+
+
+def task_headers(
+    *,
+    task_id: str,
+    sender: str | None = None,
+    deadline_ms: int | None = None,
+    chain: tuple[str, ...] = (),
+    seq: int | None = None,
+    traceparent: str | None = None,
+) -> dict[str, str]:
+    """The headers of a task request; unset fields are left out."""
+    headers = {TASK_ID: task_id}
+    if sender:
+        headers[SENDER] = sender
+    if deadline_ms is not None:
+        headers[DEADLINE] = str(deadline_ms)
+    if chain:
+        headers[CHAIN] = ",".join(chain)
+    if seq is not None:
+        headers[SEQ] = str(seq)
+    if traceparent:
+        headers[TRACEPARENT] = traceparent
+    return headers
+
+
+def encode_task(message: AgentMessage) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a task message."""
+    headers = task_headers(
+        task_id=message.task_id,
+        sender=message.sender,
+        deadline_ms=message.deadline_ms,
+        chain=message.chain,
+        seq=message.seq,
+        traceparent=message.traceparent,
+    )
+    return headers, encode_json(message.payload)
+
+
+def _int_header(headers: dict[str, str], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadInput(f"header {name} must be an integer, got {raw[:40]!r}") from None
+
+
+def decode_task(
+    headers: dict[str, str] | None,
+    data: bytes,
+    *,
+    task_id: str,
+    capability: str,
+    receiver: str = "",
+    decoder: msgspec.json.Decoder[Any] | None = None,
+) -> AgentMessage:
+    """Build the ``AgentMessage`` of a received task.
+
+    Args:
+        headers: the NATS headers (None when the client sent none).
+        data: the body.
+        task_id: the task ID already taken from the headers (or freshly made),
+            so that an error reply can name it even when decoding fails.
+        capability: the capability the task arrived for.
+        receiver: the agent id receiving it.
+        decoder: validates the payload into the agent's declared input type.
+
+    Raises:
+        BadInput: the body is not JSON, has the wrong shape, or a header is malformed.
+    """
+    payload = decode_json(data, decoder)
+    if not headers:
+        return AgentMessage(
+            type=MessageType.TASK,
+            task_id=task_id,
+            id=task_id,
+            payload=payload,
+            capability=capability,
+            receiver=receiver,
+        )
+    chain_header = headers.get(CHAIN)
+    return AgentMessage(
+        type=MessageType.TASK,
+        task_id=task_id,
+        id=task_id,
+        payload=payload,
+        sender=headers.get(SENDER) or "anonymous",
+        receiver=receiver,
+        capability=capability,
+        seq=_int_header(headers, SEQ),
+        deadline_ms=_int_header(headers, DEADLINE),
+        chain=tuple(chain_header.split(",")) if chain_header else (),
+        traceparent=headers.get(TRACEPARENT),
+    )
+
+
+def encode_result(result: Any, *, task_id: str, agent_id: str) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a success reply."""
+    return {TASK_ID: task_id, AGENT_ID: agent_id}, encode_json(result, "the handler's result")
+
+
+def encode_error(error: ErrorInfo, *, task_id: str, agent_id: str) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an error reply (NATS micro convention plus a JSON body)."""
+    headers = {
+        TASK_ID: task_id,
+        AGENT_ID: agent_id,
+        ERROR: error.message.replace("\r", " ").replace("\n", " "),
+        ERROR_CODE: str(error.code),
+    }
+    return headers, _encoder.encode(_ErrorBody(error))
+
+
+def decode_reply(
+    headers: dict[str, str] | None, data: bytes, *, task_id: str, capability: str = ""
+) -> AgentMessage:
+    """Turn a reply into a RESULT or ERROR message; never raises for remote errors."""
+    agent = ""
+    if headers:
+        agent = headers.get(AGENT_ID, "")
+        code = headers.get(ERROR_CODE)
+        if code is not None:
+            return AgentMessage(
+                type=MessageType.ERROR,
+                task_id=headers.get(TASK_ID, task_id),
+                id=task_id,
+                sender=agent,
+                capability=capability,
+                error=_error_info(headers, data, code),
+            )
+    try:
+        result = _any_decoder.decode(data) if data else None
+    except msgspec.DecodeError:
+        error = ErrorInfo(
+            code=502, type="bad_reply", message=f"the agent's reply is not JSON: {data[:80]!r}"
+        )
+        return AgentMessage(
+            type=MessageType.ERROR, task_id=task_id, id=task_id, sender=agent, error=error
+        )
+    return AgentMessage(
+        type=MessageType.RESULT,
+        task_id=task_id,
+        id=task_id,
+        payload=result,
+        sender=agent,
+        capability=capability,
+    )
+
+
+def _error_info(headers: dict[str, str], data: bytes, code_header: str) -> ErrorInfo:
+    try:
+        return _error_body_decoder.decode(data).error
+    except msgspec.MsgspecError:
+        pass
+    try:
+        code = int(code_header)
+    except ValueError:
+        code = 500
+    return ErrorInfo(code=code, type="agent_failure", message=headers.get(ERROR, "") or "error")
+
+
+def error_from_reply(message: AgentMessage) -> AgentError:
+    """The typed exception for an ERROR reply."""
+    error = message.error or ErrorInfo(code=500, type="agent_failure", message="unknown error")
+    cls = error_for_code(error.code)
+    return cls(
+        error.message,
+        code=error.code,
+        type=error.type,
+        agent_id=message.sender or None,
+        task_id=message.task_id,
+        capability=message.capability or None,
+    )

@@ -1,0 +1,262 @@
+"""Connecting to NATS: one value object for every option, filled from the
+environment the way the ``nats`` CLI reads it, and an async context manager
+that drains the connection on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+
+from ._errors import ConfigError, ConnectionFailed
+
+__all__ = [
+    "DEFAULT_URL",
+    "ConnectOptions",
+    "close_connection",
+    "connect",
+    "env_fields",
+    "split_servers",
+]
+
+log = logging.getLogger("callboard.bus")
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Everything needed to reach a NATS server or cluster.
+
+    Attributes:
+        servers: server URLs; several for a cluster (reconnects rotate through them).
+        name: the connection name shown by the server's monitoring.
+        user: user for user/password auth.
+        password: password for user/password auth.
+        token: token auth.
+        creds: path to a ``.creds`` file (JWT + nkey seed), as made by ``nsc``.
+        nkey: path to an nkey seed file.
+        tls_ca: CA bundle that signs the server's certificate (enables TLS).
+        tls_cert: client certificate, for mutual TLS.
+        tls_key: the client certificate's private key.
+        tls_first: do the TLS handshake before the NATS INFO (``handshake_first``).
+        connect_timeout: seconds to wait for each connection attempt.
+        reconnect_wait: seconds between reconnect attempts to one server.
+        max_reconnect_attempts: attempts before giving up; -1 retries forever.
+        ping_interval: seconds between client PINGs (how fast a dead server is noticed).
+        max_outstanding_pings: missed PONGs before the connection counts as lost.
+        drain_timeout: seconds to wait for in-flight messages when closing.
+    """
+
+    servers: tuple[str, ...] = (DEFAULT_URL,)
+    name: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds: str | None = None
+    nkey: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_first: bool = False
+    connect_timeout: float = 2.0
+    reconnect_wait: float = 1.0
+    max_reconnect_attempts: int = -1
+    ping_interval: float = 20.0
+    max_outstanding_pings: int = 2
+    drain_timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ConnectOptions:
+        """Options from ``NATS_URL``, ``NATS_USER``, ``NATS_PASSWORD``, ``NATS_TOKEN``,
+        ``NATS_CREDS``, ``NATS_NKEY``, ``NATS_CA``, ``NATS_CERT`` and ``NATS_KEY``
+        (the ``nats`` CLI's names); keyword overrides that are not None win.
+        """
+        return cls.layered(env_fields(environ), overrides)
+
+    @classmethod
+    def layered(cls, *layers: Mapping[str, Any] | None) -> ConnectOptions:
+        """Options from layers of fields, later layers winning (file, env, flags).
+
+        A layer may say ``url`` (a comma-separated list) instead of ``servers``;
+        None values do not override.
+        """
+        fields: dict[str, Any] = {}
+        for layer in layers:
+            for key, value in (layer or {}).items():
+                if value is None:
+                    continue
+                if key in ("url", "servers"):
+                    key, value = "servers", split_servers(value)
+                fields[key] = value
+        try:
+            return msgspec.convert(fields, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid NATS connection option: {exc}") from exc
+
+    def with_changes(self, **changes: Any) -> ConnectOptions:
+        """A copy with some fields changed (None values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if isinstance(changes.get("servers"), str):
+            changes["servers"] = split_servers(changes["servers"])
+        try:
+            return msgspec.structs.replace(self, **changes)
+        except TypeError as exc:
+            raise ConfigError(f"unknown NATS connection option: {exc}") from exc
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context these options ask for, or None for plain TCP."""
+        wants_tls = (
+            self.tls_ca or self.tls_cert or any(s.startswith("tls://") for s in self.servers)
+        )
+        if not wants_tls:
+            return None
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError(
+                "TLS client auth needs both tls_cert and tls_key (--tls-cert, --tls-key)"
+            )
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert and self.tls_key:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load TLS files: {exc}") from exc
+        return context
+
+
+_ENV_FIELDS = {
+    "user": "NATS_USER",
+    "password": "NATS_PASSWORD",
+    "token": "NATS_TOKEN",
+    "creds": "NATS_CREDS",
+    "nkey": "NATS_NKEY",
+    "tls_ca": "NATS_CA",
+    "tls_cert": "NATS_CERT",
+    "tls_key": "NATS_KEY",
+}
+
+
+def env_fields(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The connection fields the environment sets (``NATS_URL``, ``NATS_CREDS``, ...)."""
+    env = os.environ if environ is None else environ
+    fields: dict[str, Any] = {key: env[var] for key, var in _ENV_FIELDS.items() if env.get(var)}
+    if env.get("NATS_URL"):
+        fields["servers"] = split_servers(env["NATS_URL"])
+    return fields
+
+
+def split_servers(urls: str | Sequence[str]) -> tuple[str, ...]:
+    """``"nats://a:4222,nats://b:4222"`` → a tuple of URLs (the ``nats`` CLI's form)."""
+    if isinstance(urls, str):
+        urls = urls.split(",")
+    servers = tuple(u.strip() for u in urls if u.strip())
+    if not servers:
+        raise ConfigError("no NATS server URL given: pass -s/--server or set NATS_URL")
+    return servers
+
+
+def _client_kwargs(options: ConnectOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "servers": list(options.servers),
+        "connect_timeout": options.connect_timeout,
+        "reconnect_time_wait": options.reconnect_wait,
+        "max_reconnect_attempts": options.max_reconnect_attempts,
+        "ping_interval": options.ping_interval,
+        "max_outstanding_pings": options.max_outstanding_pings,
+        "drain_timeout": options.drain_timeout,
+        "allow_reconnect": True,
+    }
+    optional = {
+        "name": options.name,
+        "user": options.user,
+        "password": options.password,
+        "token": options.token,
+        "user_credentials": options.creds,
+        "nkeys_seed": options.nkey,
+        "tls": options.tls_context(),
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if options.tls_first:
+        kwargs["tls_handshake_first"] = True
+    for path in (options.creds, options.nkey):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"credentials file {path!r} does not exist")
+    return kwargs
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("NATS connection error: %s", exc)
+
+
+@asynccontextmanager
+async def connect(
+    servers: str | Sequence[str] | None = None,
+    *,
+    options: ConnectOptions | None = None,
+    **changes: Any,
+) -> AsyncIterator[Client]:
+    """Connect to NATS for the duration of the block, draining on exit.
+
+    Args:
+        servers: URL(s); overrides ``options.servers`` and ``NATS_URL``.
+        options: the full option set; defaults to ``ConnectOptions.from_env()``.
+        **changes: individual ConnectOptions fields to override.
+
+    Raises:
+        ConnectionFailed: no server in the list could be reached.
+        ConfigError: an option is invalid (bad TLS files, missing creds file).
+
+    Example:
+        ``async with connect("nats://127.0.0.1:4222") as nc: ...``
+    """
+    opts = options if options is not None else ConnectOptions.from_env()
+    opts = opts.with_changes(servers=servers, **changes)
+    kwargs = _client_kwargs(opts)
+    url_list = ", ".join(opts.servers)
+
+    async def on_disconnect() -> None:
+        if nc.is_closed or nc.is_draining:
+            return
+        log.warning("disconnected from NATS (%s); reconnecting", url_list)
+
+    async def on_reconnect() -> None:
+        log.warning(
+            "reconnected to NATS at %s", nc.connected_url.geturl() if nc.connected_url else "?"
+        )
+
+    nc = Client()
+    try:
+        await nc.connect(
+            error_cb=_log_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            **kwargs,
+        )
+    except Exception as exc:
+        raise ConnectionFailed(
+            f"could not connect to NATS at {url_list}: {exc or type(exc).__name__}. "
+            "Is a server running there? Start one with 'callboard server', or point "
+            "-s/--server or NATS_URL at yours."
+        ) from exc
+    try:
+        yield nc
+    finally:
+        await close_connection(nc)
+
+
+async def close_connection(nc: Client) -> None:
+    """Drain (deliver what is in flight) then close; safe to call twice."""
+    if nc.is_closed:
+        return
+    try:
+        await nc.drain()
+    except Exception as exc:
+        log.debug("drain failed (%s); closing", exc)
+    if not nc.is_closed:
+        await nc.close()
