@@ -1,0 +1,87 @@
+"""Following the status stream: decoding events and printing one line each."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+
+from bus import STATUS_EVENT_TYPES, Failed, StatusEvent, Subjects, TaskEvent
+
+__all__ = ["decode_status", "follow_status", "format_status", "status_subject"]
+
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(STATUS_EVENT_TYPES)
+_fallback: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+def decode_status(data: bytes) -> StatusEvent | dict[str, Any] | None:
+    """A status event; a plain dict for a state this version does not know; None if not JSON."""
+    try:
+        event: StatusEvent = _decoder.decode(data)
+        return event
+    except msgspec.MsgspecError:
+        pass
+    try:
+        raw = _fallback.decode(data)
+    except msgspec.DecodeError:
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def status_subject(subjects: Subjects, agent: str | None, state: str | None) -> str:
+    """The subject that selects events of one agent and/or one state (server-side filter)."""
+    if agent is None and state is None:
+        return subjects.all_status()
+    agent_token = subjects.status_prefix(agent) if agent else f"{subjects.prefix}.status.*."
+    return agent_token + (state or "*")
+
+
+async def follow_status(
+    nc: Client, subject: str
+) -> AsyncIterator[tuple[str, StatusEvent | dict[str, Any] | None, bytes]]:
+    """Yield ``(subject, event, raw bytes)`` for every status message, forever."""
+    sub = await nc.subscribe(subject)
+    try:
+        async for msg in sub.messages:
+            yield msg.subject, decode_status(msg.data), msg.data
+    finally:
+        await sub.unsubscribe()
+
+
+def format_status(event: StatusEvent | dict[str, Any] | None, raw: bytes = b"") -> str:
+    """One readable line: time, agent, state, capability, task, timing, error."""
+    if event is None:
+        return f"(not JSON) {raw[:120]!r}"
+    if isinstance(event, dict):
+        ts = event.get("ts", 0.0)
+        agent, state = event.get("agent", "?"), event.get("state", "?")
+        return f"{_clock(ts)}  {agent:<24} {state:<10} {msgspec.json.encode(event).decode()}"
+    state = event.__struct_config__.tag
+    parts = [f"{_clock(event.ts)}  {event.agent:<24} {state!s:<10}"]
+    if isinstance(event, TaskEvent):
+        parts.append(f"{event.capability:<12} task={event.task_id}")
+        elapsed = getattr(event, "elapsed_ms", None)
+        if elapsed:
+            parts.append(f"{elapsed:.1f}ms")
+        if isinstance(event, Failed) and event.error is not None:
+            parts.append(f"error {event.error.code} {event.error.type}: {event.error.message}")
+        message = getattr(event, "message", "")
+        if message:
+            parts.append(message)
+    else:
+        for field in ("capabilities", "in_flight", "max_concurrency", "reason"):
+            value = getattr(event, field, None)
+            if value not in (None, "", ()):
+                shown = ",".join(value) if isinstance(value, tuple) else value
+                parts.append(f"{field}={shown}")
+    return " ".join(parts)
+
+
+def _clock(ts: float) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(float(ts)).strftime("%H:%M:%S.%f")[:-3]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "??:??:??.???"

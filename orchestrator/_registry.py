@@ -1,0 +1,96 @@
+"""What the orchestrator knows of the agents on the bus.
+
+Agents are found through NATS micro discovery (``$SRV.INFO``), or registered
+by hand. Each entry says who the agent is and which capabilities it serves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import msgspec
+from nats.aio.client import Client
+
+from bus import Subjects
+from bus.micro import ServiceInfo, collect_replies
+
+__all__ = ["AgentInfo", "discover_agents"]
+
+_info_decoder = msgspec.json.Decoder(ServiceInfo)
+
+
+class AgentInfo(msgspec.Struct, kw_only=True):
+    """One agent as the orchestrator sees it.
+
+    Attributes:
+        id: the agent id (its micro service id).
+        kind: the agent's kind (its micro service name).
+        capabilities: the capabilities it serves.
+        description: what it is for.
+        keywords: per capability, the words a request may use for it.
+        input_schemas: per capability, the JSON Schema of its input (as JSON text).
+        max_concurrency: tasks it runs at once.
+        last_seen: unix time it was last heard from.
+    """
+
+    id: str
+    kind: str = ""
+    capabilities: tuple[str, ...] = ()
+    description: str = ""
+    keywords: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    input_schemas: dict[str, str] = msgspec.field(default_factory=dict)
+    max_concurrency: int = 0
+    last_seen: float = 0.0
+
+    @classmethod
+    def from_service_info(cls, info: ServiceInfo, subjects: Subjects) -> AgentInfo | None:
+        """The agent an INFO reply describes, or None if it is not a callboard agent
+        of this prefix."""
+        capabilities: list[str] = []
+        keywords: dict[str, tuple[str, ...]] = {}
+        schemas: dict[str, str] = {}
+        for endpoint in info.endpoints:
+            capability = subjects.capability_of(endpoint.subject)
+            if capability is None:
+                continue
+            capabilities.append(capability)
+            meta = endpoint.metadata or {}
+            keywords[capability] = tuple(k for k in meta.get("keywords", "").split(",") if k)
+            schemas[capability] = meta.get("input_schema", "{}")
+        if not capabilities:
+            return None
+        meta = info.metadata or {}
+        try:
+            max_concurrency = int(meta.get("max_concurrency", "0"))
+        except ValueError:
+            max_concurrency = 0
+        return cls(
+            id=info.id,
+            kind=info.name,
+            capabilities=tuple(capabilities),
+            description=info.description,
+            keywords=keywords,
+            input_schemas=schemas,
+            max_concurrency=max_concurrency,
+            last_seen=time.time(),
+        )
+
+
+async def discover_agents(nc: Client, subjects: Subjects, *, wait: float = 0.5) -> list[AgentInfo]:
+    """Ask every micro service for its INFO and keep the callboard agents of this prefix."""
+    found: list[AgentInfo] = []
+    async for data in collect_replies(nc, "$SRV.INFO", wait=wait):
+        try:
+            info = _info_decoder.decode(data)
+        except msgspec.MsgspecError:
+            continue
+        agent = AgentInfo.from_service_info(info, subjects)
+        if agent is not None:
+            found.append(agent)
+    return sorted(found, key=lambda a: a.id)
+
+
+def first_with(agents: Iterable[AgentInfo], capability: str) -> AgentInfo | None:
+    """The first agent (by id) that serves ``capability``."""
+    return next((a for a in agents if capability in a.capabilities), None)

@@ -1,0 +1,304 @@
+"""The ``callboard`` command line.
+
+Exit codes (``submit`` and the other commands that talk to agents):
+
+====  ==========================================================
+0     success
+1     the agent answered with an error (its code is printed)
+2     usage error: bad flags, bad JSON, bad config file
+3     no agent serves the capability
+4     timeout: no reply before the deadline
+5     cannot connect to NATS
+130   interrupted (Ctrl-C)
+====  ==========================================================
+
+Like the ``nats`` CLI, ``-s/--server`` or ``NATS_URL`` picks the server.
+This module is a composition root: the one place (with ``_demo``) that uses
+both the agent side (``run``) and the director side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+
+from bus import (
+    DEFAULT_PREFIX,
+    AgentError,
+    CallboardError,
+    ConfigError,
+    ConnectionFailed,
+    ConnectOptions,
+    EmbeddedServer,
+    NoAgentError,
+    TaskTimeout,
+    connect,
+    env_fields,
+)
+
+from ._monitor import follow_status, format_status, status_subject
+from ._orchestrator import Orchestrator
+
+__all__ = [
+    "EXIT_AGENT_ERROR",
+    "EXIT_CONNECTION",
+    "EXIT_INTERRUPTED",
+    "EXIT_NO_AGENT",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_AGENT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_AGENT = 3
+EXIT_TIMEOUT = 4
+EXIT_CONNECTION = 5
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("callboard.cli")
+
+_CONNECTION_FLAGS = {
+    "server": ("-s", "--server", "NATS server URL(s), comma-separated (env NATS_URL)"),
+    "user": (None, "--user", "user name (env NATS_USER)"),
+    "password": (None, "--password", "password (env NATS_PASSWORD)"),
+    "token": (None, "--token", "auth token (env NATS_TOKEN)"),
+    "creds": (None, "--creds", "credentials file, JWT + nkey (env NATS_CREDS)"),
+    "nkey": (None, "--nkey", "nkey seed file (env NATS_NKEY)"),
+    "tls_ca": (None, "--tls-ca", "CA file that signs the server's certificate (env NATS_CA)"),
+    "tls_cert": (None, "--tls-cert", "client certificate for mutual TLS (env NATS_CERT)"),
+    "tls_key": (None, "--tls-key", "client key for mutual TLS (env NATS_KEY)"),
+}
+
+
+def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Connection flags, accepted before or after the subcommand."""
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("connection")
+    for dest, (short, long, help_text) in _CONNECTION_FLAGS.items():
+        names = [n for n in (short, long) if n]
+        group.add_argument(*names, dest=dest, default=default, help=help_text, metavar="VALUE")
+    group.add_argument(
+        "--prefix",
+        default=argparse.SUPPRESS if suppress else DEFAULT_PREFIX,
+        help=f"subject prefix of the callboard system (default {DEFAULT_PREFIX})",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        help="more logging on stderr (-vv for debug)",
+    )
+
+
+def _connect_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {dest: getattr(args, dest, None) for dest in _CONNECTION_FLAGS}
+    flags["url"] = flags.pop("server")
+    return flags
+
+
+def _connect_options(args: argparse.Namespace) -> ConnectOptions:
+    return ConnectOptions.layered({"name": "callboard-cli"}, env_fields(), _connect_flags(args))
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return msgspec.json.decode(text.encode())
+    except msgspec.DecodeError as exc:
+        raise ConfigError(
+            f"{what} is not valid JSON ({exc}): quote it for the shell, e.g. "
+            '\'{"expression": "6*7"}\''
+        ) from exc
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+async def cmd_server(args: argparse.Namespace) -> int:
+    """Run an embedded nats-server in the foreground until Ctrl-C."""
+    server = EmbeddedServer(
+        port=args.port,
+        host=args.host,
+        jetstream=not args.no_jetstream,
+        store_dir=args.store_dir,
+        monitor_port=args.monitor_port,
+    )
+    server.echo_log = args.verbose > 0
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with server:
+            print(f"nats-server listening on {server.url} (pid {server.pid})", flush=True)
+            if server.monitor_url:
+                print(f"monitoring on {server.monitor_url}", flush=True)
+            print("stop with Ctrl-C", flush=True)
+            exit_code = EXIT_OK
+            async with anyio.create_task_group() as tg:
+
+                async def watch_process() -> None:
+                    nonlocal exit_code
+                    code = await anyio.to_thread.run_sync(server.wait, abandon_on_cancel=True)
+                    print(f"nats-server exited with code {code}", file=sys.stderr)
+                    exit_code = code or 1
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_process)
+                async for _ in signals:
+                    break
+                tg.cancel_scope.cancel()
+    return exit_code
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agents of a config file until SIGTERM/SIGINT."""
+    from actors import load_config, run_daemon
+
+    config = load_config(args.config)
+    if getattr(args, "prefix", DEFAULT_PREFIX) != DEFAULT_PREFIX:
+        config.prefix = args.prefix
+    await run_daemon(config, flags=_connect_flags(args))
+    return EXIT_OK
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    """Dispatch one task and print its result."""
+    text = sys.stdin.read() if args.payload == "-" else args.payload
+    payload = _parse_json(text, "the payload")
+    async with connect(options=_connect_options(args)) as nc:
+        orchestrator = Orchestrator(nc, prefix=args.prefix, name=args.sender)
+        reply = await orchestrator.request(
+            args.capability,
+            payload,
+            timeout=args.timeout,
+            task_id=args.task_id,
+            agent_id=args.agent,
+        )
+    if args.verbose:
+        print(f"task {reply.task_id} answered by {reply.sender}", file=sys.stderr)
+    encoded = msgspec.json.encode(reply.payload)
+    if args.pretty:
+        encoded = msgspec.json.format(encoded, indent=2)
+    sys.stdout.write(encoded.decode() + "\n")
+    return EXIT_OK
+
+
+async def cmd_monitor(args: argparse.Namespace) -> int:
+    """Print status events as they happen."""
+    async with connect(options=_connect_options(args)) as nc:
+        orchestrator = Orchestrator(nc, prefix=args.prefix)
+        subject = status_subject(orchestrator.subjects, args.agent, args.state)
+        count = 0
+        print(f"following {subject} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        async for _, event, raw in follow_status(nc, subject):
+            line = raw.decode(errors="replace") if args.json else format_status(event, raw)
+            print(line, flush=True)
+            count += 1
+            if args.count and count >= args.count:
+                break
+    return EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the zero-setup demo."""
+    from ._demo import run_demo
+
+    await run_demo()
+    return EXIT_OK
+
+
+# --- parser and entry point ------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="callboard",
+        description="Coordinate a network of AI agents over NATS.",
+        epilog="Exit codes: 0 ok, 1 agent error, 2 usage, 3 no agent, 4 timeout, "
+        "5 cannot connect, 130 interrupted.",
+    )
+    _add_common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, func: Callable[[argparse.Namespace], Awaitable[int]], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(p, suppress=True)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("server", cmd_server, "run an embedded nats-server in the foreground")
+    p.add_argument("--port", type=int, default=4222, help="client port (0 = any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--monitor-port", type=int, default=None, help="HTTP monitoring port")
+    p.add_argument("--store-dir", default=None, help="JetStream store (default: a temp dir)")
+    p.add_argument("--no-jetstream", action="store_true", help="do not enable JetStream")
+
+    p = command("run", cmd_run, "run the agents of a config file as a daemon")
+    p.add_argument("config", help="the daemon's TOML config file")
+
+    p = command("submit", cmd_submit, "dispatch one task and print its result as JSON")
+    p.add_argument("capability", help="the capability to send the task to")
+    p.add_argument(
+        "payload", nargs="?", default="null", help="the payload as JSON, or - to read stdin"
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.add_argument("--task-id", default=None, help="task ID to use (to retry a task)")
+    p.add_argument("--agent", default=None, help="send to this agent id directly")
+    p.add_argument("--sender", default="cli", help="the Agent-Sender header (default cli)")
+    p.add_argument("--pretty", action="store_true", help="indent the JSON result")
+
+    p = command("monitor", cmd_monitor, "print status events as they happen")
+    p.add_argument("--agent", default=None, help="only this agent's events")
+    p.add_argument("--state", default=None, help="only events of this state (e.g. failed)")
+    p.add_argument("--json", action="store_true", help="print raw JSON lines")
+    p.add_argument("--count", type=int, default=0, help="exit after this many events")
+
+    command("demo", cmd_demo, "start a server and agents, run a pipeline, show the events")
+    return parser
+
+
+def _exit_code_for(exc: CallboardError) -> int:
+    if isinstance(exc, NoAgentError):
+        return EXIT_NO_AGENT
+    if isinstance(exc, TaskTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(exc, ConnectionFailed):
+        return EXIT_CONNECTION
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, AgentError):
+        return EXIT_AGENT_ERROR
+    return EXIT_AGENT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``callboard`` console script."""
+    args = build_parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    if args.command == "run":
+        level = min(level, logging.INFO)
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        code: int = anyio.run(args.func, args)
+    except CallboardError as exc:
+        print(f"callboard {args.command}: {exc}", file=sys.stderr)
+        code = _exit_code_for(exc)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
