@@ -83,7 +83,7 @@ def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any] | None = None) -
         return (decoder or _any_decoder).decode(data)
     except msgspec.ValidationError as exc:
         raise BadInput(f"invalid payload: {exc}") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadInput(
             f"payload is not valid JSON ({exc}); send a UTF-8 JSON document as the message body"
         ) from exc
@@ -220,7 +220,7 @@ def decode_reply(
             )
     try:
         result = _any_decoder.decode(data) if data else None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         error = ErrorInfo(
             code=502, type="bad_reply", message=f"the agent's reply is not JSON: {data[:80]!r}"
         )
@@ -240,7 +240,7 @@ def decode_reply(
 def _error_info(headers: dict[str, str], data: bytes, code_header: str) -> ErrorInfo:
     try:
         return _error_body_decoder.decode(data).error
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError):
         pass
     try:
         code = int(code_header)

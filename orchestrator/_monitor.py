@@ -22,11 +22,11 @@ def decode_status(data: bytes) -> StatusEvent | dict[str, Any] | None:
     try:
         event: StatusEvent = _decoder.decode(data)
         return event
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError):
         pass
     try:
         raw = _fallback.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     return raw if isinstance(raw, dict) else None
 

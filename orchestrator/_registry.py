@@ -83,7 +83,7 @@ async def discover_agents(nc: Client, subjects: Subjects, *, wait: float = 0.5) 
     async for data in collect_replies(nc, "$SRV.INFO", wait=wait):
         try:
             info = _info_decoder.decode(data)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, UnicodeDecodeError):
             continue
         agent = AgentInfo.from_service_info(info, subjects)
         if agent is not None:
