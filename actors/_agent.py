@@ -119,8 +119,14 @@ class Agent:
             raise ConfigError(f"agent {self.id} declares a capability twice: {names}")
 
     def _spec(self, capability: str | Capability) -> Capability:
+        """A plain name takes its types from the class: from its one declared
+        ``Capability`` if it has one (so a built-in can serve under another
+        name), else from the class attributes."""
         if isinstance(capability, Capability):
             return capability
+        declared = [c for c in type(self).capabilities if isinstance(c, Capability)]
+        if len(declared) == 1:
+            return dataclasses.replace(declared[0], name=capability)
         return Capability(
             name=capability,
             input_type=type(self).input_type,

@@ -251,9 +251,20 @@ async def connect(
 
 
 async def close_connection(nc: Client) -> None:
-    """Drain (deliver what is in flight) then close; safe to call twice."""
+    """Drain (deliver what is in flight) then close; safe to call twice.
+
+    Subscriptions read with ``next_msg``/``messages`` are unsubscribed first:
+    nats-py's drain waits for their queues to be consumed, which nobody will
+    do once the block has ended, and the close would stall for the drain timeout.
+    """
     if nc.is_closed:
         return
+    for sub in list(getattr(nc, "_subs", {}).values()):
+        if getattr(sub, "_cb", None) is None:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe before drain failed: %s", exc)
     try:
         await nc.drain()
     except Exception as exc:

@@ -121,8 +121,11 @@ class TaskState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class StatusEvent(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, tag_field="state"):
+class StatusEvent(msgspec.Struct, kw_only=True, frozen=True, tag_field="state"):
     """Base of every status event on ``<prefix>.status.<agent_id>.<state>``.
+
+    Every field is always encoded (no ``omit_defaults``): readers can rely on
+    ``v`` and on each field of a state being present.
 
     Attributes:
         agent: the agent id that published it.

@@ -189,6 +189,8 @@ class EmbeddedServer:
                     process.wait()
             if self._reader is not None:
                 self._reader.join(timeout)
+            if process.stderr is not None:
+                process.stderr.close()
         self.port = 0
         self._ready.clear()
         if self._tempdir is not None:
