@@ -18,7 +18,10 @@ async def test_pipeline_runs_in_order_and_passes_results_on(nc: Client, prefix: 
         results = await orch.run_pipeline(
             [
                 {"capability": "math", "payload": {"expression": "6*7"}, "id": "answer"},
-                {"capability": "echo", "payload": {"got": "$prev.value", "text": "v=${prev.value}"}},
+                {
+                    "capability": "echo",
+                    "payload": {"got": "$prev.value", "text": "v=${prev.value}"},
+                },
                 {"capability": "echo", "payload": ["$steps.answer", "$steps.2.got"]},
             ]
         )

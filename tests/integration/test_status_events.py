@@ -8,12 +8,14 @@ import pytest
 from nats.aio.client import Client
 
 from actors import AgentHost, MathAgent
-from bus import TaskClient, AgentError
+from bus import AgentError, TaskClient
 
 pytestmark = pytest.mark.anyio
 
 
-async def collect_until(sub: object, predicate: object, timeout: float = 5.0) -> list[dict[str, object]]:
+async def collect_until(
+    sub: object, predicate: object, timeout: float = 5.0
+) -> list[dict[str, object]]:
     events: list[dict[str, object]] = []
     with anyio.fail_after(timeout):
         async for msg in sub.messages:  # type: ignore[attr-defined]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bus import ConfigError, Subjects, new_task_id, validate_task_id
-from bus import BadInput
+from bus import BadInput, ConfigError, Subjects, new_task_id, validate_task_id
 
 
 def test_default_subjects() -> None:
