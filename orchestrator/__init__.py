@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from ._orchestrator import Orchestrator
+from ._decompose import Aggregator, Decomposer, JoinAggregator, RuleDecomposer, payload_from_text
+from ._live import LiveRegistry
+from ._orchestrator import Orchestrator, RunResult
 from ._pipeline import PipelineError, Step, StepFailed, StepResult, resolve_references
 from ._registry import AgentInfo, discover_agents
+from ._router import KeywordRouter, NoRouteError, Route, Router
 
 __all__ = [
     "AgentInfo",
+    "Aggregator",
+    "Decomposer",
+    "JoinAggregator",
+    "KeywordRouter",
+    "LiveRegistry",
+    "NoRouteError",
     "Orchestrator",
     "PipelineError",
+    "Route",
+    "Router",
+    "RuleDecomposer",
+    "RunResult",
     "Step",
     "StepFailed",
     "StepResult",
     "discover_agents",
+    "payload_from_text",
     "resolve_references",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 
 from bus import (
@@ -24,10 +25,33 @@ from bus import (
     new_task_id,
 )
 
+from ._decompose import (
+    Aggregator,
+    Decomposer,
+    JoinAggregator,
+    RuleDecomposer,
+    payload_from_text,
+)
+from ._live import DEFAULT_HEARTBEAT_TIMEOUT, LiveRegistry
 from ._pipeline import Step, StepFailed, StepResult, as_step, resolve_references
 from ._registry import AgentInfo, discover_agents, first_with
+from ._router import KeywordRouter, NoRouteError, Route, Router
 
-__all__ = ["Orchestrator"]
+__all__ = ["Orchestrator", "RunResult"]
+
+
+class RunResult(msgspec.Struct, kw_only=True):
+    """The outcome of ``Orchestrator.run``.
+
+    Attributes:
+        request: the request as given.
+        answer: the aggregated answer.
+        steps: every step's result, in step order.
+    """
+
+    request: str
+    answer: Any
+    steps: list[StepResult]
 
 
 class Orchestrator:
@@ -47,13 +71,23 @@ class Orchestrator:
         prefix: str = DEFAULT_PREFIX,
         name: str = "orchestrator",
         default_timeout: float = DEFAULT_TIMEOUT,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+        router: Router | None = None,
+        decomposer: Decomposer | None = None,
+        aggregator: Aggregator | None = None,
     ) -> None:
         self.nc = nc
         self.client = TaskClient(nc, prefix=prefix, sender=name, default_timeout=default_timeout)
         self.subjects = self.client.subjects
-        self._agents: dict[str, AgentInfo] = {}
+        self.registry = LiveRegistry(nc, self.subjects, heartbeat_timeout=heartbeat_timeout)
+        self.outstanding: dict[str, int] = {}
+        self.router: Router = router or KeywordRouter(self.outstanding)
+        self.decomposer: Decomposer = decomposer or RuleDecomposer()
+        self.aggregator: Aggregator = aggregator or JoinAggregator()
 
     async def __aenter__(self) -> Orchestrator:
+        """Start following the live agents (lifecycle events + one discovery)."""
+        await self.registry.start()
         return self
 
     async def __aexit__(
@@ -62,20 +96,20 @@ class Orchestrator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        await self.registry.stop()
 
     @property
     def agents(self) -> list[AgentInfo]:
         """The agents known to be live, by id."""
-        return sorted(self._agents.values(), key=lambda a: a.id)
+        return self.registry.live()
 
     def register(self, agent: AgentInfo) -> None:
-        """Record an agent as live (discovery does this for every agent it finds)."""
-        self._agents[agent.id] = agent
+        """Record an agent as live (discovery and heartbeats do this on their own)."""
+        self.registry.add(agent)
 
     def unregister(self, agent_id: str) -> None:
         """Forget an agent."""
-        self._agents.pop(agent_id, None)
+        self.registry.remove(agent_id)
 
     async def discover(self, *, wait: float = 0.5) -> list[AgentInfo]:
         """Ask the bus which agents are live (``$SRV.INFO``) and register them."""
@@ -96,6 +130,75 @@ class Orchestrator:
             await self.discover()
             agent = first_with(self.agents, capability)
         return agent
+
+    async def route(self, text: str) -> Route:
+        """The capability and agent the router picks for ``text``.
+
+        Raises:
+            NoRouteError: no live capability matches.
+        """
+        agents = self.agents
+        if not agents:
+            await self.discover()
+            agents = self.agents
+        return self.router.route(text, agents)
+
+    async def run(self, request: str, *, timeout: float | None = None) -> RunResult:
+        """Decompose a request into steps, route and dispatch each in turn, aggregate.
+
+        Each step's text is routed to a capability (keyword overlap, ties
+        round-robin, the less loaded agent first) and turned into its payload
+        (see ``payload_from_text``); steps run in order, so a later step could
+        rely on an earlier one having happened.
+
+        Raises:
+            NoRouteError: a step matches no live capability (nothing is dispatched).
+            StepFailed: a step failed; it names the step.
+        """
+        texts = await self.decomposer.decompose(request)
+        if not texts:
+            raise NoRouteError("the request is empty: say what should be done")
+        routes = [await self.route(text) for text in texts]
+        results: list[StepResult] = []
+        for seq, (text, route) in enumerate(zip(texts, routes, strict=True), 1):
+            schema = self._input_schema(route)
+            payload = payload_from_text(text, route.matched, schema)
+            step = Step(capability=route.capability, payload=payload)
+            task_id = new_task_id()
+            started = time.perf_counter()
+            agent_key = route.agent_id or ""
+            self.outstanding[agent_key] = self.outstanding.get(agent_key, 0) + 1
+            try:
+                reply = await self.request(
+                    route.capability,
+                    payload,
+                    timeout=timeout,
+                    task_id=task_id,
+                    seq=seq,
+                    agent_id=route.agent_id,
+                )
+            except CallboardError as exc:
+                raise StepFailed(seq, step, exc, results) from exc
+            finally:
+                self.outstanding[agent_key] -= 1
+            results.append(
+                StepResult(
+                    seq=seq,
+                    capability=route.capability,
+                    task_id=task_id,
+                    agent=reply.sender,
+                    result=reply.payload,
+                    elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+                )
+            )
+        answer = await self.aggregator.aggregate(request, results)
+        return RunResult(request=request, answer=answer, steps=results)
+
+    def _input_schema(self, route: Route) -> str:
+        for agent in self.agents:
+            if route.capability in agent.input_schemas:
+                return agent.input_schemas[route.capability]
+        return "{}"
 
     async def request(
         self,

@@ -31,6 +31,7 @@ class AgentInfo(msgspec.Struct, kw_only=True):
         keywords: per capability, the words a request may use for it.
         input_schemas: per capability, the JSON Schema of its input (as JSON text).
         max_concurrency: tasks it runs at once.
+        in_flight: tasks it was running at its last heartbeat.
         last_seen: unix time it was last heard from.
     """
 
@@ -41,7 +42,13 @@ class AgentInfo(msgspec.Struct, kw_only=True):
     keywords: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     input_schemas: dict[str, str] = msgspec.field(default_factory=dict)
     max_concurrency: int = 0
+    in_flight: int = 0
     last_seen: float = 0.0
+
+    @property
+    def load(self) -> float:
+        """In-flight tasks as a fraction of capacity (0 when capacity is unknown)."""
+        return self.in_flight / self.max_concurrency if self.max_concurrency else 0.0
 
     @classmethod
     def from_service_info(cls, info: ServiceInfo, subjects: Subjects) -> AgentInfo | None:

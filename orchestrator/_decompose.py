@@ -1,0 +1,137 @@
+"""Turning a request in plain words into steps, and step results into an answer.
+
+The defaults are rule-based and offline: ``RuleDecomposer`` makes each
+sentence, and each part joined by "then" / "and then" / "after that" /
+"finally", a sequential step (quoted text is never split); ``JoinAggregator``
+joins the step results, labelled by agent, in step order. Both are small
+protocols so a language model can do either job instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from ._pipeline import StepResult
+
+__all__ = [
+    "Aggregator",
+    "Decomposer",
+    "JoinAggregator",
+    "RuleDecomposer",
+    "payload_from_text",
+]
+
+
+class Decomposer(Protocol):
+    """Splits a request into step texts, in the order they should run."""
+
+    async def decompose(self, request: str) -> list[str]:
+        """The steps of ``request``."""
+        ...
+
+
+class Aggregator(Protocol):
+    """Combines the step results into one answer."""
+
+    async def aggregate(self, request: str, results: Sequence[StepResult]) -> Any:
+        """The answer to ``request`` from its step results."""
+        ...
+
+
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|“[^”]*”")
+_SPLIT = re.compile(
+    r"(?:(?<=[.!?;])\s+)|(?:,?\s+(?:and\s+then|after\s+that|and\s+finally|then|finally)\s+)",
+    re.IGNORECASE,
+)
+
+_LEADING = re.compile(r"^(?:and\s+then|after\s+that|and\s+finally|then|finally)\b[\s,]*", re.I)
+
+
+class RuleDecomposer:
+    """Sentences and "then"-style connectives become sequential steps."""
+
+    async def decompose(self, request: str) -> list[str]:
+        """Split ``request``; quoted passages stay whole."""
+        quoted: list[str] = []
+
+        def hide(match: re.Match[str]) -> str:
+            quoted.append(match.group(0))
+            return f"\x00{len(quoted) - 1}\x00"
+
+        hidden = _QUOTED.sub(hide, request)
+        parts = [_LEADING.sub("", p.strip(" \t\n,;.!?")) for p in _SPLIT.split(hidden)]
+        steps = []
+        for part in parts:
+            if not part:
+                continue
+            restored = re.sub(r"\x00(\d+)\x00", lambda m: quoted[int(m.group(1))], part)
+            steps.append(restored)
+        return steps
+
+
+class JoinAggregator:
+    """Joins the results, labelled by agent and capability, in step order."""
+
+    async def aggregate(self, request: str, results: Sequence[StepResult]) -> str:
+        """One line per step: ``[seq] capability (agent): result``."""
+        lines = []
+        for r in results:
+            shown = r.result if isinstance(r.result, str) else _text(r.result)
+            if r.error is not None:
+                shown = f"error {r.error.code}: {r.error.message}"
+            lines.append(f"[{r.seq}] {r.capability} ({r.agent or '-'}): {shown}")
+        return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict) and len(value) == 1:
+        (only,) = value.values()
+        if isinstance(only, str | int | float):
+            return str(only)
+    return msgspec.json.encode(value).decode()
+
+
+_LEAD = re.compile(r"^[\s:,\-]+|[\s?!.]+$")
+
+
+def payload_from_text(text: str, matched: Sequence[str], input_schema: str) -> Any:
+    """Build a capability's payload from a step's text.
+
+    The routing keywords at the start of the text are dropped ("calculate
+    6*7" → "6*7"), surrounding quotes removed, and the rest goes into the
+    input's first required string field (``{"expression": "6*7"}``), or is
+    sent as a plain string when the input schema asks for nothing specific.
+    """
+    rest = text.strip()
+    lowered = rest.lower()
+    for keyword in sorted(matched, key=len, reverse=True):
+        if lowered.startswith(keyword.lower()):
+            rest = rest[len(keyword) :]
+            break
+    rest = _LEAD.sub("", rest)
+    if len(rest) >= 2 and rest[0] in "\"'“" and rest[-1] in "\"'”":
+        rest = rest[1:-1]
+    field = _first_required_string(input_schema)
+    return {field: rest} if field else rest
+
+
+def _first_required_string(input_schema: str) -> str | None:
+    try:
+        schema = msgspec.json.decode(input_schema or "{}")
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(schema, dict):
+        return None
+    defs = schema.get("$defs", {})
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        schema = defs.get(ref.removeprefix("#/$defs/"), {})
+    properties = schema.get("properties", {})
+    for name in schema.get("required", []):
+        if properties.get(name, {}).get("type") == "string":
+            return str(name)
+    return None

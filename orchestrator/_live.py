@@ -1,0 +1,169 @@
+"""The live registry: which agents are up, what they serve, and how loaded they are.
+
+It listens only to ``online``, ``heartbeat`` and ``offline`` events (never to
+the per-task ones), asks ``$SRV.INFO`` once at start for agents that are
+already up, and asks a new agent's INFO when it comes online (for keywords
+and schemas). An agent silent for longer than ``heartbeat_timeout`` drops out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bus import Heartbeat, Offline, Online, Subjects
+from bus.micro import ServiceInfo
+
+from ._registry import AgentInfo, discover_agents
+
+__all__ = ["DEFAULT_HEARTBEAT_TIMEOUT", "LiveRegistry"]
+
+log = logging.getLogger("callboard.registry")
+
+DEFAULT_HEARTBEAT_TIMEOUT = 15.0
+"""Seconds without a heartbeat after which an agent counts as gone (3 missed beats)."""
+
+_lifecycle_decoder = msgspec.json.Decoder(Online | Heartbeat | Offline)
+_info_decoder = msgspec.json.Decoder(ServiceInfo)
+
+
+class LiveRegistry:
+    """Agents known to be alive on one prefix, kept up to date from the status stream.
+
+    Args:
+        nc: the connection.
+        subjects: the system's subjects.
+        heartbeat_timeout: seconds of silence after which an agent drops out.
+        clock: monotonic time source (injectable for tests of expiry).
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        *,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.heartbeat_timeout = heartbeat_timeout
+        self._clock = clock
+        self._agents: dict[str, AgentInfo] = {}
+        self._seen: dict[str, float] = {}
+        self._subs: list[Subscription] = []
+        self._changed = anyio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(
+        self, predicate: Callable[[list[AgentInfo]], bool], *, timeout: float = 10.0
+    ) -> list[AgentInfo]:
+        """Wait until ``predicate(live agents)`` holds, e.g. until a math agent is up.
+
+        Raises:
+            TimeoutError: it did not hold within ``timeout`` seconds.
+        """
+        with anyio.fail_after(timeout):
+            while not predicate(agents := self.live()):
+                await self._changed.wait()
+        return agents
+
+    async def start(self, *, discover: bool = True, wait: float = 0.3) -> None:
+        """Subscribe to lifecycle events and (optionally) discover agents already up."""
+        for state in ("online", "heartbeat", "offline"):
+            self._subs.append(
+                await self.nc.subscribe(self.subjects.status_of_state(state), cb=self._on_event)
+            )
+        if discover:
+            for agent in await discover_agents(self.nc, self.subjects, wait=wait):
+                self.add(agent)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("registry unsubscribe failed: %s", exc)
+
+    def add(self, agent: AgentInfo) -> None:
+        """Record (or refresh) an agent as alive now."""
+        known = self._agents.get(agent.id)
+        if known is not None and not agent.keywords:
+            agent = msgspec.structs.replace(
+                agent, keywords=known.keywords, input_schemas=known.input_schemas
+            )
+        self._agents[agent.id] = agent
+        self._seen[agent.id] = self._clock()
+        self._notify()
+
+    def remove(self, agent_id: str) -> None:
+        """Forget an agent."""
+        if self._agents.pop(agent_id, None) is not None:
+            self._notify()
+        self._seen.pop(agent_id, None)
+
+    def live(self) -> list[AgentInfo]:
+        """The agents heard from within the heartbeat timeout, by id."""
+        cutoff = self._clock() - self.heartbeat_timeout
+        for agent_id in [a for a, seen in self._seen.items() if seen < cutoff]:
+            log.info("agent %s missed its heartbeats; dropping it", agent_id)
+            self.remove(agent_id)
+        return sorted(self._agents.values(), key=lambda a: a.id)
+
+    def serving(self, capability: str) -> list[AgentInfo]:
+        """Live agents that serve ``capability``."""
+        return [a for a in self.live() if capability in a.capabilities]
+
+    def capabilities(self) -> dict[str, list[AgentInfo]]:
+        """Live agents grouped by capability."""
+        grouped: dict[str, list[AgentInfo]] = {}
+        for agent in self.live():
+            for capability in agent.capabilities:
+                grouped.setdefault(capability, []).append(agent)
+        return grouped
+
+    async def _on_event(self, msg: Msg) -> None:
+        try:
+            event = _lifecycle_decoder.decode(msg.data)
+        except (msgspec.MsgspecError, UnicodeDecodeError):
+            log.debug("ignoring malformed lifecycle event on %s", msg.subject)
+            return
+        if isinstance(event, Offline):
+            self.remove(event.agent)
+            return
+        known = self._agents.get(event.agent)
+        in_flight = event.in_flight if isinstance(event, Heartbeat) else 0
+        base = known or AgentInfo(id=event.agent)
+        self.add(
+            msgspec.structs.replace(
+                base,
+                capabilities=event.capabilities or base.capabilities,
+                max_concurrency=event.max_concurrency or base.max_concurrency,
+                in_flight=in_flight,
+                last_seen=event.ts,
+            )
+        )
+        if isinstance(event, Online) and event.service and not base.keywords:
+            await self._fetch_info(event.service, event.agent)
+
+    async def _fetch_info(self, kind: str, agent_id: str) -> None:
+        try:
+            reply = await self.nc.request(f"$SRV.INFO.{kind}.{agent_id}", b"", timeout=1.0)
+            info = AgentInfo.from_service_info(_info_decoder.decode(reply.data), self.subjects)
+        except Exception as exc:
+            log.debug("INFO of new agent %s failed: %s", agent_id, exc)
+            return
+        if info is not None and agent_id in self._agents:
+            self.add(msgspec.structs.replace(info, in_flight=self._agents[agent_id].in_flight))
