@@ -23,6 +23,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -42,9 +43,12 @@ from bus import (
     connect,
     env_fields,
 )
+from bus.codec import OPERATION
 
 from ._monitor import follow_status, format_status, status_subject
 from ._orchestrator import Orchestrator
+from ._pipeline import StepFailed
+from ._router import NoRouteError
 
 __all__ = [
     "EXIT_AGENT_ERROR",
@@ -206,6 +210,88 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_ask(args: argparse.Namespace) -> int:
+    """Decompose a request, route and run its steps, print the aggregated answer."""
+    async with (
+        connect(options=_connect_options(args)) as nc,
+        Orchestrator(nc, prefix=args.prefix, name="cli") as orchestrator,
+    ):
+        result = await orchestrator.run(args.request, timeout=args.timeout)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+        return EXIT_OK
+    answer = result.answer if isinstance(result.answer, str) else msgspec.json.encode(result.answer)
+    print(answer if isinstance(answer, str) else answer.decode())
+    print("\nsteps:", file=sys.stderr)
+    for step in result.steps:
+        shown = msgspec.json.encode(step.result).decode()
+        print(
+            f"  {step.seq}. {step.capability} by {step.agent} in {step.elapsed_ms:.1f}ms: {shown}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+async def cmd_agents(args: argparse.Namespace) -> int:
+    """List the live agents: capabilities, load, when last heard from."""
+    async with connect(options=_connect_options(args)) as nc:
+        orchestrator = Orchestrator(nc, prefix=args.prefix, name="cli")
+        agents = await orchestrator.discover(wait=args.wait)
+        rows = await _agent_rows(orchestrator, agents)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
+        return EXIT_OK
+    if not rows:
+        print(f"no agents answered on prefix {args.prefix!r}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    headers = ("AGENT", "KIND", "CAPABILITIES", "IN FLIGHT", "LAST SEEN")
+    table = [
+        (
+            r["agent"],
+            r["kind"],
+            ",".join(r["capabilities"]),
+            f"{r['in_flight']}/{r['max_concurrency']}" if r["in_flight"] >= 0 else "?",
+            r["last_seen"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in (headers, *table)) for i in range(len(headers))]
+    for row in (headers, *table):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return EXIT_OK
+
+
+async def _agent_rows(orchestrator: Orchestrator, agents: Sequence[Any]) -> list[dict[str, Any]]:
+    """Ping every agent on its direct address for its current load."""
+    rows: list[dict[str, Any]] = []
+
+    async def ping(agent: Any) -> None:
+        row = {
+            "agent": agent.id,
+            "kind": agent.kind,
+            "capabilities": list(agent.capabilities),
+            "in_flight": -1,
+            "max_concurrency": agent.max_concurrency,
+            "last_seen": "no answer to ping",
+        }
+        started = time.monotonic()
+        try:
+            reply = await orchestrator.nc.request(
+                orchestrator.subjects.agent(agent.id), b"", timeout=1.0, headers={OPERATION: "ping"}
+            )
+            load = msgspec.json.decode(reply.data)
+            row["in_flight"] = int(load.get("in_flight", -1))
+            row["last_seen"] = f"just now ({(time.monotonic() - started) * 1000:.1f}ms rtt)"
+        except Exception as exc:
+            log.debug("ping of %s failed: %s", agent.id, exc)
+        rows.append(row)
+
+    async with anyio.create_task_group() as tg:
+        for agent in agents:
+            tg.start_soon(ping, agent)
+    return sorted(rows, key=lambda r: str(r["agent"]))
+
+
 async def cmd_demo(args: argparse.Namespace) -> int:
     """Run the zero-setup demo."""
     from ._demo import run_demo
@@ -263,11 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print raw JSON lines")
     p.add_argument("--count", type=int, default=0, help="exit after this many events")
 
+    p = command("ask", cmd_ask, "run a request in plain words: decompose, route, aggregate")
+    p.add_argument("request", help="what to do, e.g. \"calculate 6*7, then summarize '...'\"")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default 30)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    p = command("agents", cmd_agents, "list the live agents, their capabilities and load")
+    p.add_argument("--wait", type=float, default=0.5, help="seconds to collect answers")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     command("demo", cmd_demo, "start a server and agents, run a pipeline, show the events")
     return parser
 
 
 def _exit_code_for(exc: CallboardError) -> int:
+    if isinstance(exc, StepFailed):
+        exc = exc.cause
+    if isinstance(exc, NoRouteError):
+        return EXIT_NO_AGENT
     if isinstance(exc, NoAgentError):
         return EXIT_NO_AGENT
     if isinstance(exc, TaskTimeout):
