@@ -116,6 +116,7 @@ class AgentRunner:
         self._send, self._receive = anyio.create_memory_object_stream[_Job](self.limit)
         self._task_subs: list[Subscription] = []
         self._direct_sub: Subscription | None = None
+        self._cancel_sub: Subscription | None = None
         self._running: dict[str, _Running] = {}
         self._idle = anyio.Event()
         self._idle.set()
@@ -135,6 +136,7 @@ class AgentRunner:
         self._direct_sub = await self.nc.subscribe(
             self.subjects.agent(self.agent.id), cb=self._on_direct
         )
+        self._cancel_sub = await self.nc.subscribe(self.subjects.cancel(), cb=self._on_cancel)
         await self.discovery.start()
         await self.status.publish(
             Online(
@@ -353,6 +355,12 @@ class AgentRunner:
             )
             await self._reply_error(msg, headers.get(TASK_ID) or new_task_id(), error)
 
+    async def _on_cancel(self, msg: Msg) -> None:
+        """A broadcast cancel: stop the task if it runs here."""
+        task_id = (msg.headers or {}).get(TASK_ID, "")
+        if task_id in self._running:
+            self.cancel(task_id, msg.data.decode(errors="replace") or "cancelled by the caller")
+
     async def _answer(self, msg: Msg, value: Any) -> None:
         if msg.reply:
             await self.nc.publish(msg.reply, encode_json(value))
@@ -412,12 +420,13 @@ class AgentRunner:
 
     async def close(self, reason: str = "shutdown") -> None:
         """Say ``offline``, stop discovery and the workers."""
-        if self._direct_sub is not None:
-            sub, self._direct_sub = self._direct_sub, None
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe failed: %s", exc)
+        for sub in (self._direct_sub, self._cancel_sub):
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:
+                    log.debug("unsubscribe failed: %s", exc)
+        self._direct_sub = self._cancel_sub = None
         await self.discovery.stop()
         await self.status.publish(Offline(agent=self.agent.id, ts=time.time(), reason=reason))
         self._send.close()

@@ -8,18 +8,22 @@ depending on the orchestrator.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import anyio
 import nats.errors
 from nats.aio.client import Client
 
-from ._codec import CAPABILITY, decode_reply, encode_json, error_from_reply, task_headers
+from ._codec import CAPABILITY, TASK_ID, decode_reply, encode_json, error_from_reply, task_headers
 from ._errors import ConnectionFailed, NoAgentError, TaskTimeout
 from ._ids import new_task_id
 from ._messages import AgentMessage, MessageType, now_ms
 from ._subjects import DEFAULT_PREFIX, Subjects
 
 __all__ = ["DEFAULT_TIMEOUT", "TaskClient"]
+
+log = logging.getLogger("callboard.client")
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds a task may take when the caller does not say."""
@@ -112,6 +116,10 @@ class TaskClient:
             headers[CAPABILITY] = capability
         try:
             msg = await self.nc.request(subject, body, timeout=remaining, headers=headers)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self.cancel(task_id, "the caller cancelled the task")
+            raise
         except nats.errors.NoRespondersError:
             raise NoAgentError(
                 f"no agent serves capability {capability!r} (nobody listens on {subject}); "
@@ -120,6 +128,7 @@ class TaskClient:
                 capability=capability,
             ) from None
         except nats.errors.TimeoutError:
+            await self.cancel(task_id, f"the caller gave up after {remaining:.3g}s")
             raise TaskTimeout(
                 f"task {task_id} for {capability!r} got no reply within {remaining:.3g}s",
                 task_id=task_id,
@@ -133,3 +142,16 @@ class TaskClient:
         if reply.type is MessageType.ERROR:
             raise error_from_reply(reply)
         return reply
+
+    async def cancel(self, task_id: str, reason: str = "cancelled by the caller") -> None:
+        """Tell whichever agent runs ``task_id`` to stop it (and what it delegated).
+
+        Best effort: a lost connection only means the agent runs on until its
+        deadline, which the task carries anyway.
+        """
+        try:
+            await self.nc.publish(
+                self.subjects.cancel(), reason.encode(), headers={TASK_ID: task_id}
+            )
+        except Exception as exc:
+            log.debug("could not publish the cancel of task %s: %s", task_id, exc)

@@ -19,6 +19,7 @@ the caller's side::
         ├── TaskTimeout (408)    no reply before the deadline
         ├── TaskCancelled (499)  the caller gave up on the task
         └── AgentError           the agent replied with an error (any code)
+            ├── DeadlineExceeded (408)  the agent stopped at the deadline (also a TaskTimeout)
             ├── DelegationError (409)   delegation cycle or depth limit
             └── AgentOverloaded (503)   at its concurrency limit, or draining
 """
@@ -32,6 +33,7 @@ __all__ = [
     "CallboardError",
     "ConfigError",
     "ConnectionFailed",
+    "DeadlineExceeded",
     "DelegationError",
     "DispatchError",
     "Draining",
@@ -194,7 +196,22 @@ class AgentOverloaded(AgentError):
     type = "overloaded"
 
 
-_AGENT_ERRORS_BY_CODE: dict[int, type[AgentError]] = {409: DelegationError, 503: AgentOverloaded}
+class DeadlineExceeded(AgentError, TaskTimeout):
+    """The agent stopped the task at its deadline.
+
+    It is also a ``TaskTimeout``: whether the caller's timer or the agent's
+    fired first is a race, and callers should see the same error either way.
+    """
+
+    code = 408
+    type = "timeout"
+
+
+_AGENT_ERRORS_BY_CODE: dict[int, type[AgentError]] = {
+    408: DeadlineExceeded,
+    409: DelegationError,
+    503: AgentOverloaded,
+}
 
 
 def error_for_code(code: int) -> type[AgentError]:

@@ -93,6 +93,14 @@ class Subjects:
         """``<prefix>.status.<agent_id>.``: prepend to a state to get its subject."""
         return f"{self._status_prefix}{validate_agent_id(agent_id)}."
 
+    def cancel(self) -> str:
+        """``<prefix>.cancel``: "stop task X", heard by every agent.
+
+        A broadcast, because the caller cannot know which replica of a queue
+        group took the task; cancels are rare, so every agent listening costs little.
+        """
+        return f"{self.prefix}.cancel"
+
     def all_status(self) -> str:
         """``<prefix>.status.>``: the whole status stream."""
         return f"{self._status_prefix}>"

@@ -7,9 +7,11 @@ from ._live import LiveRegistry
 from ._orchestrator import Orchestrator, RunResult
 from ._pipeline import PipelineError, Step, StepFailed, StepResult, resolve_references
 from ._registry import AgentInfo, discover_agents
+from ._retry import NO_RETRY, RetryPolicy
 from ._router import KeywordRouter, NoRouteError, Route, Router
 
 __all__ = [
+    "NO_RETRY",
     "AgentInfo",
     "Aggregator",
     "Decomposer",
@@ -19,6 +21,7 @@ __all__ = [
     "NoRouteError",
     "Orchestrator",
     "PipelineError",
+    "RetryPolicy",
     "Route",
     "Router",
     "RuleDecomposer",

@@ -8,11 +8,13 @@ means "known to be live on the bus".
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+import anyio
 import msgspec
 from nats.aio.client import Client
 
@@ -21,6 +23,7 @@ from bus import (
     DEFAULT_TIMEOUT,
     AgentMessage,
     CallboardError,
+    DispatchError,
     TaskClient,
     new_task_id,
 )
@@ -32,12 +35,16 @@ from ._decompose import (
     RuleDecomposer,
     payload_from_text,
 )
+from ._fanout import run_steps
 from ._live import DEFAULT_HEARTBEAT_TIMEOUT, LiveRegistry
-from ._pipeline import Step, StepFailed, StepResult, as_step, resolve_references
+from ._pipeline import DEFAULT_PIPELINE_CONCURRENCY, Step, StepFailed, StepResult, as_step
 from ._registry import AgentInfo, discover_agents, first_with
+from ._retry import NO_RETRY, RetryPolicy
 from ._router import KeywordRouter, NoRouteError, Route, Router
 
 __all__ = ["Orchestrator", "RunResult"]
+
+log = logging.getLogger("callboard.orchestrator")
 
 
 class RunResult(msgspec.Struct, kw_only=True):
@@ -62,6 +69,11 @@ class Orchestrator:
         prefix: the subject prefix of the system.
         name: who the tasks come from (``Agent-Sender``).
         default_timeout: seconds a task may take when a call does not say.
+        heartbeat_timeout: seconds of silence after which the registry drops an agent.
+        router: picks a capability for free text (``KeywordRouter``).
+        decomposer: splits a request into steps (``RuleDecomposer``).
+        aggregator: combines step results (``JoinAggregator``).
+        retry: the default retry policy of every dispatch (``NO_RETRY``).
     """
 
     def __init__(
@@ -75,6 +87,7 @@ class Orchestrator:
         router: Router | None = None,
         decomposer: Decomposer | None = None,
         aggregator: Aggregator | None = None,
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
         self.nc = nc
         self.client = TaskClient(nc, prefix=prefix, sender=name, default_timeout=default_timeout)
@@ -84,6 +97,8 @@ class Orchestrator:
         self.router: Router = router or KeywordRouter(self.outstanding)
         self.decomposer: Decomposer = decomposer or RuleDecomposer()
         self.aggregator: Aggregator = aggregator or JoinAggregator()
+        self.retry = retry
+        self.retries = 0
 
     async def __aenter__(self) -> Orchestrator:
         """Start following the live agents (lifecycle events + one discovery)."""
@@ -209,11 +224,36 @@ class Orchestrator:
         task_id: str | None = None,
         seq: int | None = None,
         agent_id: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> AgentMessage:
         """Like ``dispatch``, but return the whole reply (result, agent id, task ID)."""
-        return await self.client.request(
-            capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
-        )
+        policy = retry or self.retry
+        task_id = task_id or new_task_id()
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                return await self.client.request(
+                    capability,
+                    payload,
+                    timeout=timeout,
+                    task_id=task_id,
+                    seq=seq,
+                    agent_id=agent_id,
+                )
+            except DispatchError as exc:
+                if attempt >= policy.attempts or not policy.should_retry(exc):
+                    raise
+                delay = policy.delay(attempt)
+                log.info(
+                    "task %s attempt %d/%d failed (%s); retrying in %.3fs",
+                    task_id,
+                    attempt,
+                    policy.attempts,
+                    exc.type,
+                    delay,
+                )
+                self.retries += 1
+                await anyio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def dispatch(
         self,
@@ -224,6 +264,7 @@ class Orchestrator:
         task_id: str | None = None,
         seq: int | None = None,
         agent_id: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Any:
         """Send one task to a capability and return its result.
 
@@ -234,6 +275,8 @@ class Orchestrator:
             task_id: the task ID; a new one when None (pass the same one to retry).
             seq: the task's position in a pipeline.
             agent_id: send to this agent instance instead of any replica.
+            retry: how to retry failures (the orchestrator's policy when None);
+                every attempt keeps the task ID.
 
         Raises:
             NoAgentError: no agent serves the capability (at once, no waiting).
@@ -241,53 +284,55 @@ class Orchestrator:
             AgentError: the agent replied with an error; ``code`` says which.
         """
         reply = await self.request(
-            capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
+            capability,
+            payload,
+            timeout=timeout,
+            task_id=task_id,
+            seq=seq,
+            agent_id=agent_id,
+            retry=retry,
         )
         return reply.payload
 
     async def run_pipeline(
-        self, steps: Sequence[Step | Mapping[str, Any]], *, timeout: float | None = None
+        self,
+        steps: Sequence[Step | Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+        max_concurrency: int = DEFAULT_PIPELINE_CONCURRENCY,
+        partial: bool = False,
     ) -> list[StepResult]:
-        """Run steps one after another; a step may use earlier results (see ``Step``).
+        """Run steps as their dependencies allow; a step may use others' results.
+
+        A step depends on the steps in its ``after`` list and on those its
+        payload refers to (``$prev``, ``$steps.<id>``); it is dispatched once
+        they have succeeded. Up to ``max_concurrency`` steps are in flight, the
+        ready step given first going first, so the default of 1 runs the steps
+        one after another in the order given. See ``orchestrator._pipeline``.
+
+        Args:
+            steps: ``Step`` values or mappings (``{"capability": ..., "payload": ...}``).
+            timeout: seconds each step may take unless it sets its own.
+            max_concurrency: steps in flight at once; raise it to fan out.
+            partial: run every step that can run despite failures, instead of
+                stopping at the first; failed steps carry ``error``, and the
+                steps that depend on them a 424 ``dependency_failed`` error.
 
         Returns:
-            One ``StepResult`` per step, in step order.
+            One ``StepResult`` per step, in step order (``seq`` is 1-based).
 
         Raises:
-            StepFailed: a step failed; it names the step and holds the earlier results.
-            PipelineError: a step or a reference in it is malformed.
+            PipelineError: the pipeline is malformed (unknown id in ``after`` or a
+                reference, duplicate id, cycle); raised before anything is sent.
+            StepFailed: a step failed (not with ``partial``); it names the step,
+                holds the results that succeeded, and the steps still in flight
+                were cancelled.
         """
         parsed = [as_step(step) for step in steps]
-        results: list[StepResult] = []
-        by_key: dict[str, Any] = {}
-        prev: str | None = None
-        for seq, step in enumerate(parsed, 1):
-            payload = resolve_references(step.payload, by_key, prev=prev)
-            task_id = new_task_id()
-            started = time.perf_counter()
-            try:
-                reply = await self.request(
-                    step.capability,
-                    payload,
-                    timeout=step.timeout if step.timeout is not None else timeout,
-                    task_id=task_id,
-                    seq=seq,
-                )
-            except CallboardError as exc:
-                raise StepFailed(seq, step, exc, results) from exc
-            results.append(
-                StepResult(
-                    seq=seq,
-                    capability=step.capability,
-                    step_id=step.id,
-                    task_id=task_id,
-                    agent=reply.sender,
-                    result=reply.payload,
-                    elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
-            )
-            prev = str(seq)
-            by_key[prev] = reply.payload
-            if step.id:
-                by_key[step.id] = reply.payload
-        return results
+        return await run_steps(
+            self.request,
+            parsed,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            partial=partial,
+        )
