@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus import PROTOCOL_VERSION, QUEUE_GROUP, Subjects
+from bus import PROTOCOL_VERSION, QUEUE_GROUP, Subjects, unsubscribe_all
 from bus.micro import (
     EndpointInfo,
     EndpointStats,
@@ -162,11 +162,7 @@ class ServiceResponder:
     async def stop(self) -> None:
         """Stop answering discovery."""
         subs, self._subs = self._subs, []
-        for sub in subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("discovery unsubscribe failed: %s", exc)
+        await unsubscribe_all(subs)
 
     async def _reply(self, msg: Msg, body: bytes) -> None:
         if msg.reply:

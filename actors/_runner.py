@@ -36,6 +36,7 @@ from bus import (
     TaskClient,
     TaskError,
     new_task_id,
+    unsubscribe_all,
     validate_task_id,
 )
 from bus.codec import (
@@ -420,12 +421,7 @@ class AgentRunner:
 
     async def close(self, reason: str = "shutdown") -> None:
         """Say ``offline``, stop discovery and the workers."""
-        for sub in (self._direct_sub, self._cancel_sub):
-            if sub is not None:
-                try:
-                    await sub.unsubscribe()
-                except Exception as exc:
-                    log.debug("unsubscribe failed: %s", exc)
+        await unsubscribe_all(s for s in (self._direct_sub, self._cancel_sub) if s is not None)
         self._direct_sub = self._cancel_sub = None
         await self.discovery.stop()
         await self.status.publish(Offline(agent=self.agent.id, ts=time.time(), reason=reason))

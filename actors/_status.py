@@ -24,6 +24,7 @@ from bus import (
     Started,
     StatusEvent,
     Subjects,
+    TaskEvent,
 )
 
 __all__ = ["StatusPublisher"]
@@ -53,80 +54,48 @@ class StatusPublisher:
         except Exception as exc:
             log.warning("could not publish %s status event of %s: %s", state, self.agent_id, exc)
 
-    async def accepted(self, task: AgentMessage) -> None:
-        """The task was taken off the bus."""
+    async def task_event(
+        self, event_type: type[TaskEvent], task_id: str, capability: str, **fields: Any
+    ) -> None:
+        """Publish one per-task event of ``event_type`` (Accepted, Completed, ...)."""
         await self.publish(
-            Accepted(
-                agent=self.agent_id,
-                ts=time.time(),
-                task_id=task.task_id,
-                capability=task.capability,
-                sender=task.sender,
-            )
-        )
-
-    async def started(self, task: AgentMessage) -> None:
-        """The handler began."""
-        await self.publish(
-            Started(
-                agent=self.agent_id,
-                ts=time.time(),
-                task_id=task.task_id,
-                capability=task.capability,
-            )
-        )
-
-    async def progress(self, task: AgentMessage, message: str, data: Any) -> None:
-        """A handler's intermediate report."""
-        await self.publish(
-            Progress(
-                agent=self.agent_id,
-                ts=time.time(),
-                task_id=task.task_id,
-                capability=task.capability,
-                message=message,
-                data=data,
-            )
-        )
-
-    async def completed(self, task_id: str, capability: str, elapsed_ms: float) -> None:
-        """The handler returned a result."""
-        await self.publish(
-            Completed(
+            event_type(
                 agent=self.agent_id,
                 ts=time.time(),
                 task_id=task_id,
                 capability=capability,
-                elapsed_ms=round(elapsed_ms, 3),
+                **fields,
             )
         )
+
+    async def accepted(self, task: AgentMessage) -> None:
+        """The task was taken off the bus."""
+        await self.task_event(Accepted, task.task_id, task.capability, sender=task.sender)
+
+    async def started(self, task: AgentMessage) -> None:
+        """The handler began."""
+        await self.task_event(Started, task.task_id, task.capability)
+
+    async def progress(self, task: AgentMessage, message: str, data: Any) -> None:
+        """A handler's intermediate report."""
+        await self.task_event(Progress, task.task_id, task.capability, message=message, data=data)
+
+    async def completed(self, task_id: str, capability: str, elapsed_ms: float) -> None:
+        """The handler returned a result."""
+        await self.task_event(Completed, task_id, capability, elapsed_ms=round(elapsed_ms, 3))
 
     async def failed(
         self, task_id: str, capability: str, elapsed_ms: float, error: ErrorInfo
     ) -> None:
         """The task ended with an error reply."""
-        await self.publish(
-            Failed(
-                agent=self.agent_id,
-                ts=time.time(),
-                task_id=task_id,
-                capability=capability,
-                elapsed_ms=round(elapsed_ms, 3),
-                error=error,
-            )
+        await self.task_event(
+            Failed, task_id, capability, elapsed_ms=round(elapsed_ms, 3), error=error
         )
 
     async def cancelled(
         self, task_id: str, capability: str, elapsed_ms: float, reason: str
     ) -> None:
         """The task was cancelled."""
-        await self.publish(
-            Cancelled(
-                agent=self.agent_id,
-                ts=time.time(),
-                task_id=task_id,
-                capability=capability,
-                elapsed_ms=round(elapsed_ms, 3),
-                reason=reason,
-            )
+        await self.task_event(
+            Cancelled, task_id, capability, elapsed_ms=round(elapsed_ms, 3), reason=reason
         )

@@ -15,6 +15,7 @@ from ._connect import (
     connect,
     env_fields,
     split_servers,
+    unsubscribe_all,
 )
 from ._errors import (
     AgentError,
@@ -111,6 +112,7 @@ __all__ = [
     "new_task_id",
     "now_ms",
     "split_servers",
+    "unsubscribe_all",
     "validate_agent_id",
     "validate_capability",
     "validate_task_id",

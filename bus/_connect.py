@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
 from ._errors import ConfigError, ConnectionFailed
 
@@ -24,6 +25,7 @@ __all__ = [
     "connect",
     "env_fields",
     "split_servers",
+    "unsubscribe_all",
 ]
 
 log = logging.getLogger("callboard.bus")
@@ -250,6 +252,15 @@ async def connect(
         await close_connection(nc)
 
 
+async def unsubscribe_all(subscriptions: Iterable[Subscription]) -> None:
+    """Unsubscribe each, logging failures: a connection already gone has nothing to undo."""
+    for sub in subscriptions:
+        try:
+            await sub.unsubscribe()
+        except Exception as exc:
+            log.debug("unsubscribe of %s failed: %s", sub.subject, exc)
+
+
 async def close_connection(nc: Client) -> None:
     """Drain (deliver what is in flight) then close; safe to call twice.
 
@@ -259,12 +270,8 @@ async def close_connection(nc: Client) -> None:
     """
     if nc.is_closed:
         return
-    for sub in list(getattr(nc, "_subs", {}).values()):
-        if getattr(sub, "_cb", None) is None:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe before drain failed: %s", exc)
+    subs = getattr(nc, "_subs", {}).values()
+    await unsubscribe_all([sub for sub in subs if getattr(sub, "_cb", None) is None])
     try:
         await nc.drain()
     except Exception as exc:

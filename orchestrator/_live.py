@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus import Heartbeat, Offline, Online, Subjects
+from bus import Heartbeat, Offline, Online, Subjects, unsubscribe_all
 from bus.micro import ServiceInfo
 
 from ._registry import AgentInfo, discover_agents
@@ -91,11 +91,7 @@ class LiveRegistry:
     async def stop(self) -> None:
         """Stop listening."""
         subs, self._subs = self._subs, []
-        for sub in subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("registry unsubscribe failed: %s", exc)
+        await unsubscribe_all(subs)
 
     def add(self, agent: AgentInfo) -> None:
         """Record (or refresh) an agent as alive now."""
