@@ -5,7 +5,15 @@ from __future__ import annotations
 from ._decompose import Aggregator, Decomposer, JoinAggregator, RuleDecomposer, payload_from_text
 from ._live import LiveRegistry
 from ._orchestrator import Orchestrator, RunResult
-from ._pipeline import PipelineError, Step, StepFailed, StepResult, resolve_references
+from ._pipeline import (
+    PipelineError,
+    PipelineFile,
+    Step,
+    StepFailed,
+    StepResult,
+    load_pipeline,
+    resolve_references,
+)
 from ._registry import AgentInfo, discover_agents
 from ._retry import NO_RETRY, RetryPolicy
 from ._router import KeywordRouter, NoRouteError, Route, Router
@@ -21,6 +29,7 @@ __all__ = [
     "NoRouteError",
     "Orchestrator",
     "PipelineError",
+    "PipelineFile",
     "RetryPolicy",
     "Route",
     "Router",
@@ -30,6 +39,7 @@ __all__ = [
     "StepFailed",
     "StepResult",
     "discover_agents",
+    "load_pipeline",
     "payload_from_text",
     "resolve_references",
 ]
