@@ -16,7 +16,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from ._codec import CAPABILITY, TASK_ID, decode_reply, encode_json, error_from_reply, task_headers
-from ._errors import ConnectionFailed, NoAgentError, TaskTimeout
+from ._errors import ConnectionFailed, NoAgentError, PayloadTooLarge, TaskTimeout
 from ._ids import new_task_id
 from ._messages import AgentMessage, MessageType, now_ms
 from ._subjects import DEFAULT_PREFIX, Subjects
@@ -134,6 +134,11 @@ class TaskClient:
                 task_id=task_id,
                 capability=capability,
             ) from None
+        except nats.errors.MaxPayloadError as exc:
+            raise PayloadTooLarge(
+                f"the payload of task {task_id} ({len(body)} bytes) is above the NATS "
+                f"server's max_payload: send a smaller payload or a reference to the data"
+            ) from exc
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             raise ConnectionFailed(
                 f"cannot send task {task_id}: the NATS connection is {exc}"

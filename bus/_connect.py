@@ -49,6 +49,9 @@ class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
         tls_key: the client certificate's private key.
         tls_first: do the TLS handshake before the NATS INFO (``handshake_first``).
         connect_timeout: seconds to wait for each connection attempt.
+        connect_attempts: tries per server for the first connection before giving
+            up with ConnectionFailed (reconnects after that follow
+            ``max_reconnect_attempts``).
         reconnect_wait: seconds between reconnect attempts to one server.
         max_reconnect_attempts: attempts before giving up; -1 retries forever.
         ping_interval: seconds between client PINGs (how fast a dead server is noticed).
@@ -68,6 +71,7 @@ class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     tls_key: str | None = None
     tls_first: bool = False
     connect_timeout: float = 2.0
+    connect_attempts: int = 2
     reconnect_wait: float = 1.0
     max_reconnect_attempts: int = -1
     ping_interval: float = 20.0
@@ -168,7 +172,7 @@ def _client_kwargs(options: ConnectOptions) -> dict[str, Any]:
         "servers": list(options.servers),
         "connect_timeout": options.connect_timeout,
         "reconnect_time_wait": options.reconnect_wait,
-        "max_reconnect_attempts": options.max_reconnect_attempts,
+        "max_reconnect_attempts": max(1, options.connect_attempts),
         "ping_interval": options.ping_interval,
         "max_outstanding_pings": options.max_outstanding_pings,
         "drain_timeout": options.drain_timeout,
@@ -190,10 +194,6 @@ def _client_kwargs(options: ConnectOptions) -> dict[str, Any]:
         if path and not os.path.isfile(path):
             raise ConfigError(f"credentials file {path!r} does not exist")
     return kwargs
-
-
-async def _log_error(exc: Exception) -> None:
-    log.warning("NATS connection error: %s", exc)
 
 
 @asynccontextmanager
@@ -222,6 +222,12 @@ async def connect(
     kwargs = _client_kwargs(opts)
     url_list = ", ".join(opts.servers)
 
+    connected = False
+
+    async def on_error(exc: Exception) -> None:
+        # before the first connection the final ConnectionFailed says it all
+        log.log(logging.WARNING if connected else logging.DEBUG, "NATS connection error: %s", exc)
+
     async def on_disconnect() -> None:
         if nc.is_closed or nc.is_draining:
             return
@@ -235,7 +241,7 @@ async def connect(
     nc = Client()
     try:
         await nc.connect(
-            error_cb=_log_error,
+            error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
             **kwargs,
@@ -246,6 +252,11 @@ async def connect(
             "Is a server running there? Start one with 'callboard server', or point "
             "-s/--server or NATS_URL at yours."
         ) from exc
+    # nats-py retries a first connection forever when max_reconnect_attempts is
+    # -1, so the first one is bounded by connect_attempts and the real policy
+    # applies from here on (nats-py reads it from this dict on every reconnect).
+    nc.options["max_reconnect_attempts"] = opts.max_reconnect_attempts
+    connected = True
     try:
         yield nc
     finally:
