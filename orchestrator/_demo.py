@@ -14,9 +14,10 @@ from typing import Any, TextIO
 
 import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from actors import AgentHost, EchoAgent, MathAgent, SummarizeAgent
-from bus import EmbeddedServer, TaskEvent, connect
+from bus import EmbeddedServer, Offline, TaskEvent, connect
 
 from ._monitor import follow_status, format_status
 from ._orchestrator import Orchestrator
@@ -49,11 +50,18 @@ async def run_demo(out: TextIO = sys.stdout) -> None:
         print(f"embedded nats-server at {server.url}", file=out)
         seen_done: set[str] = set()
         all_done = anyio.Event()
+        offline: set[str] = set()
+        all_offline = anyio.Event()
         expected: set[str] = set()
 
-        async def watch() -> None:
-            async for _, event, raw in follow_status(nc, "agents.status.>"):
+        async def watch(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            ready = task_status.started
+            async for _, event, raw in follow_status(nc, "agents.status.>", on_ready=ready):
                 print("  [status] " + format_status(event, raw), file=out, flush=True)
+                if isinstance(event, Offline):
+                    offline.add(event.agent)
+                    if len(offline) == len(agents):
+                        all_offline.set()
                 if isinstance(event, TaskEvent) and event.__struct_config__.tag in (
                     "completed",
                     "failed",
@@ -62,10 +70,9 @@ async def run_demo(out: TextIO = sys.stdout) -> None:
                     if expected and expected <= seen_done:
                         all_done.set()
 
+        agents = [MathAgent("math-1"), SummarizeAgent("summarize-1"), EchoAgent("echo-1")]
         async with anyio.create_task_group() as tg:
-            tg.start_soon(watch)
-            await nc.flush()
-            agents = [MathAgent("math-1"), SummarizeAgent("summarize-1"), EchoAgent("echo-1")]
+            await tg.start(watch)
             async with AgentHost(nc, agents, heartbeat_interval=60.0):
                 orchestrator = Orchestrator(nc, name="demo")
                 found = await orchestrator.discover(wait=0.3)
@@ -83,5 +90,7 @@ async def run_demo(out: TextIO = sys.stdout) -> None:
                 for r in results:
                     shown = msgspec.json.encode(r.result).decode()
                     print(f"  step {r.seq} {r.capability:<10} by {r.agent}: {shown}", file=out)
+            with anyio.move_on_after(2.0):
+                await all_offline.wait()
             tg.cancel_scope.cancel()
     print(f"demo finished in {time.perf_counter() - started:.2f}s", file=out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -40,10 +40,17 @@ def status_subject(subjects: Subjects, agent: str | None, state: str | None) -> 
 
 
 async def follow_status(
-    nc: Client, subject: str
+    nc: Client, subject: str, *, on_ready: Callable[[], None] | None = None
 ) -> AsyncIterator[tuple[str, StatusEvent | dict[str, Any] | None, bytes]]:
-    """Yield ``(subject, event, raw bytes)`` for every status message, forever."""
+    """Yield ``(subject, event, raw bytes)`` for every status message, forever.
+
+    ``on_ready`` is called once the server has confirmed the subscription, so a
+    caller can say "following" only when no event can be missed any more.
+    """
     sub = await nc.subscribe(subject)
+    await nc.flush()
+    if on_ready is not None:
+        on_ready()
     try:
         async for msg in sub.messages:
             yield msg.subject, decode_status(msg.data), msg.data

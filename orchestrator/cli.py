@@ -200,8 +200,11 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
         orchestrator = Orchestrator(nc, prefix=args.prefix)
         subject = status_subject(orchestrator.subjects, args.agent, args.state)
         count = 0
-        print(f"following {subject} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        async for _, event, raw in follow_status(nc, subject):
+
+        def ready() -> None:
+            print(f"following {subject} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+        async for _, event, raw in follow_status(nc, subject, on_ready=ready):
             line = raw.decode(errors="replace") if args.json else format_status(event, raw)
             print(line, flush=True)
             count += 1

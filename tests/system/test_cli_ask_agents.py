@@ -1,0 +1,56 @@
+"""``callboard ask`` and ``callboard agents`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+
+import pytest
+from system_support import Daemon
+
+from orchestrator.cli import EXIT_NO_AGENT, EXIT_OK
+
+pytestmark = pytest.mark.system
+
+
+def cli(cmd: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*cmd, *args], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+
+
+def test_agents_lists_the_live_agents_with_their_load(
+    start_daemon: Callable[..., Daemon],
+    prefix: str,
+    cli_env: dict[str, str],
+    callboard_cmd: list[str],
+) -> None:
+    start_daemon([{"type": "math", "id": "m", "replicas": 2}, {"type": "echo"}], prefix=prefix)
+    table = cli(callboard_cmd, cli_env, "agents", "--prefix", prefix)
+    assert table.returncode == EXIT_OK, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["AGENT", "KIND", "CAPABILITIES", "IN", "FLIGHT", "LAST", "SEEN"]
+    assert [line.split()[0] for line in lines[1:3]] == ["echo-" + lines[1].split()[0][5:], "m-1"]
+    rows = json.loads(cli(callboard_cmd, cli_env, "agents", "--prefix", prefix, "--json").stdout)
+    assert sorted(r["agent"] for r in rows if r["kind"] == "math") == ["m-1", "m-2"]
+    assert all(r["in_flight"] == 0 and r["max_concurrency"] == 64 for r in rows)
+    empty = cli(callboard_cmd, cli_env, "agents", "--prefix", prefix + "-nobody")
+    assert empty.returncode == EXIT_NO_AGENT
+    assert "no agents answered" in empty.stderr
+
+
+def test_ask_decomposes_routes_and_aggregates(
+    start_daemon: Callable[..., Daemon],
+    prefix: str,
+    cli_env: dict[str, str],
+    callboard_cmd: list[str],
+) -> None:
+    start_daemon([{"type": "math", "id": "m"}, {"type": "echo", "id": "e"}], prefix=prefix)
+    result = cli(callboard_cmd, cli_env, "ask", "--prefix", prefix, "Calculate 6*7. Then echo done")
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout.splitlines() == ["[1] math (m): 42", "[2] echo (e): done"]
+    assert "1. math by m" in result.stderr and '{"value":42}' in result.stderr
+    unroutable = cli(callboard_cmd, cli_env, "ask", "--prefix", prefix, "paint a picture")
+    assert unroutable.returncode == EXIT_NO_AGENT
+    assert "live capabilities: echo, math" in unroutable.stderr
