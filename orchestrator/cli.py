@@ -474,6 +474,8 @@ def _exit_code_for(exc: CallboardError) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callboard`` console script."""
     args = build_parser().parse_args(argv)
+    # like any Unix filter: `callboard monitor | head` ends quietly when head exits
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     if args.command == "run":
         level = min(level, logging.INFO)
