@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -68,6 +69,7 @@ EXIT_NO_AGENT = 3
 EXIT_TIMEOUT = 4
 EXIT_CONNECTION = 5
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 log = logging.getLogger("callboard.cli")
 
@@ -474,8 +476,6 @@ def _exit_code_for(exc: CallboardError) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callboard`` console script."""
     args = build_parser().parse_args(argv)
-    # like any Unix filter: `callboard monitor | head` ends quietly when head exits
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     if args.command == "run":
         level = min(level, logging.INFO)
@@ -489,7 +489,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _exit_code_for(exc)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except (BrokenPipeError, BaseExceptionGroup) as exc:
+        # `callboard monitor | head`: the reader left; end quietly like any Unix
+        # filter, after the context managers have stopped what this process started
+        if not _only_broken_pipes(exc):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
     return code
+
+
+def _only_broken_pipes(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_broken_pipes(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
 
 
 if __name__ == "__main__":
