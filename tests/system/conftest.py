@@ -18,6 +18,7 @@ from system_support import (
 )
 
 from actors import READY_LINE
+from bus import new_agent_suffix
 
 
 @pytest.fixture
@@ -77,3 +78,18 @@ def start_daemon(
         return Daemon(proc=proc, agent_ids=ids, config=config)
 
     return start
+
+
+@pytest.fixture
+def daemon(start_daemon: Callable[..., Daemon], prefix: str) -> Daemon:
+    """A daemon with one math, one echo and one summarize agent (ids in ``agent_ids``)."""
+    suffix = new_agent_suffix()
+    return start_daemon(
+        [
+            {"type": "math", "id": f"math-{suffix}"},
+            {"type": "echo", "id": f"echo-{suffix}"},
+            {"type": "summarize", "id": f"summarize-{suffix}"},
+        ],
+        prefix=prefix,
+        heartbeat_interval=60.0,
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
+import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -322,3 +323,35 @@ async def wait_line(reader: LineReader, matcher: Matcher, timeout: float = 10.0)
 async def wait_exit(proc: Proc, timeout: float = STOP_TIMEOUT) -> int:
     """``Proc.wait`` from async code."""
     return await anyio.to_thread.run_sync(proc.wait, timeout)
+
+
+CLI_TIMEOUT = 20.0
+"""Seconds a one-shot CLI command may run before the test gives up on it."""
+
+
+def run_cli(
+    callboard_cmd: list[str],
+    env: Mapping[str, str],
+    args: Sequence[str],
+    *,
+    stdin: str | None = None,
+    timeout: float = CLI_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``callboard ARGS`` to completion; fail the test if it outlives ``timeout``."""
+    try:
+        return subprocess.run(
+            [*callboard_cmd, *args],
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=dict(env),
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed it
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        pytest.fail(
+            f"`callboard {' '.join(args)}` did not exit within {timeout:g}s; "
+            f"the end of its stderr:\n{stderr[-600:]}"
+        )

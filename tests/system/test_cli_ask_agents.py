@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
-from system_support import Daemon
+from system_support import Daemon, run_cli
 
 from orchestrator.cli import EXIT_NO_AGENT, EXIT_OK
 
@@ -15,9 +15,7 @@ pytestmark = pytest.mark.system
 
 
 def cli(cmd: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*cmd, *args], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-    )
+    return run_cli(cmd, env, args)
 
 
 def test_agents_lists_the_live_agents_with_their_load(

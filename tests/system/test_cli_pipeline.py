@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from system_support import ROOT, Daemon
+from system_support import Daemon, run_cli
 
-from bus import new_agent_suffix
 from orchestrator.cli import EXIT_AGENT_ERROR, EXIT_NO_AGENT, EXIT_OK, EXIT_USAGE
 
 pytestmark = pytest.mark.system
 
 PIPELINE_TIMEOUT = 20.0
 """Seconds a ``pipeline`` process may run before the test gives up on it."""
-
-
-@pytest.fixture
-def daemon(start_daemon: Callable[..., Daemon], prefix: str) -> Daemon:
-    suffix = new_agent_suffix()
-    return start_daemon(
-        [
-            {"type": "math", "id": f"math-{suffix}"},
-            {"type": "echo", "id": f"echo-{suffix}"},
-            {"type": "summarize", "id": f"summarize-{suffix}"},
-        ],
-        prefix=prefix,
-        heartbeat_interval=60.0,
-    )
 
 
 def pipeline(
@@ -42,21 +27,9 @@ def pipeline(
     stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``callboard --prefix PREFIX pipeline ARGS`` to completion."""
-    command = [*callboard_cmd, "--prefix", prefix, "pipeline", *args]
-    try:
-        return subprocess.run(
-            command,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=dict(env),
-            timeout=PIPELINE_TIMEOUT,
-            cwd=ROOT,
-        )
-    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed it
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        pytest.fail(f"`{' '.join(command)}` did not finish; its stderr ends:\n{stderr[-600:]}")
+    return run_cli(
+        callboard_cmd, env, ["--prefix", prefix, "pipeline", *args], stdin=stdin, timeout=20.0
+    )
 
 
 def write_json(path: Path, steps: list[dict[str, object]]) -> str:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 
 import pytest
-from system_support import Daemon
+from system_support import Daemon, run_cli
 
-from bus import new_agent_suffix
 from orchestrator.cli import (
     EXIT_AGENT_ERROR,
     EXIT_CONNECTION,
@@ -24,20 +23,6 @@ SUBMIT_TIMEOUT = 20.0
 """Seconds a ``submit`` process may run before the test gives up on it."""
 
 
-@pytest.fixture
-def daemon(start_daemon: Callable[..., Daemon], prefix: str) -> Daemon:
-    suffix = new_agent_suffix()
-    return start_daemon(
-        [
-            {"type": "math", "id": f"math-{suffix}"},
-            {"type": "echo", "id": f"echo-{suffix}"},
-            {"type": "summarize", "id": f"summarize-{suffix}"},
-        ],
-        prefix=prefix,
-        heartbeat_interval=60.0,
-    )
-
-
 def submit(
     callboard_cmd: list[str],
     env: Mapping[str, str],
@@ -47,32 +32,6 @@ def submit(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``callboard submit ARGS`` to completion (killed if it outlives ``timeout``)."""
     return run_cli(callboard_cmd, env, ["submit", *args], stdin=stdin, timeout=timeout)
-
-
-def run_cli(
-    callboard_cmd: list[str],
-    env: Mapping[str, str],
-    args: Sequence[str],
-    *,
-    stdin: str | None = None,
-    timeout: float = SUBMIT_TIMEOUT,
-) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            [*callboard_cmd, *args],
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=dict(env),
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed it
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        pytest.fail(
-            f"`callboard {' '.join(args)}` did not exit within {timeout:g}s; "
-            f"the end of its stderr:\n{stderr[-600:]}"
-        )
 
 
 def test_math_result_is_printed_as_compact_json(
