@@ -19,7 +19,6 @@ import msgspec
 
 from bus import (
     DEFAULT_PREFIX,
-    AgentError,
     CallboardError,
     ConfigError,
     ConnectionFailed,
@@ -326,20 +325,18 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_EXIT_CODES: tuple[tuple[type[CallboardError], int], ...] = (
+    (NoRouteError, EXIT_NO_AGENT),
+    (NoAgentError, EXIT_NO_AGENT),
+    (TaskTimeout, EXIT_TIMEOUT),  # before AgentError: DeadlineExceeded is both
+    (ConnectionFailed, EXIT_CONNECTION),
+    (ConfigError, EXIT_USAGE),
+)
+"""First match wins; anything else is the agent's (or the task's) own error."""
+
+
 def exit_code_for(exc: CallboardError) -> int:
     """The exit code that tells a script what kind of failure ``exc`` is."""
     if isinstance(exc, StepFailed):
         exc = exc.cause
-    if isinstance(exc, NoRouteError):
-        return EXIT_NO_AGENT
-    if isinstance(exc, NoAgentError):
-        return EXIT_NO_AGENT
-    if isinstance(exc, TaskTimeout):
-        return EXIT_TIMEOUT
-    if isinstance(exc, ConnectionFailed):
-        return EXIT_CONNECTION
-    if isinstance(exc, ConfigError):
-        return EXIT_USAGE
-    if isinstance(exc, AgentError):
-        return EXIT_AGENT_ERROR
-    return EXIT_AGENT_ERROR
+    return next((code for kind, code in _EXIT_CODES if isinstance(exc, kind)), EXIT_AGENT_ERROR)

@@ -32,17 +32,6 @@ from bus import (
     CallboardError,
 )
 
-__all__ = [
-    "EXIT_AGENT_ERROR",
-    "EXIT_CONNECTION",
-    "EXIT_INTERRUPTED",
-    "EXIT_NO_AGENT",
-    "EXIT_OK",
-    "EXIT_TIMEOUT",
-    "EXIT_USAGE",
-    "main",
-]
-
 from ._commands import (
     CONNECTION_FLAGS,
     EXIT_AGENT_ERROR,
@@ -63,6 +52,17 @@ from ._commands import (
     cmd_submit,
     exit_code_for,
 )
+
+__all__ = [
+    "EXIT_AGENT_ERROR",
+    "EXIT_CONNECTION",
+    "EXIT_INTERRUPTED",
+    "EXIT_NO_AGENT",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "main",
+]
 
 
 def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
