@@ -1,5 +1,5 @@
 """The agent side of callboard: the ``Agent`` base class, the host that runs
-agents on the bus, the built-in agents and the daemon.
+agents on the bus, the built-in agents, the LLM agent and the daemon.
 """
 
 from __future__ import annotations
@@ -11,6 +11,17 @@ from ._daemon import READY_LINE, run_daemon
 from ._host import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL, AgentHost, serve
 from ._runner import DEFAULT_MAX_DELEGATION_DEPTH, DEFAULT_MAX_PAYLOAD, AgentRunner
 from .builtins import BUILTIN_AGENTS, EchoAgent, MathAgent, SummarizeAgent
+from .llm import (
+    AgentLoop,
+    CapabilityTool,
+    FunctionTool,
+    LLMAgent,
+    Prompt,
+    Tool,
+    ToolError,
+    ToolRoundsExceeded,
+    tool,
+)
 
 __all__ = [
     "BUILTIN_AGENTS",
@@ -23,17 +34,26 @@ __all__ = [
     "READY_LINE",
     "Agent",
     "AgentHost",
+    "AgentLoop",
     "AgentRunner",
     "AgentSpec",
     "Capability",
+    "CapabilityTool",
     "DaemonConfig",
     "EchoAgent",
+    "FunctionTool",
+    "LLMAgent",
     "MathAgent",
+    "Prompt",
     "SummarizeAgent",
     "TaskContext",
+    "Tool",
+    "ToolError",
+    "ToolRoundsExceeded",
     "build_agents",
     "current_context",
     "load_config",
     "run_daemon",
     "serve",
+    "tool",
 ]

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from bus import DEFAULT_PREFIX, ConfigError
+from bus import DEFAULT_PREFIX, ConfigError, parse_metrics_address
 
 from ._agent import Agent
 from ._host import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
@@ -52,6 +52,8 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         heartbeat_interval: seconds between heartbeats.
         max_delegation_depth: longest delegation chain accepted.
         max_payload: largest task payload accepted, in bytes.
+        metrics_address: serve ``/metrics`` and ``/healthz`` here (``PORT`` or
+            ``HOST:PORT``, loopback unless a host is written); None serves nothing.
         agents: the agents to run.
     """
 
@@ -61,6 +63,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     heartbeat_interval: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_HEARTBEAT_INTERVAL
     max_delegation_depth: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_DELEGATION_DEPTH
     max_payload: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_PAYLOAD
+    metrics_address: str | None = None
     agents: list[AgentSpec] = msgspec.field(default_factory=list)
 
 
@@ -78,6 +81,11 @@ def load_config(path: str | Path) -> DaemonConfig:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
     if not config.agents:
         raise ConfigError(f"config {path} has no [[agents]] entries: nothing to run")
+    if config.metrics_address is not None:
+        try:
+            parse_metrics_address(config.metrics_address)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid config {path}: {exc.message}") from exc
     return config
 
 

@@ -10,11 +10,17 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
-from bus import AgentMessage, CallboardError, TaskClient
+from bus import AgentMessage, CallboardError, TaskClient, dispatch_outcome
+from bus.micro import CapabilityInfo, discover_capabilities
 
-__all__ = ["TaskContext", "current_context"]
+__all__ = ["DEFAULT_DISCOVERY_WAIT", "TaskContext", "current_context"]
+
+DEFAULT_DISCOVERY_WAIT = 0.3
+"""Seconds ``TaskContext.capabilities`` listens for ``$SRV.INFO`` replies."""
 
 ProgressSink = Callable[[AgentMessage, str, Any], Awaitable[None]]
+DelegationSink = Callable[[str, str], None]
+"""Told (capability, outcome) of every delegation: the agent's delegation counter."""
 
 
 class TaskContext:
@@ -25,15 +31,22 @@ class TaskContext:
         agent_id: the agent handling it.
     """
 
-    __slots__ = ("_client", "_progress", "agent_id", "task")
+    __slots__ = ("_client", "_on_delegated", "_progress", "agent_id", "task")
 
     def __init__(
-        self, task: AgentMessage, agent_id: str, client: TaskClient, progress: ProgressSink
+        self,
+        task: AgentMessage,
+        agent_id: str,
+        client: TaskClient,
+        progress: ProgressSink,
+        *,
+        on_delegated: DelegationSink | None = None,
     ) -> None:
         self.task = task
         self.agent_id = agent_id
         self._client = client
         self._progress = progress
+        self._on_delegated = on_delegated
 
     async def delegate(self, capability: str, payload: Any, *, timeout: float | None = None) -> Any:
         """Send a sub-task to another capability and return its result.
@@ -45,15 +58,31 @@ class TaskContext:
             DispatchError: the sub-task failed (its subclass says how); if the
                 handler lets it propagate, this task fails with the same code.
         """
-        reply = await self._client.request(
-            capability,
-            payload,
-            timeout=timeout,
-            chain=(*self.task.chain, self.agent_id),
-            deadline_ms=self.task.deadline_ms,
-            traceparent=self.task.traceparent,
-        )
+        try:
+            reply = await self._client.request(
+                capability,
+                payload,
+                timeout=timeout,
+                chain=(*self.task.chain, self.agent_id),
+                deadline_ms=self.task.deadline_ms,
+                traceparent=self.task.traceparent,
+            )
+        except BaseException as exc:
+            if self._on_delegated is not None:
+                self._on_delegated(capability, dispatch_outcome(exc))
+            raise
+        if self._on_delegated is not None:
+            self._on_delegated(capability, "ok")
         return reply.payload
+
+    async def capabilities(self, *, wait: float = DEFAULT_DISCOVERY_WAIT) -> list[CapabilityInfo]:
+        """The capabilities live on the bus now (this agent's own included).
+
+        Asks every agent host of this prefix over ``$SRV.INFO`` and listens for
+        ``wait`` seconds, since nobody knows how many will answer: callers
+        that ask often should cache the answer.
+        """
+        return await discover_capabilities(self._client.nc, self._client.subjects, wait=wait)
 
     async def progress(self, message: str = "", data: Any = None) -> None:
         """Publish a ``progress`` status event for this task."""

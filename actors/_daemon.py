@@ -2,7 +2,9 @@
 
 It hosts the configured agents until SIGTERM or SIGINT, then shuts down
 gracefully; nats-py reconnects on its own when the server restarts, and the
-host's subscriptions come back with it.
+host's subscriptions come back with it. With ``metrics_address`` set it also
+serves ``/metrics`` and ``/healthz``, from before it connects until after it
+has drained, so a scrape sees the drain and a health check sees it coming.
 """
 
 from __future__ import annotations
@@ -11,21 +13,73 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from bus import ConnectOptions, connect, env_fields
+from bus import (
+    AgentMetrics,
+    ConnectionMetrics,
+    ConnectOptions,
+    MetricsServer,
+    connect,
+    env_fields,
+)
 
 from ._config import DaemonConfig, build_agents
 from ._host import AgentHost
 
-__all__ = ["READY_LINE", "run_daemon"]
+__all__ = ["READY_LINE", "DaemonMetrics", "run_daemon"]
 
 log = logging.getLogger("callboard.daemon")
 
 READY_LINE = "callboard daemon ready"
 """Printed on stderr once every agent is serving (scripts and tests wait for it)."""
+
+
+class DaemonMetrics:
+    """The daemon's own registry (its agents, its connection, the process) and
+    the server of ``/metrics`` and ``/healthz``.
+
+    ``health`` runs in the metrics server's thread, so it reads only plain
+    values the event loop replaces whole (the connection state, the host's
+    ``agent_states``), never the connection or the host's runners.
+
+    Args:
+        address: where to serve (``metrics_address``, ``--metrics``).
+        connection_name: the NATS connection's name, its ``connection`` label.
+
+    Attributes:
+        host: the agent host once it serves; ``health`` reads its ``agent_states``.
+        stopping: set when a signal starts the shutdown, so ``/healthz`` says
+            ``draining`` from that moment on.
+    """
+
+    def __init__(self, address: str, connection_name: str | None) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.agents = AgentMetrics(self.registry)
+        self.connections = ConnectionMetrics(self.registry)
+        self._connection = self.connections.track(connection_name)
+        self.server = MetricsServer(address, self.registry, health=self.health)
+        self.host: AgentHost | None = None
+        self.stopping = False
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """200 when connected and every agent serves; draining or unhealthy (503) otherwise."""
+        connected = self._connection.connected
+        host = self.host
+        agents = dict(host.agent_states) if host is not None else {}
+        if self.stopping or any(state != "serving" for state in agents.values()):
+            status = "draining"
+        elif not connected or not agents:
+            status = "unhealthy"
+        else:
+            status = "ok"
+        return status == "ok", {"status": status, "connected": connected, "agents": agents}
 
 
 async def run_daemon(config: DaemonConfig, *, flags: Mapping[str, Any] | None = None) -> None:
@@ -38,10 +92,22 @@ async def run_daemon(config: DaemonConfig, *, flags: Mapping[str, Any] | None = 
     """
     options = ConnectOptions.layered({"name": "callboard-daemon"}, config.nats, env_fields(), flags)
     agents = build_agents(config)
+    metrics = None
+    if config.metrics_address is not None:
+        metrics = DaemonMetrics(config.metrics_address, options.name)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async with (
-            connect(options=options) as nc,
-            AgentHost(
+        async with AsyncExitStack() as stack:
+            if metrics is not None:
+                url = (await stack.enter_async_context(metrics.server)).url
+                print(
+                    f"callboard daemon metrics on {url}/metrics (health on {url}/healthz)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            nc = await stack.enter_async_context(
+                connect(options=options, metrics=metrics.connections if metrics else None)
+            )
+            host = AgentHost(
                 nc,
                 agents,
                 prefix=config.prefix,
@@ -49,14 +115,19 @@ async def run_daemon(config: DaemonConfig, *, flags: Mapping[str, Any] | None = 
                 grace_period=config.grace_period,
                 max_delegation_depth=config.max_delegation_depth,
                 max_payload=config.max_payload,
-            ) as host,
-        ):
+                metrics=metrics.agents if metrics else None,
+            )
+            await stack.enter_async_context(host)
+            if metrics is not None:
+                metrics.host = host
             ids = ", ".join(agent.id for agent in host.agents)
             print(f"{READY_LINE}: {len(agents)} agent(s): {ids}", file=sys.stderr, flush=True)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.warning("SIGHUP: configuration reload is not supported yet; ignoring")
                     continue
+                if metrics is not None:
+                    metrics.stopping = True
                 log.info(
                     "%s: shutting down (grace period %gs, %d task(s) in flight)",
                     signal.Signals(signum).name,

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import anyio
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
 
-from bus import DEFAULT_PREFIX, ConfigError, Subjects, TaskClient
+from bus import DEFAULT_PREFIX, AgentMetrics, ConfigError, Subjects, TaskClient
 
 from ._agent import Agent
 from ._runner import DEFAULT_MAX_DELEGATION_DEPTH, DEFAULT_MAX_PAYLOAD, AgentRunner
@@ -46,6 +46,12 @@ class AgentHost:
         grace_period: seconds to wait for in-flight tasks on shutdown.
         max_delegation_depth: longest delegation chain an agent accepts.
         max_payload: largest task payload an agent accepts, in bytes.
+        metrics: where to count the agents' tasks; None counts nothing (and
+            costs nothing).
+
+    Attributes:
+        agent_states: ``serving``, ``draining`` or ``stopped`` per agent id; a
+            new mapping replaces it on every change, so any thread may read it.
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class AgentHost:
         grace_period: float = DEFAULT_GRACE_PERIOD,
         max_delegation_depth: int = DEFAULT_MAX_DELEGATION_DEPTH,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.nc = nc
         self.subjects = Subjects(prefix)
@@ -65,6 +72,8 @@ class AgentHost:
         self.grace_period = grace_period
         self.max_delegation_depth = max_delegation_depth
         self.max_payload = max_payload
+        self.metrics = metrics
+        self.agent_states: Mapping[str, str] = {}
         self._pending = list(agents)
         self.runners: dict[str, AgentRunner] = {}
         self._task_group: TaskGroup | None = None
@@ -125,9 +134,11 @@ class AgentHost:
             client=client,
             max_delegation_depth=self.max_delegation_depth,
             max_payload=self.max_payload,
+            metrics=self.metrics,
         )
         self.runners[agent.id] = runner
         await runner.start(self._task_group)
+        self._set_states([agent.id], "serving")
         await self.nc.flush()
         return runner
 
@@ -137,6 +148,9 @@ class AgentHost:
         if runner is None:
             raise ConfigError(f"no agent with id {agent_id!r} is hosted here")
         await self._stop([runner], self.grace_period if grace_period is None else grace_period)
+        self._set_states([agent_id], None)
+        if runner.series is not None:
+            runner.series.remove()
 
     async def shutdown(self) -> None:
         """Stop every agent gracefully; idempotent."""
@@ -151,6 +165,8 @@ class AgentHost:
             log.debug("flush on shutdown failed: %s", exc)
 
     async def _stop(self, runners: list[AgentRunner], grace_period: float) -> None:
+        ids = [r.agent.id for r in runners]
+        self._set_states(ids, "draining")
         async with anyio.create_task_group() as tg:
             for runner in runners:
                 tg.start_soon(runner.stop_intake)
@@ -168,6 +184,17 @@ class AgentHost:
                     await runner.wait_idle()
         for runner in runners:
             await runner.close()
+        self._set_states(ids, "stopped")
+
+    def _set_states(self, agent_ids: Sequence[str], state: str | None) -> None:
+        """Replace ``agent_states`` (None drops the agents from it)."""
+        states = dict(self.agent_states)
+        for agent_id in agent_ids:
+            if state is None:
+                states.pop(agent_id, None)
+            else:
+                states[agent_id] = state
+        self.agent_states = states
 
     async def _heartbeats(self) -> None:
         while True:

@@ -24,8 +24,11 @@ from nats.aio.subscription import Subscription
 from bus import (
     QUEUE_GROUP,
     AgentMessage,
+    AgentMetrics,
+    AgentSeries,
     BadInput,
     CallboardError,
+    CapabilitySeries,
     Draining,
     ErrorInfo,
     Heartbeat,
@@ -88,6 +91,7 @@ class AgentRunner:
         client: the task client used for delegation.
         max_delegation_depth: longest delegation chain accepted.
         max_payload: largest payload accepted, in bytes.
+        metrics: where to count its tasks, or None to count nothing.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class AgentRunner:
         client: TaskClient,
         max_delegation_depth: int = DEFAULT_MAX_DELEGATION_DEPTH,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.nc = nc
         self.agent = agent
@@ -108,7 +113,14 @@ class AgentRunner:
         self.max_payload = max_payload
         self.limit = agent.max_concurrency
         self.in_flight = 0
-        self.status = StatusPublisher(nc, subjects, agent.id)
+        self.series: AgentSeries | None = None
+        self._series: dict[str, CapabilitySeries] = {}
+        if metrics is not None:
+            self.series = metrics.bind(agent.id, agent.kind, agent.capability_names, self.limit)
+            self.series.read_in_flight(lambda: self.in_flight)
+            self._series = self.series.capabilities
+        counters = self.series.status_events if self.series is not None else None
+        self.status = StatusPublisher(nc, subjects, agent.id, counters=counters)
         self.counters = {name: EndpointCounters() for name in agent.capability_names}
         self.discovery = ServiceResponder(nc, agent, subjects, self.counters)
         self._decoders = {c.name: c.decoder() for c in agent.capability_specs}
@@ -148,6 +160,8 @@ class AgentRunner:
                 service=self.agent.kind,
             )
         )
+        if self.series is not None:
+            self.series.up.set(1)
         log.info("agent %s serving %s", self.agent.id, ", ".join(self.agent.capability_names))
 
     def _intake_for(self, capability: str) -> Callable[[Msg], Awaitable[None]]:
@@ -157,8 +171,12 @@ class AgentRunner:
         return intake
 
     async def _admit(self, capability: str, msg: Msg) -> None:
+        series = self._series.get(capability)
+        if series is not None:
+            series.received.inc()
         if not self._accepting:
-            await self._refuse(msg, capability, Draining(f"agent {self.agent.id} is shutting down"))
+            error = Draining(f"agent {self.agent.id} is shutting down")
+            await self._refuse(msg, capability, error, "draining")
             return
         if self.in_flight >= self.limit:
             await self._refuse(
@@ -170,6 +188,7 @@ class AgentRunner:
                     code=503,
                     type="overloaded",
                 ),
+                "overloaded",
             )
             return
         if self.in_flight == 0:
@@ -177,7 +196,11 @@ class AgentRunner:
         self.in_flight += 1
         self._send.send_nowait((capability, msg))
 
-    async def _refuse(self, msg: Msg, capability: str, error: CallboardError) -> None:
+    async def _refuse(self, msg: Msg, capability: str, error: CallboardError, reason: str) -> None:
+        """Answer a task that will not run; ``reason`` is its ``rejected`` label."""
+        series = self._series.get(capability)
+        if series is not None:
+            series.rejected[reason].inc()
         task_id = (msg.headers or {}).get(TASK_ID) or new_task_id()
         info = ErrorInfo(code=error.code, type=error.type, message=error.message)
         self.counters[capability].record(0, info.message)
@@ -210,6 +233,9 @@ class AgentRunner:
         elapsed_ns = time.perf_counter_ns() - started_ns
         elapsed_ms = elapsed_ns / 1e6
         self.counters[capability].record(elapsed_ns, error.message if error else None)
+        series = self._series.get(capability)
+        if series is not None:
+            series.finished(elapsed_ns / 1e9, error.code if error else None)
         if error is None:
             await self._reply(msg, task_id, body)
             await self.status.completed(task_id, capability, elapsed_ms)
@@ -241,7 +267,14 @@ class AgentRunner:
                     type="timeout",
                 )
             self._running[task_id] = running
-            token = set_context(TaskContext(task, self.agent.id, self.client, self.status.progress))
+            context = TaskContext(
+                task,
+                self.agent.id,
+                self.client,
+                self.status.progress,
+                on_delegated=self.series.delegated if self.series is not None else None,
+            )
+            token = set_context(context)
             try:
                 with running.scope, anyio.move_on_after(time_left) as deadline:
                     result = await self.agent.handle(task)
@@ -407,6 +440,8 @@ class AgentRunner:
     async def stop_intake(self) -> None:
         """Stop taking tasks: drain the capability subscriptions (already delivered
         tasks still run), then refuse anything that arrives on the direct address."""
+        if self.series is not None:
+            self.series.up.set(0)
         subs, self._task_subs = self._task_subs, []
         for sub in subs:
             try:

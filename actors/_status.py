@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client
+from prometheus_client import Counter
 
 from bus import (
     Accepted,
@@ -35,13 +37,29 @@ _encoder = msgspec.json.Encoder()
 
 
 class StatusPublisher:
-    """Encodes and publishes the status events of one agent."""
+    """Encodes and publishes the status events of one agent.
 
-    __slots__ = ("_nc", "_prefix", "agent_id", "published")
+    Args:
+        nc: the connection.
+        subjects: subject builder of the system.
+        agent_id: the agent whose events these are.
+        counters: a counter per state, incremented for each event published
+            (the agent's ``status_events`` series), or None to count nothing.
+    """
 
-    def __init__(self, nc: Client, subjects: Subjects, agent_id: str) -> None:
+    __slots__ = ("_counters", "_nc", "_prefix", "agent_id", "published")
+
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        agent_id: str,
+        *,
+        counters: Mapping[str, Counter] | None = None,
+    ) -> None:
         self._nc = nc
         self._prefix = subjects.status_prefix(agent_id)
+        self._counters = counters
         self.agent_id = agent_id
         self.published = 0
 
@@ -50,9 +68,12 @@ class StatusPublisher:
         state: str = event.__struct_config__.tag  # type: ignore[assignment]
         try:
             await self._nc.publish(self._prefix + state, _encoder.encode(event))
-            self.published += 1
         except Exception as exc:
             log.warning("could not publish %s status event of %s: %s", state, self.agent_id, exc)
+            return
+        self.published += 1
+        if self._counters is not None:
+            self._counters[state].inc()
 
     async def task_event(
         self, event_type: type[TaskEvent], task_id: str, capability: str, **fields: Any

@@ -1,5 +1,5 @@
 """callboard's transport: wire types and codec, subjects, connecting, the
-embedded nats-server, the task client and the error tree.
+embedded nats-server, the task client, Prometheus metrics and the error tree.
 
 It knows nothing of agents or plans; ``actors`` and ``orchestrator`` build on it.
 """
@@ -17,6 +17,7 @@ from ._connect import (
     split_servers,
     unsubscribe_all,
 )
+from ._connection_metrics import ConnectionMetrics, ConnectionState
 from ._errors import (
     AgentError,
     AgentOverloaded,
@@ -35,6 +36,8 @@ from ._errors import (
     TaskError,
     TaskTimeout,
 )
+from ._exposition import HealthCheck, MetricsServer, parse_metrics_address
+from ._fleet_metrics import FleetMetrics
 from ._ids import new_agent_suffix, new_task_id, validate_task_id
 from ._messages import (
     PROTOCOL_VERSION,
@@ -57,6 +60,15 @@ from ._messages import (
     TaskState,
     now_ms,
 )
+from ._metrics import (
+    DISPATCH_OUTCOMES,
+    DURATION_BUCKETS,
+    AgentMetrics,
+    AgentSeries,
+    CapabilitySeries,
+    DispatchMetrics,
+    dispatch_outcome,
+)
 from ._server import EmbeddedServer, find_nats_server
 from ._subjects import DEFAULT_PREFIX, QUEUE_GROUP, Subjects, validate_agent_id, validate_capability
 
@@ -64,30 +76,41 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
+    "DISPATCH_OUTCOMES",
+    "DURATION_BUCKETS",
     "PROTOCOL_VERSION",
     "QUEUE_GROUP",
     "STATUS_EVENT_TYPES",
     "Accepted",
     "AgentError",
     "AgentMessage",
+    "AgentMetrics",
     "AgentOverloaded",
+    "AgentSeries",
     "AgentState",
     "BadInput",
     "CallboardError",
     "Cancelled",
+    "CapabilitySeries",
     "Completed",
     "ConfigError",
     "ConnectOptions",
     "ConnectionFailed",
+    "ConnectionMetrics",
+    "ConnectionState",
     "DeadlineExceeded",
     "DelegationError",
     "DispatchError",
+    "DispatchMetrics",
     "Draining",
     "EmbeddedServer",
     "ErrorInfo",
     "Failed",
+    "FleetMetrics",
+    "HealthCheck",
     "Heartbeat",
     "MessageType",
+    "MetricsServer",
     "NoAgentError",
     "Offline",
     "Online",
@@ -106,11 +129,13 @@ __all__ = [
     "close_connection",
     "codec",
     "connect",
+    "dispatch_outcome",
     "env_fields",
     "find_nats_server",
     "new_agent_suffix",
     "new_task_id",
     "now_ms",
+    "parse_metrics_address",
     "split_servers",
     "unsubscribe_all",
     "validate_agent_id",

@@ -15,7 +15,9 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+from nats.errors import SlowConsumerError
 
+from ._connection_metrics import ConnectionMetrics
 from ._errors import ConfigError, ConnectionFailed
 
 __all__ = [
@@ -201,6 +203,7 @@ async def connect(
     servers: str | Sequence[str] | None = None,
     *,
     options: ConnectOptions | None = None,
+    metrics: ConnectionMetrics | None = None,
     **changes: Any,
 ) -> AsyncIterator[Client]:
     """Connect to NATS for the duration of the block, draining on exit.
@@ -208,6 +211,8 @@ async def connect(
     Args:
         servers: URL(s); overrides ``options.servers`` and ``NATS_URL``.
         options: the full option set; defaults to ``ConnectOptions.from_env()``.
+        metrics: counts this connection's reconnects, time disconnected,
+            slow-consumer errors and pending bytes, labelled with its name.
         **changes: individual ConnectOptions fields to override.
 
     Raises:
@@ -223,17 +228,24 @@ async def connect(
     url_list = ", ".join(opts.servers)
 
     connected = False
+    state = metrics.track(opts.name) if metrics is not None else None
 
     async def on_error(exc: Exception) -> None:
+        if state is not None and isinstance(exc, SlowConsumerError):
+            state.on_slow_consumer()
         # before the first connection the final ConnectionFailed says it all
         log.log(logging.WARNING if connected else logging.DEBUG, "NATS connection error: %s", exc)
 
     async def on_disconnect() -> None:
         if nc.is_closed or nc.is_draining:
             return
+        if state is not None:
+            state.on_disconnected()
         log.warning("disconnected from NATS (%s); reconnecting", url_list)
 
     async def on_reconnect() -> None:
+        if state is not None:
+            state.on_reconnected()
         log.warning(
             "reconnected to NATS at %s", nc.connected_url.geturl() if nc.connected_url else "?"
         )
@@ -257,10 +269,16 @@ async def connect(
     # applies from here on (nats-py reads it from this dict on every reconnect).
     nc.options["max_reconnect_attempts"] = opts.max_reconnect_attempts
     connected = True
+    if state is not None:
+        state.on_connected(nc)
     try:
         yield nc
     finally:
-        await close_connection(nc)
+        try:
+            await close_connection(nc)
+        finally:
+            if state is not None:
+                state.on_closed()
 
 
 async def unsubscribe_all(subscriptions: Iterable[Subscription]) -> None:

@@ -2,7 +2,9 @@
 
 Agent hosts answer ``$SRV.PING``, ``$SRV.INFO`` and ``$SRV.STATS`` with these,
 so ``nats micro ls/info/stats`` lists agents; the orchestrator decodes the
-same types to discover them.
+same types to discover them. ``capabilities_of`` reads the capability
+catalog out of an INFO reply, so that the orchestrator's registry and an
+agent that offers other agents' capabilities as tools parse it one way.
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ import anyio
 import msgspec
 from nats.aio.client import Client
 
+from ._subjects import Subjects
+
 __all__ = [
     "INFO_TYPE",
     "PING_TYPE",
     "SRV_PREFIX",
     "STATS_TYPE",
+    "CapabilityInfo",
     "EndpointInfo",
     "EndpointStats",
     "ServiceInfo",
     "ServicePing",
     "ServiceStats",
+    "capabilities_of",
     "collect_replies",
+    "discover_capabilities",
     "rfc3339",
     "srv_subjects",
 ]
@@ -121,3 +128,83 @@ async def collect_replies(
                 yield msg.data
     finally:
         await sub.unsubscribe()
+
+
+class CapabilityInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One capability of one live agent, as its INFO reply declares it.
+
+    Attributes:
+        name: the capability name.
+        agent_id: the agent serving it (its micro service id).
+        kind: the agent's kind (its micro service name).
+        description: what it does, in a sentence.
+        keywords: words a request may contain when it wants it.
+        input_schema: the JSON Schema of its input ({} when any JSON is accepted).
+        output_schema: the JSON Schema of its result ({} when unknown).
+    """
+
+    name: str
+    agent_id: str
+    kind: str = ""
+    description: str = ""
+    keywords: tuple[str, ...] = ()
+    input_schema: dict[str, Any] = msgspec.field(default_factory=dict)
+    output_schema: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_info_decoder = msgspec.json.Decoder(ServiceInfo)
+_schema_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def capabilities_of(info: ServiceInfo, subjects: Subjects) -> list[CapabilityInfo]:
+    """The capabilities an INFO reply declares under ``subjects``' prefix.
+
+    Endpoints of other prefixes (or of non-callboard services) are skipped; a
+    schema that is missing or not a JSON object reads as ``{}`` (any input),
+    since a peer's bad metadata must not hide the capability itself.
+    """
+    found: list[CapabilityInfo] = []
+    for endpoint in info.endpoints:
+        name = subjects.capability_of(endpoint.subject)
+        if name is None:
+            continue
+        meta = endpoint.metadata or {}
+        found.append(
+            CapabilityInfo(
+                name=name,
+                agent_id=info.id,
+                kind=info.name,
+                description=meta.get("description", ""),
+                keywords=tuple(k for k in meta.get("keywords", "").split(",") if k),
+                input_schema=_schema(meta.get("input_schema")),
+                output_schema=_schema(meta.get("output_schema")),
+            )
+        )
+    return found
+
+
+def _schema(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        return _schema_decoder.decode(text)
+    except msgspec.MsgspecError:
+        return {}
+
+
+async def discover_capabilities(
+    nc: Client, subjects: Subjects, *, wait: float = 0.5
+) -> list[CapabilityInfo]:
+    """Every live capability of the prefix, by ``$SRV.INFO`` scatter-gather.
+
+    Sorted by name then agent id, so replicas of one capability are adjacent
+    and the choice among them is stable.
+    """
+    found: list[CapabilityInfo] = []
+    async for data in collect_replies(nc, f"{SRV_PREFIX}.INFO", wait=wait):
+        try:
+            info = _info_decoder.decode(data)
+        except (msgspec.MsgspecError, UnicodeDecodeError):
+            continue
+        found.extend(capabilities_of(info, subjects))
+    return sorted(found, key=lambda c: (c.name, c.agent_id))

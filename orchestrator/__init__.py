@@ -14,6 +14,7 @@ from ._pipeline import (
     load_pipeline,
     resolve_references,
 )
+from ._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
 from ._registry import AgentInfo, discover_agents
 from ._retry import NO_RETRY, RetryPolicy
 from ._router import KeywordRouter, NoRouteError, Route, Router
@@ -21,15 +22,19 @@ from ._router import KeywordRouter, NoRouteError, Route, Router
 __all__ = [
     "NO_RETRY",
     "AgentInfo",
+    "AggregationError",
     "Aggregator",
     "Decomposer",
     "JoinAggregator",
     "KeywordRouter",
+    "LLMAggregator",
+    "LLMDecomposer",
     "LiveRegistry",
     "NoRouteError",
     "Orchestrator",
     "PipelineError",
     "PipelineFile",
+    "PlanError",
     "RetryPolicy",
     "Route",
     "Router",

@@ -120,6 +120,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if getattr(args, "prefix", DEFAULT_PREFIX) != DEFAULT_PREFIX:
         config.prefix = args.prefix
+    if args.metrics is not None:
+        config.metrics_address = args.metrics
     await run_daemon(config, flags=connect_flags(args))
     return EXIT_OK
 
@@ -162,28 +164,6 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
             count += 1
             if args.count and count >= args.count:
                 break
-    return EXIT_OK
-
-
-async def cmd_ask(args: argparse.Namespace) -> int:
-    """Decompose a request, route and run its steps, print the aggregated answer."""
-    async with (
-        connect(options=connect_options(args)) as nc,
-        Orchestrator(nc, prefix=args.prefix, name="cli") as orchestrator,
-    ):
-        result = await orchestrator.run(args.request, timeout=args.timeout)
-    if args.json:
-        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
-        return EXIT_OK
-    answer = result.answer if isinstance(result.answer, str) else msgspec.json.encode(result.answer)
-    print(answer if isinstance(answer, str) else answer.decode())
-    print("\nsteps:", file=sys.stderr)
-    for step in result.steps:
-        shown = msgspec.json.encode(step.result).decode()
-        print(
-            f"  {step.seq}. {step.capability} by {step.agent} in {step.elapsed_ms:.1f}ms: {shown}",
-            file=sys.stderr,
-        )
     return EXIT_OK
 
 

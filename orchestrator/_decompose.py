@@ -4,7 +4,12 @@ The defaults are rule-based and offline: ``RuleDecomposer`` makes each
 sentence, and each part joined by "then" / "and then" / "after that" /
 "finally", a sequential step (quoted text is never split); ``JoinAggregator``
 joins the step results, labelled by agent, in step order. Both are small
-protocols so a language model can do either job instead.
+protocols so a language model can do either job instead (``_planner``).
+
+A decomposer returns text steps, which the orchestrator routes and turns into
+payloads (``payload_from_text``), or ``Step`` values already bound to a
+capability and payload, which it dispatches as they are: a planner that knows
+the live capabilities' input schemas can fill payloads better than keywords can.
 """
 
 from __future__ import annotations
@@ -15,22 +20,31 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ._pipeline import StepResult
+from ._pipeline import Step, StepResult
+from ._references import find_references
+from ._registry import AgentInfo
 
 __all__ = [
     "Aggregator",
     "Decomposer",
     "JoinAggregator",
     "RuleDecomposer",
+    "input_object_schema",
     "payload_from_text",
+    "reference_problems",
 ]
 
 
 class Decomposer(Protocol):
-    """Splits a request into step texts, in the order they should run."""
+    """Splits a request into steps, in the order they should run."""
 
-    async def decompose(self, request: str) -> list[str]:
-        """The steps of ``request``."""
+    async def decompose(self, request: str, agents: Sequence[AgentInfo]) -> Sequence[str | Step]:
+        """The steps of ``request``, given the live ``agents``.
+
+        Each item is step text (routed, then turned into a payload) or a
+        ``Step`` bound to a capability and payload (dispatched as is; its
+        payload may refer to earlier steps' results, ``$prev``, ``$steps.<n>``).
+        """
         ...
 
 
@@ -54,8 +68,8 @@ _LEADING = re.compile(r"^(?:and\s+then|after\s+that|and\s+finally|then|finally)\
 class RuleDecomposer:
     """Sentences and "then"-style connectives become sequential steps."""
 
-    async def decompose(self, request: str) -> list[str]:
-        """Split ``request``; quoted passages stay whole."""
+    async def decompose(self, request: str, agents: Sequence[AgentInfo] = ()) -> list[str]:
+        """Split ``request``; quoted passages stay whole (``agents`` is not needed)."""
         quoted: list[str] = []
 
         def hide(match: re.Match[str]) -> str:
@@ -119,19 +133,66 @@ def payload_from_text(text: str, matched: Sequence[str], input_schema: str) -> A
     return {field: rest} if field else rest
 
 
-def _first_required_string(input_schema: str) -> str | None:
+def input_object_schema(input_schema: str) -> dict[str, Any] | None:
+    """The object schema an input schema (JSON text) describes, its ``$ref`` followed.
+
+    None when the input is not an object or the text is not a JSON Schema, so
+    callers treat such inputs as "anything goes" rather than guessing.
+    """
     try:
         schema = msgspec.json.decode(input_schema or "{}")
     except msgspec.DecodeError:
         return None
     if not isinstance(schema, dict):
         return None
-    defs = schema.get("$defs", {})
     ref = schema.get("$ref", "")
-    if ref.startswith("#/$defs/"):
-        schema = defs.get(ref.removeprefix("#/$defs/"), {})
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        defs = schema.get("$defs", {})
+        schema = defs.get(ref.removeprefix("#/$defs/"), {}) if isinstance(defs, dict) else {}
+    if not isinstance(schema, dict):
+        return None
+    is_object = (
+        schema.get("type", "object" if {"properties", "required"} & schema.keys() else None)
+        == "object"
+    )
+    return schema if is_object else None
+
+
+def _first_required_string(input_schema: str) -> str | None:
+    schema = input_object_schema(input_schema)
+    if schema is None:
+        return None
     properties = schema.get("properties", {})
     for name in schema.get("required", []):
         if properties.get(name, {}).get("type") == "string":
             return str(name)
     return None
+
+
+def reference_problems(steps: Sequence[str | Step]) -> list[str]:
+    """What is wrong with the references of a decomposer's ``Step`` items.
+
+    ``Orchestrator.run`` runs steps one after another, so a payload may refer
+    only to steps before it (``$prev``, ``$steps.<n>`` with n below its own
+    position, or an earlier step's ``id``); anything else would fail halfway
+    through a run, so it is caught before the first dispatch.
+    """
+    problems: list[str] = []
+    ids: set[str] = set()
+    for index, step in enumerate(steps):
+        if not isinstance(step, Step):
+            continue
+        for root, reference in find_references(step.payload):
+            if root == "prev" and index == 0:
+                problems.append(f"step 1: {reference!r}: the first step has no previous result")
+            elif root.isdigit() and not 1 <= int(root) <= index:
+                problems.append(
+                    f"step {index + 1}: {reference!r}: step {root} does not run before it"
+                )
+            elif root != "prev" and not root.isdigit() and root not in ids:
+                problems.append(
+                    f"step {index + 1}: {reference!r}: no earlier step is named {root!r}"
+                )
+        if step.id:
+            ids.add(step.id)
+    return problems

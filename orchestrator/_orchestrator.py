@@ -9,56 +9,34 @@ means "known to be live on the bus".
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import anyio
-import msgspec
 from nats.aio.client import Client
 
 from bus import (
     DEFAULT_PREFIX,
     DEFAULT_TIMEOUT,
     AgentMessage,
-    CallboardError,
     DispatchError,
     TaskClient,
     new_task_id,
 )
 
-from ._decompose import (
-    Aggregator,
-    Decomposer,
-    JoinAggregator,
-    RuleDecomposer,
-    payload_from_text,
-)
+from ._decompose import Aggregator, Decomposer, JoinAggregator, RuleDecomposer
 from ._fanout import run_steps
 from ._live import DEFAULT_HEARTBEAT_TIMEOUT, LiveRegistry
-from ._pipeline import DEFAULT_PIPELINE_CONCURRENCY, Step, StepFailed, StepResult, as_step
+from ._pipeline import DEFAULT_PIPELINE_CONCURRENCY, Step, StepResult, as_step
 from ._registry import AgentInfo, discover_agents, first_with
 from ._retry import NO_RETRY, RetryPolicy
-from ._router import KeywordRouter, NoRouteError, Route, Router
+from ._router import KeywordRouter, Route, Router
+from ._run import RunResult, run_request
 
 __all__ = ["Orchestrator", "RunResult"]
 
 log = logging.getLogger("callboard.orchestrator")
-
-
-class RunResult(msgspec.Struct, kw_only=True):
-    """The outcome of ``Orchestrator.run``.
-
-    Attributes:
-        request: the request as given.
-        answer: the aggregated answer.
-        steps: every step's result, in step order.
-    """
-
-    request: str
-    answer: Any
-    steps: list[StepResult]
 
 
 class Orchestrator:
@@ -159,61 +137,31 @@ class Orchestrator:
         return self.router.route(text, agents)
 
     async def run(self, request: str, *, timeout: float | None = None) -> RunResult:
-        """Decompose a request into steps, route and dispatch each in turn, aggregate.
+        """Decompose a request into steps, dispatch each in turn, aggregate.
 
-        Each step's text is routed to a capability (keyword overlap, ties
-        round-robin, the less loaded agent first) and turned into its payload
-        (see ``payload_from_text``); steps run in order, so a later step could
-        rely on an earlier one having happened.
+        The decomposer sees the live agents. A text step is routed (keyword
+        overlap, ties round-robin, the less loaded agent first) and turned into
+        its payload (see ``payload_from_text``); a ``Step`` goes to its
+        capability as it is, its references (``$prev``, ``$steps.<n>``) filled
+        from earlier results. Every step is checked before the first is
+        dispatched, and steps run in order, so a later step may rely on an
+        earlier one having happened. See ``orchestrator._run``.
+
+        Args:
+            request: what to do, in plain words.
+            timeout: seconds each step may take (unless a ``Step`` sets its own).
 
         Raises:
-            NoRouteError: a step matches no live capability (nothing is dispatched).
-            StepFailed: a step failed; it names the step.
+            NoRouteError: a step has no live capability; nothing is dispatched.
+                ``PlanError`` (a subclass) when a model's plan stayed invalid.
+            PipelineError: a ``Step`` refers to a step that does not run before
+                it; nothing is dispatched.
+            StepFailed: a step failed, or a reference named a field its result
+                lacks; it names the step and holds the earlier results.
+            ModelError: a model-backed decomposer or aggregator failed
+                (``AggregationError`` carries the step results).
         """
-        texts = await self.decomposer.decompose(request)
-        if not texts:
-            raise NoRouteError("the request is empty: say what should be done")
-        routes = [await self.route(text) for text in texts]
-        results: list[StepResult] = []
-        for seq, (text, route) in enumerate(zip(texts, routes, strict=True), 1):
-            schema = self._input_schema(route)
-            payload = payload_from_text(text, route.matched, schema)
-            step = Step(capability=route.capability, payload=payload)
-            task_id = new_task_id()
-            started = time.perf_counter()
-            agent_key = route.agent_id or ""
-            self.outstanding[agent_key] = self.outstanding.get(agent_key, 0) + 1
-            try:
-                reply = await self.request(
-                    route.capability,
-                    payload,
-                    timeout=timeout,
-                    task_id=task_id,
-                    seq=seq,
-                    agent_id=route.agent_id,
-                )
-            except CallboardError as exc:
-                raise StepFailed(seq, step, exc, results) from exc
-            finally:
-                self.outstanding[agent_key] -= 1
-            results.append(
-                StepResult(
-                    seq=seq,
-                    capability=route.capability,
-                    task_id=task_id,
-                    agent=reply.sender,
-                    result=reply.payload,
-                    elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
-            )
-        answer = await self.aggregator.aggregate(request, results)
-        return RunResult(request=request, answer=answer, steps=results)
-
-    def _input_schema(self, route: Route) -> str:
-        for agent in self.agents:
-            if route.capability in agent.input_schemas:
-                return agent.input_schemas[route.capability]
-        return "{}"
+        return await run_request(self, request, timeout=timeout)
 
     async def request(
         self,

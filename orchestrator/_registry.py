@@ -13,11 +13,12 @@ import msgspec
 from nats.aio.client import Client
 
 from bus import Subjects
-from bus.micro import ServiceInfo, collect_replies
+from bus.micro import ServiceInfo, capabilities_of, collect_replies
 
 __all__ = ["AgentInfo", "discover_agents"]
 
 _info_decoder = msgspec.json.Decoder(ServiceInfo)
+_encoder = msgspec.json.Encoder()
 
 
 class AgentInfo(msgspec.Struct, kw_only=True):
@@ -54,18 +55,8 @@ class AgentInfo(msgspec.Struct, kw_only=True):
     def from_service_info(cls, info: ServiceInfo, subjects: Subjects) -> AgentInfo | None:
         """The agent an INFO reply describes, or None if it is not a callboard agent
         of this prefix."""
-        capabilities: list[str] = []
-        keywords: dict[str, tuple[str, ...]] = {}
-        schemas: dict[str, str] = {}
-        for endpoint in info.endpoints:
-            capability = subjects.capability_of(endpoint.subject)
-            if capability is None:
-                continue
-            capabilities.append(capability)
-            meta = endpoint.metadata or {}
-            keywords[capability] = tuple(k for k in meta.get("keywords", "").split(",") if k)
-            schemas[capability] = meta.get("input_schema", "{}")
-        if not capabilities:
+        declared = capabilities_of(info, subjects)
+        if not declared:
             return None
         meta = info.metadata or {}
         try:
@@ -75,10 +66,10 @@ class AgentInfo(msgspec.Struct, kw_only=True):
         return cls(
             id=info.id,
             kind=info.name,
-            capabilities=tuple(capabilities),
+            capabilities=tuple(c.name for c in declared),
             description=info.description,
-            keywords=keywords,
-            input_schemas=schemas,
+            keywords={c.name: c.keywords for c in declared},
+            input_schemas={c.name: _encoder.encode(c.input_schema).decode() for c in declared},
             max_concurrency=max_concurrency,
             last_seen=time.time(),
         )

@@ -31,7 +31,9 @@ from bus import (
     DEFAULT_PREFIX,
     CallboardError,
 )
+from bus.llm import DEFAULT_MODEL_TIMEOUT
 
+from ._ask import MODEL_ENV, cmd_ask
 from ._commands import (
     CONNECTION_FLAGS,
     EXIT_AGENT_ERROR,
@@ -43,7 +45,6 @@ from ._commands import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
     cmd_agents,
-    cmd_ask,
     cmd_demo,
     cmd_monitor,
     cmd_pipeline,
@@ -117,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", cmd_run, "run the agents of a config file as a daemon")
     p.add_argument("config", help="the daemon's TOML config file")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        metavar="ADDR",
+        help="serve /metrics and /healthz on ADDR (PORT or HOST:PORT, loopback unless "
+        "a host is given); overrides the file's metrics_address",
+    )
 
     p = command("submit", cmd_submit, "dispatch one task and print its result as JSON")
     p.add_argument("capability", help="the capability to send the task to")
@@ -139,6 +147,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("request", help="what to do, e.g. \"calculate 6*7, then summarize '...'\"")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default 30)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    g = p.add_argument_group(
+        "model",
+        "plan the steps and write the answer with a language model; without one, the "
+        "request is split at sentences and 'then', and the results are joined",
+    )
+    g.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help=f"the model, e.g. llama3.2 (env {MODEL_ENV}; '' for no model)",
+    )
+    g.add_argument(
+        "--provider",
+        choices=("ollama", "openai"),
+        default="ollama",
+        help="ollama, or any OpenAI-compatible server (default ollama)",
+    )
+    g.add_argument(
+        "--model-url",
+        default=None,
+        metavar="URL",
+        help="the model server (env OLLAMA_HOST or OPENAI_BASE_URL; "
+        "default the local Ollama or api.openai.com)",
+    )
+    g.add_argument(
+        "--model-timeout",
+        type=float,
+        default=DEFAULT_MODEL_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds to wait for each answer of the model (default {DEFAULT_MODEL_TIMEOUT:g})",
+    )
 
     p = command("agents", cmd_agents, "list the live agents, their capabilities and load")
     p.add_argument("--wait", type=float, default=0.5, help="seconds to collect answers")

@@ -1,0 +1,420 @@
+"""The OpenAI-compatible client: ``POST {base_url}/chat/completions``.
+
+Any server with OpenAI's Chat Completions API will do (api.openai.com,
+llama.cpp, vLLM, LM Studio, Ollama's ``/v1``). An assistant's ``tool_calls``
+are ``{"id", "type": "function", "function": {"name", "arguments"}}`` with the
+arguments as a JSON *string*; a tool result is ``{"role": "tool",
+"tool_call_id", "content"}``. A streamed answer is server-sent events, one
+``data: {chunk}`` each, whose ``choices[0].delta`` carries a piece of text or
+of a tool call (by ``index``: the id and name first, then fragments of the
+arguments), then a usage chunk with no choices, then ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from ._chat import ChatMessage, ModelReply, TokenSink, ToolCall, ToolSpec
+from ._errors import ModelError, ModelNotFound, ModelResponseError
+from ._http import ModelHTTP, ServerKind, ServerMessage
+from ._settings import ModelSettings
+
+__all__ = ["OpenAIModel"]
+
+_DONE = "[DONE]"
+
+
+class _Function(msgspec.Struct, kw_only=True):
+    name: str = ""
+    # a JSON string by the spec; a few compatible servers send the object
+    arguments: str | dict[str, Any] = ""
+
+
+class _ToolCall(msgspec.Struct, kw_only=True):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: _Function
+
+
+class _Message(msgspec.Struct, kw_only=True, omit_defaults=True):
+    role: str
+    content: str | None
+    tool_calls: list[_ToolCall] = []
+    tool_call_id: str | None = None
+
+
+class _ToolFunction(msgspec.Struct, kw_only=True):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class _Tool(msgspec.Struct, kw_only=True):
+    type: Literal["function"] = "function"
+    function: _ToolFunction
+
+
+class _JSONSchema(msgspec.Struct, kw_only=True):
+    name: str
+    schema: dict[str, Any]
+    strict: bool
+
+
+class _ResponseFormat(msgspec.Struct, kw_only=True):
+    type: Literal["json_schema"] = "json_schema"
+    json_schema: _JSONSchema
+
+
+class _StreamOptions(msgspec.Struct, kw_only=True):
+    include_usage: bool
+
+
+class _Request(msgspec.Struct, kw_only=True, omit_defaults=True):
+    model: str
+    messages: list[_Message]
+    stream: bool
+    tools: list[_Tool] = []
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stream_options: _StreamOptions | None = None
+    response_format: _ResponseFormat | None = None
+
+
+class _Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Error(msgspec.Struct, kw_only=True):
+    message: str = ""
+    code: str | int | None = None
+
+
+class _AnswerMessage(msgspec.Struct, kw_only=True):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    message: _AnswerMessage = msgspec.field(default_factory=_AnswerMessage)
+    finish_reason: str | None = None
+
+
+class _Completion(msgspec.Struct, kw_only=True):
+    model: str = ""
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    error: _Error | None = None
+
+
+class _FunctionDelta(msgspec.Struct, kw_only=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallDelta(msgspec.Struct, kw_only=True):
+    index: int = 0
+    id: str | None = None
+    function: _FunctionDelta | None = None
+
+
+class _Delta(msgspec.Struct, kw_only=True):
+    content: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
+
+
+class _ChunkChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    delta: _Delta = msgspec.field(default_factory=_Delta)
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct, kw_only=True):
+    model: str = ""
+    choices: list[_ChunkChoice] = []
+    usage: _Usage | None = None
+    error: _Error | None = None
+
+
+class _ModelEntry(msgspec.Struct, kw_only=True):
+    id: str = ""
+
+
+class _ModelList(msgspec.Struct, kw_only=True):
+    data: list[_ModelEntry] = []
+
+
+_completion_decoder = msgspec.json.Decoder(_Completion)
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+_models_decoder = msgspec.json.Decoder(_ModelList)
+
+
+@dataclass
+class _PendingCall:
+    """A streamed tool call being put together from its deltas."""
+
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class OpenAIModel:
+    """A ``ChatModel`` served by an OpenAI-compatible Chat Completions API.
+
+    Args:
+        settings: resolved settings (``create_model`` resolves them, reading
+            ``OPENAI_BASE_URL`` and the key); without a ``base_url``,
+            api.openai.com is used and no key is read.
+    """
+
+    def __init__(self, settings: ModelSettings) -> None:
+        if settings.base_url is None:
+            settings = settings.resolved(environ={})
+        self.settings = settings
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self._http = ModelHTTP(
+            settings,
+            ServerKind(
+                label="OpenAI-compatible server",
+                unreachable_hint="is the server running, and is base_url (OPENAI_BASE_URL) right?",
+                classify=self._classify,
+            ),
+            headers=headers,
+        )
+        self._call_ids = itertools.count(1)
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self.settings.model}"
+
+    def __repr__(self) -> str:
+        return f"OpenAIModel({self.settings.model!r} at {self.settings.base_url})"
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        output_schema: dict[str, Any] | None = None,
+        on_token: TokenSink | None = None,
+    ) -> ModelReply:
+        body = self._body(messages, tools, output_schema)
+        if self.settings.stream:
+            return await self._chat_streamed(body, on_token)
+        response = await self._http.fetch("POST", "/chat/completions", body)
+        try:
+            answer = _completion_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise self._malformed(exc, response.content) from exc
+        if answer.error is not None:
+            raise ModelError(f"{self._http.where} failed: {answer.error.message}")
+        if not answer.choices:
+            raise ModelResponseError(f"{self._http.where} answered with no choices")
+        choice = answer.choices[0]
+        reason = choice.finish_reason or "stop"
+        calls = [
+            self._tool_call(call.id, call.function.name, call.function.arguments, reason)
+            for call in choice.message.tool_calls or ()
+        ]
+        # a refusal is the model's answer, in words, instead of the content
+        content = choice.message.content or choice.message.refusal or ""
+        return self._reply(content, calls, answer.model, reason, answer.usage)
+
+    async def _chat_streamed(self, body: dict[str, Any], on_token: TokenSink | None) -> ModelReply:
+        text: list[str] = []
+        pending: dict[int, _PendingCall] = {}
+        model = ""
+        reason: str | None = None
+        usage: _Usage | None = None
+        done = False
+        async with self._http.events("/chat/completions", body) as source:
+            async for event in source.aiter_sse():
+                if event.data.strip() == _DONE:
+                    done = True
+                    break
+                if not event.data.strip():
+                    continue
+                try:
+                    chunk = _chunk_decoder.decode(event.data)
+                except msgspec.DecodeError as exc:
+                    raise self._malformed(exc, event.data) from exc
+                if chunk.error is not None or event.event == "error":
+                    said = chunk.error.message if chunk.error is not None else event.data
+                    raise ModelError(f"{self._http.where} failed mid-answer: {said}")
+                model = chunk.model or model
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    reason = choice.finish_reason or reason
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                        if on_token is not None:
+                            await on_token(delta.content)
+                    for part in delta.tool_calls or ():
+                        call = pending.setdefault(part.index, _PendingCall())
+                        call.id = call.id or part.id or ""
+                        if part.function is not None:
+                            call.name = call.name or part.function.name or ""
+                            call.arguments.append(part.function.arguments or "")
+        if not done and reason is None:
+            raise ModelResponseError(
+                f"{self._http.where} ended its answer without a finish_reason or [DONE] "
+                f"(truncated after {len(text)} pieces); retry, and see the server's log"
+            )
+        reason = reason or "stop"
+        calls = [
+            self._tool_call(call.id, call.name, "".join(call.arguments), reason)
+            for _, call in sorted(pending.items())
+        ]
+        return self._reply("".join(text), calls, model, reason, usage)
+
+    async def check(self) -> None:
+        response = await self._http.fetch("GET", "/models", allow=(404,))
+        if response.status_code == 404:
+            return  # the server lists no models: the first chat call will tell
+        try:
+            listing = _models_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise self._malformed(exc, response.content) from exc
+        served = [entry.id for entry in listing.data]
+        if self.settings.model not in served:
+            raise ModelNotFound(
+                f"{self._http.where} does not serve the model {self.settings.model!r} "
+                f"(it serves: {', '.join(served) or 'none'}); check the model name"
+            )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _body(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        output_schema: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        stream = self.settings.stream
+        request = _Request(
+            model=self.settings.model,
+            messages=[_wire_message(message) for message in messages],
+            stream=stream,
+            tools=[
+                _Tool(
+                    function=_ToolFunction(
+                        name=tool.name, description=tool.description, parameters=tool.parameters
+                    )
+                )
+                for tool in tools
+            ],
+            temperature=self.settings.temperature,
+            max_tokens=self.settings.max_tokens,
+            stream_options=_StreamOptions(include_usage=True) if stream else None,
+            response_format=None
+            if output_schema is None
+            else _ResponseFormat(
+                json_schema=_JSONSchema(name="answer", schema=output_schema, strict=False)
+            ),
+        )
+        # the provider-specific extras go in first, so they cannot undo the request itself
+        body: dict[str, Any] = {**self.settings.options, **msgspec.to_builtins(request)}
+        return body
+
+    def _reply(
+        self,
+        content: str,
+        calls: list[ToolCall],
+        model: str,
+        reason: str,
+        usage: _Usage | None,
+    ) -> ModelReply:
+        return ModelReply(
+            message=ChatMessage.assistant(content, calls),
+            model=model or self.settings.model,
+            finish_reason=reason,
+            prompt_tokens=None if usage is None else usage.prompt_tokens,
+            completion_tokens=None if usage is None else usage.completion_tokens,
+        )
+
+    def _tool_call(
+        self, call_id: str, name: str, arguments: str | dict[str, Any], reason: str
+    ) -> ToolCall:
+        if not name:
+            raise ModelResponseError(f"{self._http.where} sent a tool call without a name")
+        if isinstance(arguments, str):
+            cut = " (the answer was cut short at max_tokens)" if reason == "length" else ""
+            try:
+                decoded = msgspec.json.decode(arguments) if arguments.strip() else {}
+            except msgspec.DecodeError as exc:
+                raise ModelResponseError(
+                    f"the model called {name!r} with arguments that are not JSON{cut} "
+                    f"({exc}): {arguments[:200]!r}"
+                ) from exc
+            if not isinstance(decoded, dict):
+                raise ModelResponseError(
+                    f"the model called {name!r} with arguments that are not a JSON object: "
+                    f"{arguments[:200]!r}"
+                )
+            arguments = decoded
+        return ToolCall(
+            id=call_id or f"call_{next(self._call_ids)}", name=name, arguments=arguments
+        )
+
+    def _malformed(self, exc: msgspec.DecodeError, data: bytes | str) -> ModelResponseError:
+        excerpt = data[:200] if isinstance(data, str) else data[:200].decode(errors="replace")
+        return ModelResponseError(
+            f"{self._http.where} sent a malformed answer ({exc}): {excerpt!r}"
+        )
+
+    def _classify(self, status: int, message: ServerMessage) -> ModelError | None:
+        said = f"HTTP {status}: {message.text}" if message.text else f"HTTP {status}"
+        key_env = self.settings.api_key_env
+        if status in (401, 403):
+            if not self.settings.api_key:
+                return ModelError(f"{self._http.where} wants an API key ({said}); set {key_env}")
+            return ModelError(
+                f"{self._http.where} refused the API key ({said}); set {key_env} to a valid key"
+            )
+        text = message.text.lower()
+        if status == 404 and (
+            message.code == "model_not_found"
+            or ("model" in text and ("not exist" in text or "not found" in text))
+        ):
+            return ModelNotFound(
+                f"{self._http.where} does not serve the model {self.settings.model!r} ({said}); "
+                "check the model name, and that the key may use it"
+            )
+        if status == 429 and message.code == "insufficient_quota":
+            # waiting will not refill a quota: fail now instead of retrying
+            return ModelError(
+                f"{self._http.where} says the quota of the key in {key_env} is used up ({said}); "
+                "check the account's plan and billing"
+            )
+        return None
+
+
+def _wire_message(message: ChatMessage) -> _Message:
+    calls = [
+        _ToolCall(
+            id=call.id,
+            function=_Function(
+                name=call.name, arguments=msgspec.json.encode(call.arguments).decode()
+            ),
+        )
+        for call in message.tool_calls
+    ]
+    # an assistant turn that only calls tools has null content, as the API documents
+    content = None if calls and not message.content else message.content
+    return _Message(
+        role=message.role,
+        content=content,
+        tool_calls=calls,
+        tool_call_id=message.tool_call_id if message.role == "tool" else None,
+    )
