@@ -152,5 +152,12 @@ class Agent:
         """
         raise NotImplementedError(f"{type(self).__name__} must implement handle()")
 
+    async def aclose(self) -> None:
+        """Release resources the agent holds (connections to a model server, files).
+
+        The host calls it once the agent has stopped taking tasks and its last
+        task has ended; the default does nothing.
+        """
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {list(self.capability_names)}>"

@@ -184,6 +184,7 @@ class AgentHost:
                     await runner.wait_idle()
         for runner in runners:
             await runner.close()
+            await _close_agent(runner.agent)
         self._set_states(ids, "stopped")
 
     def _set_states(self, agent_ids: Sequence[str], state: str | None) -> None:
@@ -201,6 +202,14 @@ class AgentHost:
             await anyio.sleep(self.heartbeat_interval)
             for runner in list(self.runners.values()):
                 await runner.heartbeat(self.heartbeat_interval)
+
+
+async def _close_agent(agent: Agent) -> None:
+    """Let the agent release what it holds (a model's HTTP client); never fail the stop."""
+    try:
+        await agent.aclose()
+    except Exception:
+        log.exception("agent %s failed to close cleanly", agent.id)
 
 
 def serve(nc: Client, agents: Sequence[Agent], **options: object) -> AgentHost:

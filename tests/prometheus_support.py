@@ -2,11 +2,6 @@
 ``deploy/grafana``): the metrics callboard exports, the queries of the dashboard and of the
 alert rules, and a real Prometheus server driven through its HTTP API.
 
-The YAML of those files is read by ``read_yaml``, a reader of the small subset of
-YAML they are written in (block mappings and sequences, plain and quoted scalars,
-``|``/``>`` block scalars, comments), because PyYAML is not a dependency; where
-PyYAML is installed the tests check that both readers agree.
-
 Nothing here sleeps to wait for something: ``wait_until`` polls a condition at a
 short interval until a deadline, and says what it last saw when the deadline passes.
 """
@@ -30,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from actors import Agent, Capability
@@ -225,174 +221,9 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
     return [expr for panel in dashboard_panels(dashboard) for expr in panel_exprs(panel)]
 
 
-# --- a reader of the YAML subset of the deploy files ----------------------------------------
-
-
-class YamlSubsetError(ValueError):
-    """The text uses YAML this reader does not know (or is not YAML)."""
-
-
-_PLAIN_INT = re.compile(r"^[-+]?[0-9]+$")
-_PLAIN_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
-
-
-def _strip_comment(text: str) -> str:
-    quote = ""
-    for index, char in enumerate(text):
-        if quote:
-            if char == quote and not (quote == '"' and text[index - 1] == "\\"):
-                quote = ""
-        elif char in "\"'" and (index == 0 or text[index - 1] in " [,:"):
-            quote = char
-        elif char == "#" and (index == 0 or text[index - 1] == " "):
-            return text[:index].rstrip()
-    return text.rstrip()
-
-
-def _scalar(text: str) -> Any:
-    text = _strip_comment(text).strip()
-    if text.startswith('"'):
-        return json.loads(text)
-    if text.startswith("'"):
-        if not text.endswith("'") or len(text) < 2:
-            raise YamlSubsetError(f"unterminated quoted scalar {text!r}")
-        return text[1:-1].replace("''", "'")
-    if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1].strip()
-        return [_scalar(item) for item in inner.split(",")] if inner else []
-    if text.startswith(("{", "&", "*", "!", "%", "@", "`")):
-        raise YamlSubsetError(f"unsupported YAML: {text!r}")
-    if text in ("", "~", "null"):
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    if _PLAIN_INT.match(text):
-        return int(text)
-    if _PLAIN_FLOAT.match(text):
-        return float(text)
-    return text
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-class _YamlReader:
-    def __init__(self, text: str) -> None:
-        if "\t" in text:
-            raise YamlSubsetError("tabs are not allowed in YAML indentation")
-        self.lines = text.splitlines()
-        self.index = 0
-
-    def _significant(self) -> str | None:
-        """The next line that is not blank or a comment (without consuming it)."""
-        while self.index < len(self.lines):
-            line = self.lines[self.index]
-            if line.strip() and not line.strip().startswith("#") and line.strip() != "---":
-                return line
-            self.index += 1
-        return None
-
-    def node(self, min_indent: int) -> Any:
-        line = self._significant()
-        if line is None or _indent(line) < min_indent:
-            return None
-        if line.strip() == "-" or line.strip().startswith("- "):
-            return self.sequence(_indent(line))
-        return self.mapping(_indent(line))
-
-    def mapping(self, indent: int) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        while (line := self._significant()) is not None and _indent(line) == indent:
-            content = line.strip()
-            if content.startswith("- "):
-                break
-            key, sep, rest = content.partition(":")
-            if not sep or (rest and not rest.startswith(" ")):
-                raise YamlSubsetError(f"line {self.index + 1}: expected `key: value`: {line!r}")
-            if key in result:
-                raise YamlSubsetError(f"line {self.index + 1}: duplicate key {key!r}")
-            self.index += 1
-            rest = _strip_comment(rest).strip()
-            if rest.startswith(("|", ">")):
-                result[key] = self.block_scalar(rest, indent)
-            elif rest:
-                result[key] = _scalar(rest)
-            else:
-                result[key] = self.node(indent + 1)
-        if (line := self._significant()) is not None and _indent(line) > indent:
-            raise YamlSubsetError(f"line {self.index + 1}: unexpected indentation: {line!r}")
-        return result
-
-    def sequence(self, indent: int) -> list[Any]:
-        result: list[Any] = []
-        while (line := self._significant()) is not None and _indent(line) == indent:
-            content = line.strip()
-            if content != "-" and not content.startswith("- "):
-                break
-            item = content[1:].strip()
-            if not item:
-                self.index += 1
-                result.append(self.node(indent + 1))
-            elif re.match(r"^[\w.-]+:(?: |$)", item):
-                # "- key: value" opens a mapping indented at the item's column
-                self.lines[self.index] = " " * (indent + 2) + item
-                result.append(self.mapping(indent + 2))
-            else:
-                self.index += 1
-                result.append(_scalar(item))
-        return result
-
-    def block_scalar(self, header: str, parent_indent: int) -> str:
-        style, chomp = header[0], header[1:]
-        if chomp not in ("", "-", "+"):
-            raise YamlSubsetError(f"unsupported block scalar header {header!r}")
-        body: list[str] = []
-        block_indent: int | None = None
-        while self.index < len(self.lines):
-            line = self.lines[self.index]
-            if line.strip():
-                if _indent(line) <= parent_indent:
-                    break
-                block_indent = _indent(line) if block_indent is None else block_indent
-                if _indent(line) < block_indent:
-                    raise YamlSubsetError(f"line {self.index + 1}: bad block indentation")
-                body.append(line[block_indent:])
-            else:
-                body.append("")
-            self.index += 1
-        while body and not body[-1]:
-            body.pop()
-        text = "\n".join(body) if style == "|" else _fold(body)
-        if chomp == "-" or not text:
-            return text
-        return text + "\n"
-
-
-def _fold(lines: list[str]) -> str:
-    """A folded (``>``) scalar: adjacent lines join with a space, except around blank
-    lines (which stay as line breaks) and more-indented lines (whose breaks are kept)."""
-    text = ""
-    previous: str | None = None  # the kind of the last text line: "normal" or "more"
-    blanks = 0
-    for line in lines:
-        if not line:
-            blanks += 1
-            continue
-        kind = "more" if line.startswith(" ") else "normal"
-        if previous is None:
-            text = "\n" * blanks + line
-        elif previous == kind == "normal":
-            text += (" " if not blanks else "\n" * blanks) + line
-        else:
-            text += "\n" * (blanks + 1) + line
-        previous, blanks = kind, 0
-    return text
-
-
 def read_yaml(path: Path) -> Any:
-    """The document of a YAML file written in the subset the deploy files use."""
-    return _YamlReader(path.read_text(encoding="utf-8")).node(0)
+    """The document of a YAML file (PyYAML's safe loader)."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)

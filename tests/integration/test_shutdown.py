@@ -65,3 +65,25 @@ async def test_remove_one_agent_while_the_others_serve(nc: Client, prefix: str) 
         await host.add(EchoAgent("e-3"))
         senders = {(await client.request("echo", 1)).sender for _ in range(40)}
         assert senders == {"e-2", "e-3"}
+
+
+class ClosingEcho(EchoAgent):
+    """Records when the host lets it release its resources."""
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(agent_id)
+        self.closed_after: list[int] = []  # in-flight count of its host when closed
+        self.host: AgentHost | None = None
+
+    async def aclose(self) -> None:
+        assert self.host is not None
+        self.closed_after.append(self.host.in_flight)
+
+
+async def test_the_host_closes_each_agent_once_it_has_stopped(nc: Client, prefix: str) -> None:
+    removed, stopped = ClosingEcho("e-removed"), ClosingEcho("e-stopped")
+    async with AgentHost(nc, [removed, stopped], prefix=prefix) as host:
+        removed.host = stopped.host = host
+        await host.remove("e-removed")
+        assert (removed.closed_after, stopped.closed_after) == ([0], [])
+    assert (removed.closed_after, stopped.closed_after) == ([0], [0])

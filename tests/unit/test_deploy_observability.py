@@ -268,13 +268,3 @@ def test_grafana_provisions_the_dashboards_folder() -> None:
     [provider] = document["providers"]
     assert provider["type"] == "file"
     assert Path(provider["options"]["path"]).is_absolute()
-
-
-@pytest.mark.parametrize(
-    "path",
-    [PROMETHEUS_CONFIG, ALERTS, ALERTS_TEST, GRAFANA_DATASOURCES, GRAFANA_DASHBOARDS],
-    ids=lambda p: p.name,
-)
-def test_the_yaml_reader_agrees_with_pyyaml(path: Path) -> None:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: nothing to compare")
-    assert read_yaml(path) == yaml.safe_load(path.read_text(encoding="utf-8"))
