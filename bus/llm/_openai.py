@@ -15,10 +15,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
+from . import _openai_wire as wire
 from ._chat import ChatMessage, ModelReply, TokenSink, ToolCall, ToolSpec
 from ._errors import ModelError, ModelNotFound, ModelResponseError
 from ._http import ModelHTTP, ServerKind, ServerMessage
@@ -29,131 +30,9 @@ __all__ = ["OpenAIModel"]
 _DONE = "[DONE]"
 
 
-class _Function(msgspec.Struct, kw_only=True):
-    name: str = ""
-    # a JSON string by the spec; a few compatible servers send the object
-    arguments: str | dict[str, Any] = ""
-
-
-class _ToolCall(msgspec.Struct, kw_only=True):
-    id: str = ""
-    type: Literal["function"] = "function"
-    function: _Function
-
-
-class _Message(msgspec.Struct, kw_only=True, omit_defaults=True):
-    role: str
-    content: str | None
-    tool_calls: list[_ToolCall] = []
-    tool_call_id: str | None = None
-
-
-class _ToolFunction(msgspec.Struct, kw_only=True):
-    name: str
-    description: str
-    parameters: dict[str, Any]
-
-
-class _Tool(msgspec.Struct, kw_only=True):
-    type: Literal["function"] = "function"
-    function: _ToolFunction
-
-
-class _JSONSchema(msgspec.Struct, kw_only=True):
-    name: str
-    schema: dict[str, Any]
-    strict: bool
-
-
-class _ResponseFormat(msgspec.Struct, kw_only=True):
-    type: Literal["json_schema"] = "json_schema"
-    json_schema: _JSONSchema
-
-
-class _StreamOptions(msgspec.Struct, kw_only=True):
-    include_usage: bool
-
-
-class _Request(msgspec.Struct, kw_only=True, omit_defaults=True):
-    model: str
-    messages: list[_Message]
-    stream: bool
-    tools: list[_Tool] = []
-    temperature: float | None = None
-    max_tokens: int | None = None
-    stream_options: _StreamOptions | None = None
-    response_format: _ResponseFormat | None = None
-
-
-class _Usage(msgspec.Struct, kw_only=True):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-class _Error(msgspec.Struct, kw_only=True):
-    message: str = ""
-    code: str | int | None = None
-
-
-class _AnswerMessage(msgspec.Struct, kw_only=True):
-    content: str | None = None
-    refusal: str | None = None
-    tool_calls: list[_ToolCall] | None = None
-
-
-class _Choice(msgspec.Struct, kw_only=True):
-    index: int = 0
-    message: _AnswerMessage = msgspec.field(default_factory=_AnswerMessage)
-    finish_reason: str | None = None
-
-
-class _Completion(msgspec.Struct, kw_only=True):
-    model: str = ""
-    choices: list[_Choice] = []
-    usage: _Usage | None = None
-    error: _Error | None = None
-
-
-class _FunctionDelta(msgspec.Struct, kw_only=True):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolCallDelta(msgspec.Struct, kw_only=True):
-    index: int = 0
-    id: str | None = None
-    function: _FunctionDelta | None = None
-
-
-class _Delta(msgspec.Struct, kw_only=True):
-    content: str | None = None
-    tool_calls: list[_ToolCallDelta] | None = None
-
-
-class _ChunkChoice(msgspec.Struct, kw_only=True):
-    index: int = 0
-    delta: _Delta = msgspec.field(default_factory=_Delta)
-    finish_reason: str | None = None
-
-
-class _Chunk(msgspec.Struct, kw_only=True):
-    model: str = ""
-    choices: list[_ChunkChoice] = []
-    usage: _Usage | None = None
-    error: _Error | None = None
-
-
-class _ModelEntry(msgspec.Struct, kw_only=True):
-    id: str = ""
-
-
-class _ModelList(msgspec.Struct, kw_only=True):
-    data: list[_ModelEntry] = []
-
-
-_completion_decoder = msgspec.json.Decoder(_Completion)
-_chunk_decoder = msgspec.json.Decoder(_Chunk)
-_models_decoder = msgspec.json.Decoder(_ModelList)
+_completion_decoder = msgspec.json.Decoder(wire.Completion)
+_chunk_decoder = msgspec.json.Decoder(wire.Chunk)
+_models_decoder = msgspec.json.Decoder(wire.ModelList)
 
 
 @dataclass
@@ -232,7 +111,7 @@ class OpenAIModel:
         pending: dict[int, _PendingCall] = {}
         model = ""
         reason: str | None = None
-        usage: _Usage | None = None
+        usage: wire.Usage | None = None
         done = False
         async with self._http.events("/chat/completions", body) as source:
             async for event in source.aiter_sse():
@@ -302,13 +181,13 @@ class OpenAIModel:
         output_schema: dict[str, Any] | None,
     ) -> dict[str, Any]:
         stream = self.settings.stream
-        request = _Request(
+        request = wire.Request(
             model=self.settings.model,
             messages=[_wire_message(message) for message in messages],
             stream=stream,
             tools=[
-                _Tool(
-                    function=_ToolFunction(
+                wire.Tool(
+                    function=wire.ToolFunction(
                         name=tool.name, description=tool.description, parameters=tool.parameters
                     )
                 )
@@ -316,11 +195,11 @@ class OpenAIModel:
             ],
             temperature=self.settings.temperature,
             max_tokens=self.settings.max_tokens,
-            stream_options=_StreamOptions(include_usage=True) if stream else None,
+            stream_options=wire.StreamOptions(include_usage=True) if stream else None,
             response_format=None
             if output_schema is None
-            else _ResponseFormat(
-                json_schema=_JSONSchema(name="answer", schema=output_schema, strict=False)
+            else wire.ResponseFormat(
+                json_schema=wire.JSONSchema(name="answer", schema=output_schema, strict=False)
             ),
         )
         # the provider-specific extras go in first, so they cannot undo the request itself
@@ -333,7 +212,7 @@ class OpenAIModel:
         calls: list[ToolCall],
         model: str,
         reason: str,
-        usage: _Usage | None,
+        usage: wire.Usage | None,
     ) -> ModelReply:
         return ModelReply(
             message=ChatMessage.assistant(content, calls),
@@ -400,11 +279,11 @@ class OpenAIModel:
         return None
 
 
-def _wire_message(message: ChatMessage) -> _Message:
+def _wire_message(message: ChatMessage) -> wire.Message:
     calls = [
-        _ToolCall(
+        wire.ToolCall(
             id=call.id,
-            function=_Function(
+            function=wire.Function(
                 name=call.name, arguments=msgspec.json.encode(call.arguments).decode()
             ),
         )
@@ -412,7 +291,7 @@ def _wire_message(message: ChatMessage) -> _Message:
     ]
     # an assistant turn that only calls tools has null content, as the API documents
     content = None if calls and not message.content else message.content
-    return _Message(
+    return wire.Message(
         role=message.role,
         content=content,
         tool_calls=calls,
