@@ -143,6 +143,12 @@ class TaskClient:
             raise ConnectionFailed(
                 f"cannot send task {task_id}: the NATS connection is {exc}"
             ) from exc
+        except nats.errors.OutboundBufferLimitError as exc:
+            # while reconnecting, nats-py buffers what is published (2 MB by default)
+            raise ConnectionFailed(
+                f"cannot send task {task_id}: the NATS connection is down and its "
+                "reconnect buffer is full; retry once it has reconnected"
+            ) from exc
         reply = decode_reply(msg.headers, msg.data, task_id=task_id, capability=capability)
         if reply.type is MessageType.ERROR:
             raise error_from_reply(reply)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._decompose import Aggregator, Decomposer, JoinAggregator, RuleDecomposer, payload_from_text
 from ._live import LiveRegistry
+from ._metrics import OrchestratorMetrics
 from ._orchestrator import Orchestrator, RunResult
 from ._pipeline import (
     PipelineError,
@@ -32,6 +33,7 @@ __all__ = [
     "LiveRegistry",
     "NoRouteError",
     "Orchestrator",
+    "OrchestratorMetrics",
     "PipelineError",
     "PipelineFile",
     "PlanError",

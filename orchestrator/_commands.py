@@ -31,7 +31,6 @@ from bus import (
 )
 from bus.codec import OPERATION
 
-from ._monitor import follow_status, format_status, status_subject
 from ._orchestrator import Orchestrator
 from ._pipeline import StepFailed, StepResult, load_pipeline
 from ._router import NoRouteError
@@ -145,25 +144,6 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     if args.pretty:
         encoded = msgspec.json.format(encoded, indent=2)
     sys.stdout.write(encoded.decode() + "\n")
-    return EXIT_OK
-
-
-async def cmd_monitor(args: argparse.Namespace) -> int:
-    """Print status events as they happen."""
-    async with connect(options=connect_options(args)) as nc:
-        orchestrator = Orchestrator(nc, prefix=args.prefix)
-        subject = status_subject(orchestrator.subjects, args.agent, args.state)
-        count = 0
-
-        def ready() -> None:
-            print(f"following {subject} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-
-        async for _, event, raw in follow_status(nc, subject, on_ready=ready):
-            line = raw.decode(errors="replace") if args.json else format_status(event, raw)
-            print(line, flush=True)
-            count += 1
-            if args.count and count >= args.count:
-                break
     return EXIT_OK
 
 

@@ -7,13 +7,18 @@ reports its outcome back on a memory stream. Failing fast is cancelling that
 task group's scope; the error is raised after the group has exited, so callers
 get ``StepFailed`` itself, not an exception group. See ``_pipeline`` for the
 semantics.
+
+A run that starts (its steps well formed) is reported once when it ends, to
+``report`` if given: ok, partial (``partial=True`` with failures) or failed (it
+raised, cancellation included), with each step's outcome: ok, failed (its own
+error) or skipped (a failed dependency, never started, or abandoned in flight).
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import anyio
@@ -32,7 +37,10 @@ from ._pipeline import (
     step_label,
 )
 
-__all__ = ["Requester", "run_steps"]
+__all__ = ["PipelineReport", "Requester", "run_steps"]
+
+PipelineReport = Callable[[str, Sequence[str]], None]
+"""Told how a run ended: its outcome and each step's, in step order."""
 
 
 class Requester(Protocol):
@@ -64,6 +72,7 @@ async def run_steps(
     timeout: float | None,
     max_concurrency: int,
     partial: bool,
+    report: PipelineReport | None = None,
 ) -> list[StepResult]:
     """Run a pipeline's steps as their dependencies allow (see ``Orchestrator.run_pipeline``).
 
@@ -74,7 +83,16 @@ async def run_steps(
     """
     if max_concurrency < 1:
         raise PipelineError(f"max_concurrency must be at least 1, got {max_concurrency}")
-    return await _Run(request, steps, timeout, max_concurrency, partial).run()
+    run = _Run(request, steps, timeout, max_concurrency, partial)
+    if report is None:
+        return await run.run()
+    try:
+        results = await run.run()
+    except BaseException:
+        report("failed", run.step_outcomes())
+        raise
+    report("ok" if all(r.ok for r in results) else "partial", run.step_outcomes())
+    return results
 
 
 class _Run:
@@ -106,6 +124,7 @@ class _Run:
         self.in_flight: set[int] = set()
         self.resolved = 0
         self.failure: BaseException | None = None
+        self.failed_index: int | None = None  # the step that stopped a fail-fast run
 
     async def run(self) -> list[StepResult]:
         # Each step reports at most once, so a buffer of len(steps) never blocks a sender.
@@ -129,6 +148,19 @@ class _Run:
             raise self.failure
         return [result for result in self.results if result is not None]
 
+    def step_outcomes(self) -> list[str]:
+        """Each step's outcome label (ok, failed, skipped), in step order."""
+        outcomes = []
+        for index, result in enumerate(self.results):
+            if result is None:
+                outcomes.append("failed" if index == self.failed_index else "skipped")
+            elif result.error is None:
+                outcomes.append("ok")
+            else:
+                skipped = result.error.type == "dependency_failed"
+                outcomes.append("skipped" if skipped else "failed")
+        return outcomes
+
     def _payload(self, index: int) -> Any:
         """The step's payload with its references resolved, or ``_UNRESOLVED``."""
         try:
@@ -141,6 +173,7 @@ class _Run:
                 self._fail(index, failure_result(index + 1, self.steps[index], error))
             else:
                 self.failure = PipelineError(message)
+                self.failed_index = index
             return _UNRESOLVED
 
     async def _dispatch(
@@ -168,6 +201,7 @@ class _Run:
         error = outcome.error
         if error is not None and not isinstance(error, CallboardError):
             self.failure = error
+            self.failed_index = index
         elif error is not None:
             result = failure_result(
                 index + 1, step, error, task_id=outcome.task_id, elapsed_ms=outcome.elapsed_ms
@@ -182,6 +216,7 @@ class _Run:
             )
             failed.__cause__ = error
             self.failure = failed
+            self.failed_index = index
         else:
             assert outcome.reply is not None
             self._succeed(index, outcome.reply, outcome.task_id, outcome.elapsed_ms)

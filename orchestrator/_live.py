@@ -23,12 +23,16 @@ from bus.micro import ServiceInfo
 
 from ._registry import AgentInfo, discover_agents
 
-__all__ = ["DEFAULT_HEARTBEAT_TIMEOUT", "LiveRegistry"]
+__all__ = ["DEFAULT_HEARTBEAT_TIMEOUT", "LiveRegistry", "RegistryListener"]
 
 log = logging.getLogger("callboard.registry")
 
 DEFAULT_HEARTBEAT_TIMEOUT = 15.0
 """Seconds without a heartbeat after which an agent counts as gone (3 missed beats)."""
+
+RegistryListener = Callable[[str, AgentInfo | None, float], None]
+"""Told of each change on the event loop: (agent id, the agent, or None once it is
+dropped, and the monotonic time it was last heard from)."""
 
 _lifecycle_decoder = msgspec.json.Decoder(Online | Heartbeat | Offline)
 _info_decoder = msgspec.json.Decoder(ServiceInfo)
@@ -42,6 +46,10 @@ class LiveRegistry:
         subjects: the system's subjects.
         heartbeat_timeout: seconds of silence after which an agent drops out.
         clock: monotonic time source (injectable for tests of expiry).
+
+    Attributes:
+        on_change: called after every change (an agent added, refreshed or
+            dropped), e.g. to keep metrics; None by default, costing nothing.
     """
 
     def __init__(
@@ -55,7 +63,8 @@ class LiveRegistry:
         self.nc = nc
         self.subjects = subjects
         self.heartbeat_timeout = heartbeat_timeout
-        self._clock = clock
+        self.clock = clock
+        self.on_change: RegistryListener | None = None
         self._agents: dict[str, AgentInfo] = {}
         self._seen: dict[str, float] = {}
         self._subs: list[Subscription] = []
@@ -101,18 +110,22 @@ class LiveRegistry:
                 agent, keywords=known.keywords, input_schemas=known.input_schemas
             )
         self._agents[agent.id] = agent
-        self._seen[agent.id] = self._clock()
+        self._seen[agent.id] = seen = self.clock()
         self._notify()
+        if self.on_change is not None:
+            self.on_change(agent.id, agent, seen)
 
     def remove(self, agent_id: str) -> None:
         """Forget an agent."""
+        seen = self._seen.pop(agent_id, 0.0)
         if self._agents.pop(agent_id, None) is not None:
             self._notify()
-        self._seen.pop(agent_id, None)
+            if self.on_change is not None:
+                self.on_change(agent_id, None, seen)
 
     def live(self) -> list[AgentInfo]:
         """The agents heard from within the heartbeat timeout, by id."""
-        cutoff = self._clock() - self.heartbeat_timeout
+        cutoff = self.clock() - self.heartbeat_timeout
         for agent_id in [a for a, seen in self._seen.items() if seen < cutoff]:
             log.info("agent %s missed its heartbeats; dropping it", agent_id)
             self.remove(agent_id)

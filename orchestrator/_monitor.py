@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -40,15 +40,23 @@ def status_subject(subjects: Subjects, agent: str | None, state: str | None) -> 
 
 
 async def follow_status(
-    nc: Client, subject: str, *, on_ready: Callable[[], None] | None = None
-) -> AsyncIterator[tuple[str, StatusEvent | dict[str, Any] | None, bytes]]:
+    nc: Client,
+    subject: str,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    prepare: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncGenerator[tuple[str, StatusEvent | dict[str, Any] | None, bytes], None]:
     """Yield ``(subject, event, raw bytes)`` for every status message, forever.
 
     ``on_ready`` is called once the server has confirmed the subscription, so a
     caller can say "following" only when no event can be missed any more.
+    ``prepare``, if given, is awaited just before: a discovery, say, whose
+    snapshot the events received meanwhile (held until it is done) then update.
     """
     sub = await nc.subscribe(subject)
     await nc.flush()
+    if prepare is not None:
+        await prepare()
     if on_ready is not None:
         on_ready()
     try:

@@ -8,19 +8,18 @@ means "known to be live on the bus".
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import anyio
 from nats.aio.client import Client
 
 from bus import (
     DEFAULT_PREFIX,
     DEFAULT_TIMEOUT,
     AgentMessage,
-    DispatchError,
+    DispatchMetrics,
     TaskClient,
     new_task_id,
 )
@@ -28,15 +27,14 @@ from bus import (
 from ._decompose import Aggregator, Decomposer, JoinAggregator, RuleDecomposer
 from ._fanout import run_steps
 from ._live import DEFAULT_HEARTBEAT_TIMEOUT, LiveRegistry
+from ._metrics import OrchestratorMetrics
 from ._pipeline import DEFAULT_PIPELINE_CONCURRENCY, Step, StepResult, as_step
 from ._registry import AgentInfo, discover_agents, first_with
-from ._retry import NO_RETRY, RetryPolicy
+from ._retry import NO_RETRY, RetryPolicy, send_with_retry
 from ._router import KeywordRouter, Route, Router
 from ._run import RunResult, run_request
 
 __all__ = ["Orchestrator", "RunResult"]
-
-log = logging.getLogger("callboard.orchestrator")
 
 
 class Orchestrator:
@@ -52,6 +50,13 @@ class Orchestrator:
         decomposer: splits a request into steps (``RuleDecomposer``).
         aggregator: combines step results (``JoinAggregator``).
         retry: the default retry policy of every dispatch (``NO_RETRY``).
+        metrics: where to count dispatches, retries, pipeline runs and the
+            registry's live agents (see ``orchestrator._metrics``); None (the
+            default) records nothing and costs nothing.
+
+    Attributes:
+        metrics: the metrics as this orchestrator records them, or None.
+        retries: retry attempts made so far.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class Orchestrator:
         decomposer: Decomposer | None = None,
         aggregator: Aggregator | None = None,
         retry: RetryPolicy = NO_RETRY,
+        metrics: DispatchMetrics | None = None,
     ) -> None:
         self.nc = nc
         self.client = TaskClient(nc, prefix=prefix, sender=name, default_timeout=default_timeout)
@@ -77,6 +83,7 @@ class Orchestrator:
         self.aggregator: Aggregator = aggregator or JoinAggregator()
         self.retry = retry
         self.retries = 0
+        self.metrics = None if metrics is None else OrchestratorMetrics(metrics, self.registry)
 
     async def __aenter__(self) -> Orchestrator:
         """Start following the live agents (lifecycle events + one discovery)."""
@@ -174,34 +181,38 @@ class Orchestrator:
         agent_id: str | None = None,
         retry: RetryPolicy | None = None,
     ) -> AgentMessage:
-        """Like ``dispatch``, but return the whole reply (result, agent id, task ID)."""
+        """Like ``dispatch``, but return the whole reply (result, agent id, task ID).
+
+        With metrics, the call counts once, with the outcome of its last attempt
+        and the time since its first (retry waits included); retries count apart.
+        """
         policy = retry or self.retry
         task_id = task_id or new_task_id()
-        for attempt in range(1, policy.attempts + 1):
-            try:
-                return await self.client.request(
-                    capability,
-                    payload,
-                    timeout=timeout,
-                    task_id=task_id,
-                    seq=seq,
-                    agent_id=agent_id,
-                )
-            except DispatchError as exc:
-                if attempt >= policy.attempts or not policy.should_retry(exc):
-                    raise
-                delay = policy.delay(attempt)
-                log.info(
-                    "task %s attempt %d/%d failed (%s); retrying in %.3fs",
-                    task_id,
-                    attempt,
-                    policy.attempts,
-                    exc.type,
-                    delay,
-                )
-                self.retries += 1
-                await anyio.sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        def send() -> Awaitable[AgentMessage]:
+            return self.client.request(
+                capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
+            )
+
+        if self.metrics is None:
+            return await send_with_retry(send, policy, task_id=task_id, on_retry=self._retried)
+        children = self.metrics.capability(capability)
+
+        def retried() -> None:
+            self._retried()
+            children.retries.inc()
+
+        started = time.perf_counter()
+        try:
+            reply = await send_with_retry(send, policy, task_id=task_id, on_retry=retried)
+        except BaseException as exc:  # cancellation included: it is an outcome too
+            children.dispatched(time.perf_counter() - started, exc)
+            raise
+        children.dispatched(time.perf_counter() - started, None)
+        return reply
+
+    def _retried(self) -> None:
+        self.retries += 1
 
     async def dispatch(
         self,
@@ -268,6 +279,8 @@ class Orchestrator:
 
         Returns:
             One ``StepResult`` per step, in step order (``seq`` is 1-based).
+            With metrics, a run that starts counts once, ok, partial or failed,
+            and each of its steps ok, failed or skipped (see ``_fanout``).
 
         Raises:
             PipelineError: the pipeline is malformed (unknown id in ``after`` or a
@@ -283,4 +296,5 @@ class Orchestrator:
             timeout=timeout,
             max_concurrency=max_concurrency,
             partial=partial,
+            report=None if self.metrics is None else self.metrics.pipeline_finished,
         )

@@ -7,13 +7,18 @@ retried, never a 4xx: bad input stays bad however often it is sent.
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Awaitable, Callable
 
+import anyio
 import msgspec
 
-from bus import AgentError, DispatchError, NoAgentError, TaskTimeout
+from bus import AgentError, AgentMessage, DispatchError, NoAgentError, TaskTimeout
 
-__all__ = ["NO_RETRY", "RetryPolicy"]
+__all__ = ["NO_RETRY", "RetryPolicy", "send_with_retry"]
+
+log = logging.getLogger("callboard.orchestrator")
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,3 +63,35 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 NO_RETRY = RetryPolicy(attempts=1)
 """The default: one attempt, failures raised as they come."""
+
+
+async def send_with_retry(
+    send: Callable[[], Awaitable[AgentMessage]],
+    policy: RetryPolicy,
+    *,
+    task_id: str,
+    on_retry: Callable[[], None],
+) -> AgentMessage:
+    """``send()`` until it answers or ``policy`` gives up; ``on_retry`` before each retry.
+
+    Raises:
+        DispatchError: the last attempt's error, or the first one not worth retrying.
+    """
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await send()
+        except DispatchError as exc:
+            if attempt >= policy.attempts or not policy.should_retry(exc):
+                raise
+            delay = policy.delay(attempt)
+            log.info(
+                "task %s attempt %d/%d failed (%s); retrying in %.3fs",
+                task_id,
+                attempt,
+                policy.attempts,
+                exc.type,
+                delay,
+            )
+            on_retry()
+            await anyio.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")

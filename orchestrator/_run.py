@@ -7,6 +7,9 @@ filled from earlier results. Every step is checked (a live capability, and
 references that point backwards) before the first is dispatched, so a bad
 plan costs no agent any work. Steps then run one after another, and the
 aggregator combines their results.
+
+With metrics, a run counts as a pipeline run once its plan is checked: ok, or
+failed (a step failed, the aggregator failed, or it was cancelled).
 """
 
 from __future__ import annotations
@@ -60,26 +63,47 @@ async def run_request(orch: Orchestrator, request: str, *, timeout: float | None
     if problems:
         raise PipelineError("; ".join(problems))
     planned = [await _plan(orch, seq, item) for seq, item in enumerate(items, 1)]
+    outcomes = ["skipped"] * len(planned)
+    try:
+        results = await _run_steps(orch, planned, timeout, outcomes)
+        answer = await orch.aggregator.aggregate(request, results)
+    except BaseException:
+        if orch.metrics is not None:
+            orch.metrics.pipeline_finished("failed", outcomes)
+        raise
+    if orch.metrics is not None:
+        orch.metrics.pipeline_finished("ok", outcomes)
+    return RunResult(request=request, answer=answer, steps=results)
+
+
+async def _run_steps(
+    orch: Orchestrator, planned: list[_Planned], timeout: float | None, outcomes: list[str]
+) -> list[StepResult]:
+    """Dispatch the planned steps in order; ``outcomes`` says how far they got."""
     results: list[StepResult] = []
     values: dict[str, Any] = {}
     for seq, plan in enumerate(planned, 1):
         step, payload = plan.step, plan.step.payload
-        if not plan.literal:
-            try:
-                prev = str(seq - 1) if seq > 1 else None
-                payload = resolve_references(payload, values, prev=prev)
-            except PipelineError as exc:
-                cause = PipelineError(
-                    f"{step_label(seq, step)}: {exc}", code=400, type="bad_reference"
-                )
-                raise StepFailed(seq, step, cause, results) from exc
-        result = await _dispatch(orch, seq, plan, payload, timeout, results)
+        try:
+            if not plan.literal:
+                try:
+                    prev = str(seq - 1) if seq > 1 else None
+                    payload = resolve_references(payload, values, prev=prev)
+                except PipelineError as exc:
+                    cause = PipelineError(
+                        f"{step_label(seq, step)}: {exc}", code=400, type="bad_reference"
+                    )
+                    raise StepFailed(seq, step, cause, results) from exc
+            result = await _dispatch(orch, seq, plan, payload, timeout, results)
+        except StepFailed:
+            outcomes[seq - 1] = "failed"
+            raise
+        outcomes[seq - 1] = "ok"
         results.append(result)
         values[str(seq)] = result.result
         if step.id:
             values[step.id] = result.result
-    answer = await orch.aggregator.aggregate(request, results)
-    return RunResult(request=request, answer=answer, steps=results)
+    return results
 
 
 async def _plan(orch: Orchestrator, seq: int, item: str | Step) -> _Planned:

@@ -46,13 +46,15 @@ from ._commands import (
     EXIT_USAGE,
     cmd_agents,
     cmd_demo,
-    cmd_monitor,
     cmd_pipeline,
     cmd_run,
     cmd_server,
     cmd_submit,
     exit_code_for,
 )
+from ._fleet_view import DEFAULT_FORGET_AFTER
+from ._live import DEFAULT_HEARTBEAT_TIMEOUT
+from ._monitor_command import cmd_monitor
 
 __all__ = [
     "EXIT_AGENT_ERROR",
@@ -137,11 +139,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sender", default="cli", help="the Agent-Sender header (default cli)")
     p.add_argument("--pretty", action="store_true", help="indent the JSON result")
 
-    p = command("monitor", cmd_monitor, "print status events as they happen")
-    p.add_argument("--agent", default=None, help="only this agent's events")
-    p.add_argument("--state", default=None, help="only events of this state (e.g. failed)")
-    p.add_argument("--json", action="store_true", help="print raw JSON lines")
-    p.add_argument("--count", type=int, default=0, help="exit after this many events")
+    p = command(
+        "monitor",
+        cmd_monitor,
+        "watch the agents: a live table on a terminal, else one line per status event",
+    )
+    p.add_argument("--agent", default=None, help="only this agent's events (or row)")
+    p.add_argument(
+        "--state", default=None, help="only events of this state (e.g. failed); implies --follow"
+    )
+    output = p.add_mutually_exclusive_group()
+    output.add_argument(
+        "--follow",
+        action="store_true",
+        help="one line per event instead of the table (the default when stdout is not a terminal)",
+    )
+    output.add_argument(
+        "--json", action="store_true", help="each event as its raw JSON, one a line"
+    )
+    p.add_argument(
+        "--count", type=int, default=0, help="exit after this many events; implies --follow"
+    )
+    p.add_argument(
+        "--metrics",
+        default=None,
+        metavar="ADDR",
+        help="serve the fleet's /metrics and /healthz on ADDR (PORT or HOST:PORT, loopback "
+        "unless a host is given)",
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=DEFAULT_HEARTBEAT_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds of silence after which an agent counts as expired "
+        f"(default {DEFAULT_HEARTBEAT_TIMEOUT:g}, as the orchestrator's registry)",
+    )
+    p.add_argument(
+        "--forget-after",
+        type=float,
+        default=DEFAULT_FORGET_AFTER,
+        metavar="SECONDS",
+        help="seconds an offline or expired agent stays in the table and in /metrics "
+        f"(default {DEFAULT_FORGET_AFTER:g})",
+    )
 
     p = command("ask", cmd_ask, "run a request in plain words: decompose, route, aggregate")
     p.add_argument("request", help="what to do, e.g. \"calculate 6*7, then summarize '...'\"")

@@ -1,4 +1,8 @@
-"""``callboard monitor``: the status stream of one system, as text or JSON lines."""
+"""``callboard monitor``: the status stream of one system, as text or JSON lines.
+
+Its stdout is a pipe here, so without ``--json`` it prints one line per event (the
+default off a terminal); the live table and ``--metrics`` are in ``test_monitor_live``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ import subprocess
 from collections.abc import Callable, Mapping
 
 import pytest
-from system_support import Daemon, Proc
+from system_support import Daemon, Proc, run_cli
 
 from bus import PROTOCOL_VERSION, new_agent_suffix
-from orchestrator.cli import EXIT_AGENT_ERROR, EXIT_OK
+from orchestrator.cli import EXIT_AGENT_ERROR, EXIT_OK, EXIT_USAGE
 
 pytestmark = pytest.mark.system
 
@@ -144,3 +148,13 @@ def test_monitor_state_filter_shows_only_failures(
     assert event["error"]["code"] == 400
     assert event["error"]["type"] == "bad_input"
     assert "division by zero" in event["error"]["message"]
+
+
+def test_monitor_refuses_a_bad_metrics_address_before_connecting(
+    prefix: str, cli_env: dict[str, str], callboard_cmd: list[str]
+) -> None:
+    env = {**cli_env, "NATS_URL": "nats://127.0.0.1:1"}  # never reached
+    result = run_cli(callboard_cmd, env, ["monitor", "--prefix", prefix, "--metrics", "anywhere"])
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert "invalid metrics address 'anywhere'" in result.stderr
+    assert result.stdout == ""
