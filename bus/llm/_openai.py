@@ -196,15 +196,22 @@ class OpenAIModel:
             temperature=self.settings.temperature,
             max_tokens=self.settings.max_tokens,
             stream_options=wire.StreamOptions(include_usage=True) if stream else None,
-            response_format=None
-            if output_schema is None
-            else wire.ResponseFormat(
-                json_schema=wire.JSONSchema(name="answer", schema=output_schema, strict=False)
-            ),
+            response_format=self._response_format(output_schema),
         )
         # the provider-specific extras go in first, so they cannot undo the request itself
         body: dict[str, Any] = {**self.settings.options, **msgspec.to_builtins(request)}
         return body
+
+    def _response_format(self, schema: dict[str, Any] | None) -> wire.ResponseFormat | None:
+        style = self.settings.structured_output
+        if schema is None or style == "off":
+            return None
+        if style == "json_object":
+            return wire.ResponseFormat(type="json_object", schema=schema)
+        return wire.ResponseFormat(
+            type="json_schema",
+            json_schema=wire.JSONSchema(name="answer", schema=schema, strict=False),
+        )
 
     def _reply(
         self,
@@ -262,9 +269,8 @@ class OpenAIModel:
                 f"{self._http.where} refused the API key ({said}); set {key_env} to a valid key"
             )
         text = message.text.lower()
-        if status == 404 and (
-            message.code == "model_not_found"
-            or ("model" in text and ("not exist" in text or "not found" in text))
+        if message.code == "model_not_found" or (
+            status == 404 and ("model" in text and ("not exist" in text or "not found" in text))
         ):
             return ModelNotFound(
                 f"{self._http.where} does not serve the model {self.settings.model!r} ({said}); "
@@ -289,7 +295,8 @@ def _wire_message(message: ChatMessage) -> wire.Message:
         )
         for call in message.tool_calls
     ]
-    # an assistant turn that only calls tools has null content, as the API documents
+    # an assistant turn that only calls tools has no content; the key is left out
+    # (OpenAI accepts null or absent; llama-cpp-python's server rejects null)
     content = None if calls and not message.content else message.content
     return wire.Message(
         role=message.role,

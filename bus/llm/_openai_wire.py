@@ -50,7 +50,7 @@ class ToolCall(msgspec.Struct, kw_only=True):
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     role: str
-    content: str | None
+    content: str | None = None  # omitted when None: llama.cpp's server refuses a null
     tool_calls: list[ToolCall] = []
     tool_call_id: str | None = None
 
@@ -72,9 +72,12 @@ class JSONSchema(msgspec.Struct, kw_only=True):
     strict: bool
 
 
-class ResponseFormat(msgspec.Struct, kw_only=True):
-    type: Literal["json_schema"] = "json_schema"
-    json_schema: JSONSchema
+class ResponseFormat(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``json_schema`` (OpenAI, vLLM) or ``json_object`` with a ``schema`` (llama.cpp)."""
+
+    type: Literal["json_schema", "json_object"]
+    json_schema: JSONSchema | None = None
+    schema: dict[str, Any] | None = None
 
 
 class StreamOptions(msgspec.Struct, kw_only=True):

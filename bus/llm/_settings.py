@@ -55,6 +55,10 @@ class ModelSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
             a 429 (with backoff and jitter, honouring ``Retry-After``).
         retry_backoff: seconds before the first retry; doubles each time.
         stream: stream the answer (tokens become progress events).
+        structured_output: how an OpenAI-compatible server is asked for JSON that
+            follows a schema: ``json_schema`` (OpenAI, vLLM), ``json_object`` with
+            a ``schema`` (llama-cpp-python's server), or ``off`` (the agent still
+            validates the answer). Ollama always gets its ``format``.
         options: provider-specific fields passed through (Ollama's ``options``
             such as ``num_ctx``; extra request fields for OpenAI servers).
     """
@@ -71,6 +75,7 @@ class ModelSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 2
     retry_backoff: Annotated[float, msgspec.Meta(ge=0)] = 0.5
     stream: bool = True
+    structured_output: Literal["json_schema", "json_object", "off"] = "json_schema"
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @classmethod

@@ -261,9 +261,8 @@ async def test_openai_request_shape() -> None:
         "messages": [
             {"role": "system", "content": "You are terse."},
             {"role": "user", "content": "What is 6*7?"},
-            {
+            {  # no "content" key: llama-cpp-python's server rejects a null one
                 "role": "assistant",
-                "content": None,
                 "tool_calls": [
                     {
                         "id": "call_9",
@@ -308,6 +307,19 @@ async def test_openai_sends_the_key_from_the_environment() -> None:
             await model.aclose()
         assert server.chat_requests[0].headers["authorization"] == "Bearer sk-test-123"
         assert "sk-test-123" not in repr(resolved)
+
+
+async def test_openai_model_not_found_as_a_400_is_model_not_found() -> None:
+    """llama-cpp-python's server says model_not_found with a 400, not OpenAI's 404."""
+    with FakeOpenAI() as server:
+        server.script(HTTPError(400, "The model 'x' does not exist", code="model_not_found"))
+        model = OpenAIModel(settings(OPENAI, server.url).resolved(environ={}))
+        try:
+            with pytest.raises(ModelNotFound, match="does not serve the model"):
+                await model.chat(QUESTION)
+        finally:
+            await model.aclose()
+        assert len(server.chat_requests) == 1  # not retried
 
 
 @pytest.mark.parametrize(
@@ -574,3 +586,19 @@ def test_create_model_builds_the_right_client() -> None:
     openai = create_model(ModelSettings(model="gpt-4o-mini", provider="openai"), environ={})
     assert isinstance(ollama, OllamaModel) and ollama.settings.base_url == "http://gpu:9999"
     assert isinstance(openai, OpenAIModel) and openai.name == "openai:gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [
+        ("json_object", {"type": "json_object", "schema": SCHEMA}),  # llama-cpp-python
+        ("off", None),
+    ],
+)
+async def test_openai_structured_output_styles(style: str, expected: Any) -> None:
+    with FakeOpenAI() as server:
+        server.script('{"value": 42}')
+        async with client(OPENAI, server.url, structured_output=style, stream=False) as model:
+            reply = await model.chat(QUESTION, output_schema=SCHEMA)
+        assert reply.message.content == '{"value": 42}'
+        assert server.chat_requests[0].body.get("response_format") == expected
