@@ -7,6 +7,7 @@ location instead of being silently ignored.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,16 @@ from ._host import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
 from ._runner import DEFAULT_MAX_DELEGATION_DEPTH, DEFAULT_MAX_PAYLOAD
 from .builtins import BUILTIN_AGENTS
 
-__all__ = ["AgentSpec", "DaemonConfig", "build_agents", "load_config", "resolve_agent_type"]
+__all__ = [
+    "AgentSlot",
+    "AgentSpec",
+    "DaemonConfig",
+    "agent_slots",
+    "build_agent",
+    "build_agents",
+    "load_config",
+    "resolve_agent_type",
+]
 
 
 class AgentSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -109,28 +119,63 @@ def resolve_agent_type(name: str) -> type[Agent]:
     return cls
 
 
-def build_agents(config: DaemonConfig) -> list[Agent]:
-    """Instantiate every agent (and replica) the config asks for."""
-    agents: list[Agent] = []
+@dataclass(frozen=True)
+class AgentSlot:
+    """One agent of a config after replica expansion: what a reload compares.
+
+    Attributes:
+        key: the agent id, or ``<type>#<n>`` for the n-th agent of that type
+            whose id is generated (so a reload can tell it is the same one).
+        agent_id: the id to create it with; None generates one.
+        spec: the ``[[agents]]`` entry it comes from.
+    """
+
+    key: str
+    agent_id: str | None
+    spec: AgentSpec
+
+    def differs_from(self, other: AgentSlot) -> list[str]:
+        """The fields of the spec that changed: an agent can only be replaced for them."""
+        fields = ("type", "options", "max_concurrency", "default_timeout")
+        return [f for f in fields if getattr(self.spec, f) != getattr(other.spec, f)]
+
+
+def agent_slots(config: DaemonConfig) -> list[AgentSlot]:
+    """Every agent (and replica) the config asks for, without creating them yet."""
+    slots: list[AgentSlot] = []
+    generated: dict[str, int] = {}
     for spec in config.agents:
-        cls = resolve_agent_type(spec.type)
         for n in range(1, spec.replicas + 1):
             agent_id = spec.id
             if agent_id and spec.replicas > 1:
                 agent_id = f"{agent_id}-{n}"
-            try:
-                agents.append(
-                    cls(
-                        agent_id,
-                        max_concurrency=spec.max_concurrency,
-                        default_timeout=spec.default_timeout,
-                        **spec.options,
-                    )
-                )
-            except TypeError as exc:
-                raise ConfigError(f"cannot create agent of type {spec.type!r}: {exc}") from exc
-    ids = [a.id for a in agents]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+            if agent_id:
+                slots.append(AgentSlot(agent_id, agent_id, spec))
+                continue
+            generated[spec.type] = generated.get(spec.type, 0) + 1
+            slots.append(AgentSlot(f"{spec.type}#{generated[spec.type]}", None, spec))
+    keys = [s.key for s in slots]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
         raise ConfigError(f"agent ids must be unique; repeated: {', '.join(duplicates)}")
-    return agents
+    return slots
+
+
+def build_agent(slot: AgentSlot) -> Agent:
+    """Create the agent of one slot."""
+    spec = slot.spec
+    cls = resolve_agent_type(spec.type)
+    try:
+        return cls(
+            slot.agent_id,
+            max_concurrency=spec.max_concurrency,
+            default_timeout=spec.default_timeout,
+            **spec.options,
+        )
+    except TypeError as exc:
+        raise ConfigError(f"cannot create agent of type {spec.type!r}: {exc}") from exc
+
+
+def build_agents(config: DaemonConfig) -> list[Agent]:
+    """Instantiate every agent (and replica) the config asks for."""
+    return [build_agent(slot) for slot in agent_slots(config)]

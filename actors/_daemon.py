@@ -2,9 +2,10 @@
 
 It hosts the configured agents until SIGTERM or SIGINT, then shuts down
 gracefully; nats-py reconnects on its own when the server restarts, and the
-host's subscriptions come back with it. With ``metrics_address`` set it also
-serves ``/metrics`` and ``/healthz``, from before it connects until after it
-has drained, so a scrape sees the drain and a health check sees it coming.
+host's subscriptions come back with it. SIGHUP reloads the config file
+(``actors._reload``). With ``metrics_address`` set it also serves ``/metrics``
+and ``/healthz``, from before it connects until after it has drained, so a
+scrape sees the drain and a health check sees it coming.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -28,8 +29,9 @@ from bus import (
     env_fields,
 )
 
-from ._config import DaemonConfig, build_agents
+from ._config import DaemonConfig, agent_slots, build_agent
 from ._host import AgentHost
+from ._reload import ConfigReloader
 
 __all__ = ["READY_LINE", "DaemonMetrics", "run_daemon"]
 
@@ -69,29 +71,50 @@ class DaemonMetrics:
         self.stopping = False
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """200 when connected and every agent serves; draining or unhealthy (503) otherwise."""
+        """200 when connected and serving; 503 ``draining`` once the agents stop, else
+        ``unhealthy``.
+
+        An agent that a config reload removes drains alone: the daemon still
+        serves with the others, so it stays healthy meanwhile.
+        """
         connected = self._connection.connected
         host = self.host
         agents = dict(host.agent_states) if host is not None else {}
-        if self.stopping or any(state != "serving" for state in agents.values()):
+        states = set(agents.values())
+        if self.stopping or ("draining" in states and "serving" not in states):
             status = "draining"
-        elif not connected or not agents:
+        elif not connected or "serving" not in states:
             status = "unhealthy"
         else:
             status = "ok"
         return status == "ok", {"status": status, "connected": connected, "agents": agents}
 
 
-async def run_daemon(config: DaemonConfig, *, flags: Mapping[str, Any] | None = None) -> None:
-    """Run the agents of ``config`` until SIGTERM/SIGINT.
+def _print_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def run_daemon(
+    config: DaemonConfig,
+    *,
+    flags: Mapping[str, Any] | None = None,
+    reload: Callable[[], DaemonConfig] | None = None,
+    announce: Callable[[str], None] = _print_stderr,
+) -> None:
+    """Run the agents of ``config`` until SIGTERM/SIGINT; reload them on SIGHUP.
 
     Args:
         config: the validated config file.
         flags: connection options from the command line; they win over the
             environment, which wins over the file.
+        reload: reads the config again for SIGHUP; None ignores SIGHUP (a
+            config that came from no file).
+        announce: prints the lines scripts wait for (ready, metrics, reloaded);
+            the CLI passes one that writes them in its log format.
     """
     options = ConnectOptions.layered({"name": "callboard-daemon"}, config.nats, env_fields(), flags)
-    agents = build_agents(config)
+    slots = agent_slots(config)
+    agents = [build_agent(slot) for slot in slots]
     metrics = None
     if config.metrics_address is not None:
         metrics = DaemonMetrics(config.metrics_address, options.name)
@@ -99,11 +122,7 @@ async def run_daemon(config: DaemonConfig, *, flags: Mapping[str, Any] | None = 
         async with AsyncExitStack() as stack:
             if metrics is not None:
                 url = (await stack.enter_async_context(metrics.server)).url
-                print(
-                    f"callboard daemon metrics on {url}/metrics (health on {url}/healthz)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                announce(f"callboard daemon metrics on {url}/metrics (health on {url}/healthz)")
             nc = await stack.enter_async_context(
                 connect(options=options, metrics=metrics.connections if metrics else None)
             )
@@ -120,19 +139,32 @@ async def run_daemon(config: DaemonConfig, *, flags: Mapping[str, Any] | None = 
             await stack.enter_async_context(host)
             if metrics is not None:
                 metrics.host = host
+            reloader = ConfigReloader(
+                host,
+                config,
+                list(zip(slots, agents, strict=True)),
+                load=reload or (lambda: config),
+                announce=announce,
+            )
             ids = ", ".join(agent.id for agent in host.agents)
-            print(f"{READY_LINE}: {len(agents)} agent(s): {ids}", file=sys.stderr, flush=True)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.warning("SIGHUP: configuration reload is not supported yet; ignoring")
-                    continue
+            announce(f"{READY_LINE}: {len(agents)} agent(s): {ids}")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reloader.run)
+                async for signum in signals:
+                    if signum != signal.SIGHUP:
+                        break
+                    if reload is None:
+                        log.warning("SIGHUP: this daemon has no config file to reload; ignoring")
+                    else:
+                        log.info("SIGHUP: reloading the config")
+                        reloader.request()
                 if metrics is not None:
                     metrics.stopping = True
                 log.info(
                     "%s: shutting down (grace period %gs, %d task(s) in flight)",
                     signal.Signals(signum).name,
-                    config.grace_period,
+                    host.grace_period,
                     host.in_flight,
                 )
-                break
+                await reloader.close()
     log.info("daemon stopped")

@@ -56,6 +56,7 @@ from ._agent import Agent
 from ._context import TaskContext, reset_context, set_context
 from ._discovery import EndpointCounters, ServiceResponder
 from ._status import StatusPublisher
+from ._tasklog import log_outcome, task_logger
 
 __all__ = ["DEFAULT_MAX_DELEGATION_DEPTH", "DEFAULT_MAX_PAYLOAD", "AgentRunner"]
 
@@ -245,8 +246,7 @@ class AgentRunner:
             await self.status.cancelled(task_id, capability, elapsed_ms, cancel_reason)
         else:
             await self.status.failed(task_id, capability, elapsed_ms, error)
-        if error.code >= 500:
-            log.warning("task %s (%s) failed: %s", task_id, capability, error.message)
+        log_outcome(self.agent.id, task_id, capability, error, cancel_reason)
 
     async def _execute(
         self, capability: str, msg: Msg, task_id: str
@@ -297,7 +297,7 @@ class AgentRunner:
         except CallboardError as exc:
             return _error(exc.code, exc.type, exc.message), "", b""
         except Exception as exc:
-            log.exception("agent %s crashed on task %s", self.agent.id, task_id)
+            task_logger(self.agent.id, task_id, capability).exception("%s crashed", self.agent.id)
             message = f"agent {self.agent.id} failed: {type(exc).__name__}: {exc}"
             return _error(500, "agent_failure", message), "", b""
         finally:
@@ -351,7 +351,7 @@ class AgentRunner:
                     msg.reply, body, headers={TASK_ID: task_id, AGENT_ID: self.agent.id}
                 )
             except Exception as exc:
-                log.warning("could not send the reply of task %s: %s", task_id, exc)
+                task_logger(self.agent.id, task_id).warning("its reply was lost: %s", exc)
 
     async def _reply_error(self, msg: Msg, task_id: str, error: ErrorInfo) -> None:
         if msg.reply:
@@ -359,7 +359,7 @@ class AgentRunner:
             try:
                 await self.nc.publish(msg.reply, body, headers=headers)
             except Exception as exc:
-                log.warning("could not send the error reply of task %s: %s", task_id, exc)
+                task_logger(self.agent.id, task_id).warning("its error reply was lost: %s", exc)
 
     async def _on_direct(self, msg: Msg) -> None:
         """The direct address: a targeted task, a ping, or a cancel."""

@@ -31,6 +31,7 @@ from bus import (
 )
 from bus.codec import OPERATION
 
+from ._logging import Announcer
 from ._orchestrator import Orchestrator
 from ._pipeline import StepFailed, StepResult, load_pipeline
 from ._router import NoRouteError
@@ -113,15 +114,20 @@ async def cmd_server(args: argparse.Namespace) -> int:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    """Run the agents of a config file until SIGTERM/SIGINT."""
-    from actors import load_config, run_daemon
+    """Run the agents of a config file until SIGTERM/SIGINT; SIGHUP reloads the file."""
+    from actors import DaemonConfig, load_config, run_daemon
 
-    config = load_config(args.config)
-    if getattr(args, "prefix", DEFAULT_PREFIX) != DEFAULT_PREFIX:
-        config.prefix = args.prefix
-    if args.metrics is not None:
-        config.metrics_address = args.metrics
-    await run_daemon(config, flags=connect_flags(args))
+    def load() -> DaemonConfig:
+        """The file with the command line's overrides, at start and on every reload."""
+        config = load_config(args.config)
+        if getattr(args, "prefix", DEFAULT_PREFIX) != DEFAULT_PREFIX:
+            config.prefix = args.prefix
+        if args.metrics is not None:
+            config.metrics_address = args.metrics
+        return config
+
+    announce = Announcer(getattr(args, "log_format", "text"), logger="callboard.daemon")
+    await run_daemon(load(), flags=connect_flags(args), reload=load, announce=announce)
     return EXIT_OK
 
 

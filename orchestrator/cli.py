@@ -4,11 +4,12 @@ Exit codes (``submit`` and the other commands that talk to agents):
 
 ====  ==========================================================
 0     success
-1     the agent answered with an error (its code is printed)
+1     the agent answered with an error (its code is printed);
+      for ``health``: the daemon answered that it is unhealthy
 2     usage error: bad flags, bad JSON, bad config file
 3     no agent serves the capability
 4     timeout: no reply before the deadline
-5     cannot connect to NATS
+5     cannot connect to NATS (or, for ``health``, to the daemon's /healthz)
 130   interrupted (Ctrl-C)
 ====  ==========================================================
 
@@ -53,7 +54,9 @@ from ._commands import (
     exit_code_for,
 )
 from ._fleet_view import DEFAULT_FORGET_AFTER
+from ._health_command import add_health_arguments, cmd_health
 from ._live import DEFAULT_HEARTBEAT_TIMEOUT
+from ._logging import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, configure_logging, resolve_log_format
 from ._monitor_command import cmd_monitor
 
 __all__ = [
@@ -87,6 +90,13 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=argparse.SUPPRESS if suppress else 0,
         help="more logging on stderr (-vv for debug)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS if suppress else None,
+        help="log on stderr as text (the default) or as JSON lines with task_id fields "
+        f"(env {LOG_FORMAT_ENV})",
+    )
 
 
 # --- parser and entry point ------------------------------------------------------------
@@ -97,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callboard",
         description="Coordinate a network of AI agents over NATS.",
-        epilog="Exit codes: 0 ok, 1 agent error, 2 usage, 3 no agent, 4 timeout, "
-        "5 cannot connect, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 agent error (health: unhealthy), 2 usage, 3 no agent, "
+        "4 timeout, 5 cannot connect, 130 interrupted.",
     )
     _add_common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -118,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store-dir", default=None, help="JetStream store (default: a temp dir)")
     p.add_argument("--no-jetstream", action="store_true", help="do not enable JetStream")
 
-    p = command("run", cmd_run, "run the agents of a config file as a daemon")
+    p = command(
+        "run", cmd_run, "run the agents of a config file as a daemon (SIGHUP reloads the file)"
+    )
     p.add_argument("config", help="the daemon's TOML config file")
     p.add_argument(
         "--metrics",
@@ -242,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON document of all results")
 
+    p = command(
+        "health",
+        cmd_health,
+        "say whether a daemon is connected and serving, by exit code (for probes)",
+    )
+    add_health_arguments(p)
+
     command("demo", cmd_demo, "start a server and agents, run a pipeline, show the events")
     return parser
 
@@ -249,16 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callboard`` console script."""
     args = build_parser().parse_args(argv)
+    try:
+        args.log_format = resolve_log_format(args.log_format, os.environ)
+    except CallboardError as exc:
+        print(f"callboard {args.command}: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     if args.command == "run":
         level = min(level, logging.INFO)
-    logging.basicConfig(
-        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(level, args.log_format)
     try:
         code: int = anyio.run(args.func, args)
     except CallboardError as exc:
-        print(f"callboard {args.command}: {exc}", file=sys.stderr)
+        report = Announcer(args.log_format, logger="callboard.cli")
+        report(f"callboard {args.command}: {exc}", level=logging.ERROR)
         code = exit_code_for(exc)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED

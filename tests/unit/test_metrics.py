@@ -244,7 +244,7 @@ def test_connection_downtime_grows_during_an_outage_and_stops_after() -> None:
     assert value("callboard_nats_pending_bytes", labels) == 0
 
 
-def test_the_daemon_is_healthy_only_connected_with_every_agent_serving() -> None:
+def test_the_daemon_is_healthy_when_connected_and_serving() -> None:
     daemon = DaemonMetrics("127.0.0.1:0", "callboard-daemon")  # nothing listens before entry
     assert daemon.health() == (False, {"status": "unhealthy", "connected": False, "agents": {}})
     connection = daemon.connections.track("callboard-daemon")

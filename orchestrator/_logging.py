@@ -1,0 +1,147 @@
+"""Logging of every ``callboard`` command: human-readable text, or JSON lines.
+
+The CLI configures logging here and nowhere else; the packages only log. A
+record about a task carries ``task_id`` (and ``agent``, ``capability``) as
+``extra`` fields, which both formats show: text as a ``[task <id>]`` prefix,
+JSON as fields a log pipeline can index and join with the status events.
+
+The lines that scripts and people wait for (the daemon's ready line, a
+reload, the error that ends a command) are not log records, since a log level
+must never hide them; ``Announcer`` prints them in the same format.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+import msgspec
+
+from bus import ConfigError
+
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_FORMAT_ENV",
+    "TASK_FIELDS",
+    "Announcer",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "resolve_log_format",
+]
+
+LOG_FORMATS = ("text", "json")
+"""``text`` (the default) for people, ``json`` (one object a line) for log pipelines."""
+LOG_FORMAT_ENV = "CALLBOARD_LOG_FORMAT"
+"""The environment variable that picks the format when ``--log-format`` is not given."""
+TASK_FIELDS = ("task_id", "agent", "capability")
+"""The ``extra`` fields of a record that the formats show."""
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+def resolve_log_format(flag: str | None, environ: Mapping[str, str]) -> str:
+    """The flag, else ``CALLBOARD_LOG_FORMAT``, else ``text``.
+
+    Raises:
+        ConfigError: the environment variable names no format.
+    """
+    if flag is not None:
+        return flag
+    value = environ.get(LOG_FORMAT_ENV, "").strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ConfigError(
+            f"{LOG_FORMAT_ENV}={environ[LOG_FORMAT_ENV]!r} is not a log format: "
+            f"use {' or '.join(LOG_FORMATS)}"
+        )
+    return value
+
+
+class TextFormatter(logging.Formatter):
+    """``<time> <LEVEL> <logger>: [task <id>] <message>``, and the traceback below."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        task_id = getattr(record, "task_id", None)
+        message = f"[task {task_id}] {record.message}" if task_id else record.message
+        return f"{record.asctime} {record.levelname} {record.name}: {message}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``ts`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, the task fields the record has, and ``exc`` with the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        document: dict[str, Any] = {
+            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in TASK_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                document[name] = value
+        if record.exc_info:
+            document["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            document["exc"] = record.exc_text
+        if record.stack_info:
+            document["stack"] = self.formatStack(record.stack_info)
+        return _encoder.encode(document).decode()
+
+
+def _formatter(log_format: str) -> logging.Formatter:
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"unknown log format {log_format!r}: use {' or '.join(LOG_FORMATS)}")
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+class _CallboardHandler(logging.StreamHandler[IO[str]]):
+    """The handler ``configure_logging`` installs, so a second call replaces it."""
+
+
+def configure_logging(
+    level: int, log_format: str = "text", *, stream: IO[str] | None = None
+) -> None:
+    """Send every record at ``level`` or above to stderr (or ``stream``) in ``log_format``."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _CallboardHandler)]:
+        root.removeHandler(handler)
+        handler.close()
+    handler = _CallboardHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(_formatter(log_format))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class Announcer:
+    """Prints the lines scripts wait for on stderr, whatever the log level: as
+    they are in text format, as a JSON record (``message`` holds the line) in
+    json format, so that a json-format stderr holds nothing but JSON lines.
+
+    Args:
+        log_format: ``text`` or ``json``.
+        logger: the ``logger`` field of the JSON records.
+        stream: where to print; stderr (as it is at the time of the call) by default.
+    """
+
+    def __init__(
+        self, log_format: str, *, logger: str = "callboard", stream: IO[str] | None = None
+    ) -> None:
+        self._formatter = _formatter(log_format) if log_format == "json" else None
+        self._logger = logger
+        self._stream = stream
+
+    def __call__(self, line: str, *, level: int = logging.INFO) -> None:
+        if self._formatter is not None:
+            record = logging.LogRecord(self._logger, level, __name__, 0, line, None, None)
+            line = self._formatter.format(record)
+        print(line, file=self._stream or sys.stderr, flush=True)
