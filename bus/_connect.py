@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import msgspec
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
@@ -34,6 +37,9 @@ log = logging.getLogger("callboard.bus")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
+_CLOSE_AFTER_FAILURE = 0.5
+"""Seconds to wait for nats-py to close the socket of a failed first connection."""
+
 
 class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Everything needed to reach a NATS server or cluster.
@@ -54,7 +60,8 @@ class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
         connect_attempts: tries per server for the first connection before giving
             up with ConnectionFailed (reconnects after that follow
             ``max_reconnect_attempts``).
-        reconnect_wait: seconds between reconnect attempts to one server.
+        reconnect_wait: seconds between reconnect attempts to one server (±25% jitter
+            per connection; nats-py also shuffles the server list).
         max_reconnect_attempts: attempts before giving up; -1 retries forever.
         ping_interval: seconds between client PINGs (how fast a dead server is noticed).
         max_outstanding_pings: missed PONGs before the connection counts as lost.
@@ -169,11 +176,80 @@ def split_servers(urls: str | Sequence[str]) -> tuple[str, ...]:
     return servers
 
 
+class _Client(Client):
+    """nats-py's client, refusing to log in over plain TCP when TLS was asked for.
+
+    nats-py upgrades to TLS only when the server's INFO says ``tls_required``;
+    a client given a CA or a ``tls://`` URL would otherwise send its CONNECT
+    (password, token) in clear to a server, or a man in the middle, that
+    offers no TLS. The check sits where nats-py builds that CONNECT.
+    """
+
+    require_tls = False
+
+    def _connect_command(self) -> bytes:
+        server = self._current_server
+        encrypted = (
+            self._server_info.get("tls_required")
+            or self.options.get("tls_handshake_first")
+            or (server is not None and server.uri.scheme == "wss")
+        )
+        if self.require_tls and not encrypted:
+            raise _TLSNotOffered(
+                "nats: the server does not offer TLS, which this client asked for "
+                "(tls:// URL, --tls-ca or --tls-cert): not sending credentials in clear"
+            )
+        command: bytes = super()._connect_command()
+        return command
+
+
+class _TLSNotOffered(nats.errors.Error):
+    """The server answered without TLS although the client asked for it."""
+
+
+def _is_final(exc: BaseException) -> bool:
+    """An error of the first connection that a retry cannot fix."""
+    return isinstance(exc, ssl.SSLError | _TLSNotOffered | nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
+
+
+def _failure_hint(exc: BaseException | None) -> str:
+    """What to do about the error that stopped the first connection."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            "The server's TLS certificate is not trusted: pass --tls-ca (NATS_CA, "
+            "tls_ca) with the CA that signed it"
+        )
+    if isinstance(exc, ssl.SSLError) and "CERTIFICATE_REQUIRED" in str(exc):
+        return (
+            "The server requires a client certificate (mutual TLS): pass --tls-cert "
+            "and --tls-key (NATS_CERT, NATS_KEY)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return "The TLS handshake failed: check the server's TLS settings and --tls-* files"
+    if isinstance(exc, _TLSNotOffered):
+        return "Connect to a server with TLS on, or drop the TLS options for this one"
+    if (
+        isinstance(exc, nats.errors.AuthorizationError)
+        or "authorization violation" in str(exc).lower()
+    ):
+        return (
+            "The server refused these credentials: check --user/--password, --token, "
+            "--creds or --nkey (NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY)"
+        )
+    return (
+        "Is a server running there? Start one with 'callboard server', or point "
+        "-s/--server or NATS_URL at yours."
+    )
+
+
 def _client_kwargs(options: ConnectOptions) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "servers": list(options.servers),
         "connect_timeout": options.connect_timeout,
-        "reconnect_time_wait": options.reconnect_wait,
+        # jitter: daemons that lost the same server do not all knock at once
+        "reconnect_time_wait": options.reconnect_wait * random.uniform(0.75, 1.25),
         "max_reconnect_attempts": max(1, options.connect_attempts),
         "ping_interval": options.ping_interval,
         "max_outstanding_pings": options.max_outstanding_pings,
@@ -229,12 +305,23 @@ async def connect(
 
     connected = False
     state = metrics.track(opts.name) if metrics is not None else None
+    last_failure: BaseException | None = None
 
     async def on_error(exc: Exception) -> None:
+        nonlocal last_failure
         if state is not None and isinstance(exc, SlowConsumerError):
             state.on_slow_consumer()
         # before the first connection the final ConnectionFailed says it all
         log.log(logging.WARNING if connected else logging.DEBUG, "NATS connection error: %s", exc)
+        if not connected:
+            # the reason to report: a refusal beats the reset that may follow it
+            if last_failure is None or not _is_final(last_failure):
+                last_failure = exc
+            if _is_final(exc):
+                # Retries cannot fix a certificate or a password, and nats-py would
+                # retry forever in a cluster (each INFO adds the peers back to its
+                # pool): fail now. nats-py raises this error when it may not reconnect.
+                nc.options["allow_reconnect"] = False
 
     async def on_disconnect() -> None:
         if nc.is_closed or nc.is_draining:
@@ -250,7 +337,8 @@ async def connect(
             "reconnected to NATS at %s", nc.connected_url.geturl() if nc.connected_url else "?"
         )
 
-    nc = Client()
+    nc = _Client()
+    nc.require_tls = "tls" in kwargs
     try:
         await nc.connect(
             error_cb=on_error,
@@ -259,10 +347,15 @@ async def connect(
             **kwargs,
         )
     except Exception as exc:
+        # a final error leaves its socket to close; nats-py may wait forever for
+        # one whose TLS handshake failed (asyncio has closed it already)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_AFTER_FAILURE):
+            await nc.close()
+        # nats-py ends with "no servers available": the error before it says why
+        cause = last_failure or exc
         raise ConnectionFailed(
-            f"could not connect to NATS at {url_list}: {exc or type(exc).__name__}. "
-            "Is a server running there? Start one with 'callboard server', or point "
-            "-s/--server or NATS_URL at yours."
+            f"could not connect to NATS at {url_list}: {cause or type(cause).__name__}. "
+            + _failure_hint(cause)
         ) from exc
     # nats-py retries a first connection forever when max_reconnect_attempts is
     # -1, so the first one is bounded by connect_attempts and the real policy
@@ -298,6 +391,21 @@ async def close_connection(nc: Client) -> None:
     do once the block has ended, and the close would stall for the drain timeout.
     """
     if nc.is_closed:
+        return
+    if not nc.is_connected:
+        # Closing while disconnected: nats-py would write its reconnect buffer to
+        # the dead socket and raise ConnectionResetError. What it holds can no
+        # longer be delivered, so drop it (nats-py offers no public way).
+        if getattr(nc, "_pending_data_size", 0):
+            log.warning(
+                "closing while disconnected: %d buffered byte(s) are dropped", nc._pending_data_size
+            )
+            nc._pending = []
+            nc._pending_data_size = 0
+        try:
+            await nc.close()
+        except Exception as exc:
+            log.debug("close while disconnected failed: %s", exc)
         return
     subs = getattr(nc, "_subs", {}).values()
     await unsubscribe_all([sub for sub in subs if getattr(sub, "_cb", None) is None])

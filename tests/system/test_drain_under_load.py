@@ -106,12 +106,6 @@ def solo(tmp_path: Path) -> Iterator[NatsNode]:
         yield node
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bus.close_connection: nats-py's close() writes the buffered data (the offline "
-    "event, the UNSUBs) to the dead socket and raises ConnectionResetError, which escapes "
-    "the daemon: traceback, exit 1",
-)
 async def test_sigterm_while_the_server_is_down_still_exits_0(
     solo: NatsNode,
     start_daemon: Callable[..., Daemon],

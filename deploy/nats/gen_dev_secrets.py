@@ -1,0 +1,289 @@
+"""Generate the DEVELOPMENT secrets of deploy/nats: passwords, a CA, certificates.
+
+    python deploy/nats/gen_dev_secrets.py               # into deploy/nats/secrets/
+    python deploy/nats/gen_dev_secrets.py OUT_DIR       # elsewhere (then copy the
+                                                        # *.conf files beside OUT_DIR)
+    python deploy/nats/gen_dev_secrets.py --force       # replace what is there
+
+It writes, and lists when done:
+
+- ``users.conf``: the bcrypt hash of every user's password, as the variables
+  ``accounts.conf`` reads (``ORCHESTRATOR_PASSWORD``, ``AGENT_MATH_PASSWORD``, ...);
+- ``<user>.env``: that user's name and password for clients (``NATS_USER``,
+  ``NATS_PASSWORD``; ``NATS_CA``, ``NATS_CERT`` and ``NATS_KEY`` commented out, for
+  when TLS is on), for ``set -a; . FILE; set +a``, a systemd
+  ``EnvironmentFile=`` or a compose ``env_file:``;
+- ``ca.pem`` / ``ca-key.pem``: a throwaway certificate authority;
+- ``server-cert.pem`` / ``server-key.pem``: the server's certificate for
+  ``localhost``, ``127.0.0.1`` and ``::1`` (plus any ``--host``);
+- ``<user>-cert.pem`` / ``<user>-key.pem``: a client certificate per user, for
+  mutual TLS (``mtls.conf``);
+- ``tls-files.conf``: the absolute paths of the server's TLS files, which
+  ``tls.conf`` and ``mtls.conf`` read.
+
+Everything here is for development and tests: the CA key sits beside the
+certificates and the passwords are in plain files. For production, make
+certificates with your own CA and hashes of passwords kept in a secret store.
+
+Needs the ``openssl`` command, and bcrypt from the ``bcrypt`` package or the
+system's libcrypt (libxcrypt, as on Debian and most Linux distributions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import ipaddress
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "secrets"
+
+USERS = (
+    "orchestrator",
+    "monitor",
+    "agent-math",
+    "agent-echo",
+    "agent-summarize",
+    "agent-researcher",
+    "agent-planner",
+    "agents",
+    "llm-agents",
+)
+"""The users of accounts.conf; each gets a password, a hash variable and a client cert."""
+
+BCRYPT_COST = 11
+"""bcrypt's work factor: nats-server checks one hash per connection."""
+
+SERVER_NAMES = ("localhost",)
+SERVER_IPS = ("127.0.0.1", "::1")
+
+
+class SecretsError(Exception):
+    """A tool is missing or failed; the message says which and what to do."""
+
+
+def password_variable(user: str) -> str:
+    """The accounts.conf variable of a user's password hash: agent-math → AGENT_MATH_PASSWORD."""
+    return user.upper().replace("-", "_") + "_PASSWORD"
+
+
+# --- bcrypt ------------------------------------------------------------------------------
+
+
+def bcrypt_hash(password: str, cost: int = BCRYPT_COST) -> str:
+    """A ``$2b$`` bcrypt hash of ``password``, as nats-server checks it."""
+    try:
+        import bcrypt  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return _libcrypt_bcrypt(password, cost)
+    hashed: bytes = bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost))
+    return hashed.decode()
+
+
+def _libcrypt_bcrypt(password: str, cost: int) -> str:
+    name = ctypes.util.find_library("crypt")
+    if name is None:
+        raise SecretsError(
+            "no bcrypt implementation: 'pip install bcrypt', or install libcrypt (libxcrypt)"
+        )
+    lib = ctypes.CDLL(name)
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    salt = lib.crypt_gensalt(b"$2b$", cost, None, 0)  # NULL: libcrypt reads the OS's randomness
+    hashed: bytes | None = lib.crypt(password.encode(), salt) if salt else None
+    if not hashed or not hashed.startswith(b"$2b$"):
+        raise SecretsError(
+            "this system's libcrypt has no bcrypt: 'pip install bcrypt' and run again"
+        )
+    return hashed.decode()
+
+
+# --- certificates ------------------------------------------------------------------------
+
+
+def _openssl(*args: str) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise SecretsError("the 'openssl' command is needed to make certificates; install it")
+    result = subprocess.run([openssl, *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SecretsError(f"openssl {args[0]} failed:\n{result.stderr.strip()}")
+
+
+def _new_key(path: Path) -> None:
+    _openssl(
+        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path)
+    )
+    path.chmod(0o600)
+
+
+def make_ca(out: Path, days: int) -> None:
+    """A self-signed CA: ca.pem and ca-key.pem."""
+    _new_key(out / "ca-key.pem")
+    _openssl(
+        "req", "-x509", "-new", "-key", str(out / "ca-key.pem"), "-out", str(out / "ca.pem"),
+        "-days", str(days), "-subj", "/O=callboard dev/CN=callboard dev CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+
+
+def make_cert(out: Path, name: str, *, days: int, usage: str, san: str | None = None) -> None:
+    """``<name>-cert.pem`` and ``<name>-key.pem``, signed by the CA in ``out``."""
+    key, cert = out / f"{name}-key.pem", out / f"{name}-cert.pem"
+    _new_key(key)
+    extensions = [
+        "basicConstraints=critical,CA:FALSE",
+        "keyUsage=critical,digitalSignature",
+        f"extendedKeyUsage={usage}",
+    ]
+    if san:
+        extensions.append(f"subjectAltName={san}")
+    with tempfile.TemporaryDirectory() as tmp:
+        csr, ext = Path(tmp) / "req.csr", Path(tmp) / "ext.cnf"
+        ext.write_text("\n".join(extensions) + "\n")
+        _openssl(
+            "req", "-new", "-key", str(key), "-out", str(csr),
+            "-subj", f"/O=callboard dev/CN={name}",
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(out / "ca.pem"),
+            "-CAkey", str(out / "ca-key.pem"), "-CAcreateserial",
+            "-out", str(cert), "-days", str(days), "-extfile", str(ext),
+        )  # fmt: skip
+    (out / "ca.srl").unlink(missing_ok=True)
+
+
+# --- the files ---------------------------------------------------------------------------
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _nats_string(value: str) -> str:
+    # a double-quoted NATS config string: "$2b$..." stays a string, not a variable
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def generate(out: Path, *, days: int, hosts: tuple[str, ...]) -> list[Path]:
+    """Write every secret into ``out``; return the files made."""
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    made: list[Path] = []
+
+    passwords = {user: secrets.token_urlsafe(24) for user in USERS}
+    lines = [
+        "# DEVELOPMENT ONLY: bcrypt hashes of the dev users' passwords, made by",
+        "# gen_dev_secrets.py and read by accounts.conf. The passwords are in <user>.env.",
+    ]
+    lines += [
+        f"{password_variable(user)}: {_nats_string(bcrypt_hash(pw))}"
+        for user, pw in passwords.items()
+    ]
+    _write_private(out / "users.conf", "\n".join(lines) + "\n")
+    made.append(out / "users.conf")
+
+    make_ca(out, days)
+    made += [out / "ca.pem", out / "ca-key.pem"]
+    names = [*SERVER_NAMES, *(h for h in hosts if not _is_ip(h))]
+    ips = [*SERVER_IPS, *(h for h in hosts if _is_ip(h))]
+    san = ",".join([*(f"DNS:{n}" for n in names), *(f"IP:{ip}" for ip in ips)])
+    # serverAuth for clients, clientAuth too so that routes (which dial out) can use it
+    make_cert(out, "server", days=days, usage="serverAuth,clientAuth", san=san)
+    made += [out / "server-cert.pem", out / "server-key.pem"]
+    for user in USERS:
+        make_cert(out, user, days=days, usage="clientAuth")
+        made += [out / f"{user}-cert.pem", out / f"{user}-key.pem"]
+
+    ca = (out / "ca.pem").resolve()
+    for user, pw in passwords.items():
+        env = out / f"{user}.env"
+        _write_private(
+            env,
+            f"# DEVELOPMENT ONLY: the NATS login of {user}\n"
+            f"NATS_USER={user}\nNATS_PASSWORD={pw}\n"
+            "# with tls.conf or mtls.conf on (a CA makes the client insist on TLS):\n"
+            f"# NATS_CA={ca}\n"
+            "# with mtls.conf on:\n"
+            f"# NATS_CERT={(out / f'{user}-cert.pem').resolve()}\n"
+            f"# NATS_KEY={(out / f'{user}-key.pem').resolve()}\n",
+        )
+        made.append(env)
+
+    tls_files = out / "tls-files.conf"
+    tls_files.write_text(
+        "# The server's TLS files (absolute: nats-server opens them relative to its\n"
+        "# working directory), read by tls.conf and mtls.conf. Made by gen_dev_secrets.py.\n"
+        f"TLS_CERT: {_nats_string(str((out / 'server-cert.pem').resolve()))}\n"
+        f"TLS_KEY: {_nats_string(str((out / 'server-key.pem').resolve()))}\n"
+        f"TLS_CA: {_nats_string(str(ca))}\n"
+    )
+    made.append(tls_files)
+    return made
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Generate development passwords, a CA and certificates for deploy/nats."
+    )
+    parser.add_argument(
+        "out",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_DIR,
+        help=f"directory to write into (default {DEFAULT_DIR})",
+    )
+    parser.add_argument("--force", action="store_true", help="replace existing secrets")
+    parser.add_argument("--days", type=int, default=365, help="certificate lifetime (days)")
+    parser.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="another name or IP address for the server certificate (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    if (out / "users.conf").exists() and not args.force:
+        print(
+            f"{out} already has secrets (users.conf): keeping them; pass --force to replace",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        made = generate(out, days=args.days, hosts=tuple(args.host))
+    except SecretsError as exc:
+        print(f"gen_dev_secrets: {exc}", file=sys.stderr)
+        return 1
+    print(f"DEVELOPMENT secrets written to {out.resolve()}:")
+    for path in made:
+        print(f"  {path.name}")
+    print(
+        "\nServer:   nats-server -c deploy/nats/single.conf"
+        "\nClients:  set -a; . " + str(out / "orchestrator.env") + "; set +a"
+        "\n          callboard agents        (add --tls-ca with tls.conf / mtls.conf on)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
