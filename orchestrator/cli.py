@@ -71,12 +71,16 @@ __all__ = [
 ]
 
 
+NATS_CLI_ALIASES = {"tls_ca": "--tlsca", "tls_cert": "--tlscert", "tls_key": "--tlskey"}
+"""The ``nats`` CLI's spellings, accepted too so its users' habits work."""
+
+
 def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Connection flags, accepted before or after the subcommand."""
     default = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("connection")
     for dest, (short, long, help_text) in CONNECTION_FLAGS.items():
-        names = [n for n in (short, long) if n]
+        names = [n for n in (short, long, NATS_CLI_ALIASES.get(dest)) if n]
         group.add_argument(*names, dest=dest, default=default, help=help_text, metavar="VALUE")
     group.add_argument(
         "--prefix",
