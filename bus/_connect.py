@@ -60,8 +60,9 @@ class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
         connect_attempts: tries per server for the first connection before giving
             up with ConnectionFailed (reconnects after that follow
             ``max_reconnect_attempts``).
-        reconnect_wait: seconds between reconnect attempts to one server (±25% jitter
-            per connection; nats-py also shuffles the server list).
+        reconnect_wait: seconds before the first reconnect round; each round that
+            fails doubles it (up to 15 s), half of it random (nats-py also shuffles
+            the server list), so a fleet does not reconnect in step.
         max_reconnect_attempts: attempts before giving up; -1 retries forever.
         ping_interval: seconds between client PINGs (how fast a dead server is noticed).
         max_outstanding_pings: missed PONGs before the connection counts as lost.
@@ -176,16 +177,49 @@ def split_servers(urls: str | Sequence[str]) -> tuple[str, ...]:
     return servers
 
 
+MAX_RECONNECT_WAIT = 15.0
+"""Seconds: the longest wait between rounds of reconnect attempts."""
+
+
+def reconnect_delay(
+    failed_rounds: int,
+    base: float,
+    *,
+    cap: float = MAX_RECONNECT_WAIT,
+    rng: random.Random | None = None,
+) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random.
+
+    After a server outage every daemon retries; the doubling keeps a dead
+    cluster from being hammered, the jitter keeps daemons from knocking in step.
+    """
+    wait: float = min(cap, base * 2.0 ** min(failed_rounds, 16))
+    jitter: float = (rng or random).uniform(0.0, wait / 2)
+    return wait / 2 + jitter
+
+
 class _Client(Client):
-    """nats-py's client, refusing to log in over plain TCP when TLS was asked for.
+    """nats-py's client, refusing to log in over plain TCP when TLS was asked for,
+    and backing off between reconnect rounds.
 
     nats-py upgrades to TLS only when the server's INFO says ``tls_required``;
     a client given a CA or a ``tls://`` URL would otherwise send its CONNECT
     (password, token) in clear to a server, or a man in the middle, that
     offers no TLS. The check sits where nats-py builds that CONNECT.
+
+    nats-py waits a fixed ``reconnect_time_wait`` before retrying a server; the
+    wait is recomputed here before each pick, from how many rounds every server
+    of the pool has failed since its last successful connection.
     """
 
     require_tls = False
+    reconnect_base = 1.0
+
+    async def _select_next_server(self) -> None:
+        pool = getattr(self, "_server_pool", [])
+        failed_rounds = min((getattr(srv, "reconnects", 0) for srv in pool), default=0)
+        self.options["reconnect_time_wait"] = reconnect_delay(failed_rounds, self.reconnect_base)
+        await super()._select_next_server()
 
     def _connect_command(self) -> bytes:
         server = self._current_server
@@ -248,8 +282,7 @@ def _client_kwargs(options: ConnectOptions) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "servers": list(options.servers),
         "connect_timeout": options.connect_timeout,
-        # jitter: daemons that lost the same server do not all knock at once
-        "reconnect_time_wait": options.reconnect_wait * random.uniform(0.75, 1.25),
+        "reconnect_time_wait": options.reconnect_wait,  # then backoff: _Client
         "max_reconnect_attempts": max(1, options.connect_attempts),
         "ping_interval": options.ping_interval,
         "max_outstanding_pings": options.max_outstanding_pings,
@@ -339,6 +372,7 @@ async def connect(
 
     nc = _Client()
     nc.require_tls = "tls" in kwargs
+    nc.reconnect_base = opts.reconnect_wait
     try:
         await nc.connect(
             error_cb=on_error,
