@@ -16,6 +16,7 @@ already have reached the caller, so a failure there is final.
 from __future__ import annotations
 
 import errno
+import itertools
 import random
 import socket
 import time
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import httpx
@@ -38,7 +39,14 @@ from ._errors import (
 )
 from ._settings import ModelSettings
 
-__all__ = ["MAX_RETRY_DELAY", "ModelHTTP", "ServerKind", "ServerMessage", "server_message"]
+__all__ = [
+    "MAX_RETRY_DELAY",
+    "HTTPChatModel",
+    "ModelHTTP",
+    "ServerKind",
+    "ServerMessage",
+    "server_message",
+]
 
 MAX_RETRY_DELAY = 30.0
 """Longest wait between two attempts; a server asking for longer is not waited for."""
@@ -320,6 +328,60 @@ class ModelHTTP:
         if isinstance(exc, httpx.TransportError):
             return ModelUnavailable(f"lost the connection to {self.where}: {_reason(exc)}{tried}")
         return ModelError(f"request to {self.where} failed: {exc}")
+
+
+class HTTPChatModel:
+    """What every HTTP model client shares: settings, the connection pool, names.
+
+    Subclasses say which server they speak to (``provider``, ``server_label``,
+    ``unreachable_hint``), add request headers (``headers()``) and translate
+    their server's error statuses (``_classify``).
+
+    Args:
+        settings: resolved settings (``create_model`` resolves them); without a
+            ``base_url``, the provider's default is used and no environment is read.
+    """
+
+    provider: ClassVar[str] = ""
+    server_label: ClassVar[str] = ""
+    unreachable_hint: ClassVar[str] = ""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        if settings.base_url is None:
+            settings = settings.resolved(environ={})
+        self.settings = settings
+        self._http = ModelHTTP(
+            settings,
+            ServerKind(
+                label=self.server_label,
+                unreachable_hint=self.unreachable_hint,
+                classify=self._classify,
+            ),
+            headers=self.headers(),
+        )
+        self._call_ids = itertools.count(1)
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}:{self.settings.model}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings.model!r} at {self.settings.base_url})"
+
+    def headers(self) -> dict[str, str]:
+        """Headers sent with every request."""
+        return {}
+
+    def new_call_id(self) -> str:
+        """An id for a tool call the server gave none."""
+        return f"call_{next(self._call_ids)}"
+
+    def _classify(self, status: int, message: ServerMessage) -> ModelError | None:
+        """This server's reading of an error status; None for the common one."""
+        return None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 def _same(response: httpx.Response) -> httpx.Response:

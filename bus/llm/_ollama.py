@@ -11,7 +11,6 @@ one JSON object per line, ``{"message": {...}, "done": false}``, ending with
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -19,8 +18,7 @@ import msgspec
 
 from ._chat import ChatMessage, ModelReply, TokenSink, ToolCall, ToolSpec
 from ._errors import ModelError, ModelNotFound, ModelResponseError
-from ._http import ModelHTTP, ServerKind, ServerMessage
-from ._settings import ModelSettings
+from ._http import HTTPChatModel, ServerMessage
 
 __all__ = ["OllamaModel"]
 
@@ -93,7 +91,7 @@ _reply_decoder = msgspec.json.Decoder(_Reply)
 _tags_decoder = msgspec.json.Decoder(_Tags)
 
 
-class OllamaModel:
+class OllamaModel(HTTPChatModel):
     """A ``ChatModel`` served by Ollama's native API.
 
     Args:
@@ -101,26 +99,9 @@ class OllamaModel:
             ``base_url``, the local default is used, not ``OLLAMA_HOST``.
     """
 
-    def __init__(self, settings: ModelSettings) -> None:
-        if settings.base_url is None:
-            settings = settings.resolved(environ={})
-        self.settings = settings
-        self._http = ModelHTTP(
-            settings,
-            ServerKind(
-                label="Ollama server",
-                unreachable_hint="is `ollama serve` running?",
-                classify=self._classify,
-            ),
-        )
-        self._call_ids = itertools.count(1)
-
-    @property
-    def name(self) -> str:
-        return f"ollama:{self.settings.model}"
-
-    def __repr__(self) -> str:
-        return f"OllamaModel({self.settings.model!r} at {self.settings.base_url})"
+    provider = "ollama"
+    server_label = "Ollama server"
+    unreachable_hint = "is `ollama serve` running?"
 
     async def chat(
         self,
@@ -176,9 +157,6 @@ class OllamaModel:
                 f"the model {self.settings.model!r} is not pulled on {self._http.where} "
                 f"(it has: {have}); run `ollama pull {self.settings.model}`"
             )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def _request(
         self,
@@ -249,9 +227,7 @@ class OllamaModel:
                     f"{text[:200]!r}"
                 )
             arguments = decoded
-        return ToolCall(
-            id=call.id or f"call_{next(self._call_ids)}", name=name, arguments=arguments
-        )
+        return ToolCall(id=call.id or self.new_call_id(), name=name, arguments=arguments)
 
     def _classify(self, status: int, message: ServerMessage) -> ModelError | None:
         text = message.text.lower()

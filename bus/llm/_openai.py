@@ -12,7 +12,6 @@ arguments), then a usage chunk with no choices, then ``data: [DONE]``.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +21,7 @@ import msgspec
 from . import _openai_wire as wire
 from ._chat import ChatMessage, ModelReply, TokenSink, ToolCall, ToolSpec
 from ._errors import ModelError, ModelNotFound, ModelResponseError
-from ._http import ModelHTTP, ServerKind, ServerMessage
-from ._settings import ModelSettings
+from ._http import HTTPChatModel, ServerMessage
 
 __all__ = ["OpenAIModel"]
 
@@ -44,7 +42,7 @@ class _PendingCall:
     arguments: list[str] = field(default_factory=list)
 
 
-class OpenAIModel:
+class OpenAIModel(HTTPChatModel):
     """A ``ChatModel`` served by an OpenAI-compatible Chat Completions API.
 
     Args:
@@ -53,28 +51,13 @@ class OpenAIModel:
             api.openai.com is used and no key is read.
     """
 
-    def __init__(self, settings: ModelSettings) -> None:
-        if settings.base_url is None:
-            settings = settings.resolved(environ={})
-        self.settings = settings
-        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        self._http = ModelHTTP(
-            settings,
-            ServerKind(
-                label="OpenAI-compatible server",
-                unreachable_hint="is the server running, and is base_url (OPENAI_BASE_URL) right?",
-                classify=self._classify,
-            ),
-            headers=headers,
-        )
-        self._call_ids = itertools.count(1)
+    provider = "openai"
+    server_label = "OpenAI-compatible server"
+    unreachable_hint = "is the server running, and is base_url (OPENAI_BASE_URL) right?"
 
-    @property
-    def name(self) -> str:
-        return f"openai:{self.settings.model}"
-
-    def __repr__(self) -> str:
-        return f"OpenAIModel({self.settings.model!r} at {self.settings.base_url})"
+    def headers(self) -> dict[str, str]:
+        key = self.settings.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def chat(
         self,
@@ -171,9 +154,6 @@ class OpenAIModel:
                 f"(it serves: {', '.join(served) or 'none'}); check the model name"
             )
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
     def _body(
         self,
         messages: Sequence[ChatMessage],
@@ -249,9 +229,7 @@ class OpenAIModel:
                     f"{arguments[:200]!r}"
                 )
             arguments = decoded
-        return ToolCall(
-            id=call_id or f"call_{next(self._call_ids)}", name=name, arguments=arguments
-        )
+        return ToolCall(id=call_id or self.new_call_id(), name=name, arguments=arguments)
 
     def _malformed(self, exc: msgspec.DecodeError, data: bytes | str) -> ModelResponseError:
         excerpt = data[:200] if isinstance(data, str) else data[:200].decode(errors="replace")
