@@ -192,9 +192,7 @@ class AgentRunner:
                 "overloaded",
             )
             return
-        if self.in_flight == 0:
-            self._idle = anyio.Event()
-        self.in_flight += 1
+        self.task_began()
         self._send.send_nowait((capability, msg))
 
     async def _refuse(self, msg: Msg, capability: str, error: CallboardError, reason: str) -> None:
@@ -214,9 +212,19 @@ class AgentRunner:
                 try:
                     await self._run(capability, msg)
                 finally:
-                    self.in_flight -= 1
-                    if self.in_flight == 0:
-                        self._idle.set()
+                    self.task_ended()
+
+    def task_began(self) -> None:
+        """Count one more task in flight (core or durable), for load and draining."""
+        if self.in_flight == 0:
+            self._idle = anyio.Event()
+        self.in_flight += 1
+
+    def task_ended(self) -> None:
+        """Count a task as finished; the last one wakes ``wait_idle``."""
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
 
     async def _run(self, capability: str, msg: Msg) -> None:
         started_ns = time.perf_counter_ns()
@@ -230,13 +238,10 @@ class AgentRunner:
             task_id = new_task_id()
             error = ErrorInfo(code=400, type="bad_input", message=exc.message)
         if error is None:
-            error, cancel_reason, body = await self._execute(capability, msg, task_id)
+            error, cancel_reason, body = await self.execute(capability, msg, task_id)
         elapsed_ns = time.perf_counter_ns() - started_ns
         elapsed_ms = elapsed_ns / 1e6
-        self.counters[capability].record(elapsed_ns, error.message if error else None)
-        series = self._series.get(capability)
-        if series is not None:
-            series.finished(elapsed_ns / 1e9, error.code if error else None)
+        self.record(capability, elapsed_ns, error)
         if error is None:
             await self._reply(msg, task_id, body)
             await self.status.completed(task_id, capability, elapsed_ms)
@@ -248,10 +253,19 @@ class AgentRunner:
             await self.status.failed(task_id, capability, elapsed_ms, error)
         log_outcome(self.agent.id, task_id, capability, error, cancel_reason)
 
-    async def _execute(
+    def record(self, capability: str, elapsed_ns: int, error: ErrorInfo | None) -> None:
+        """Count a finished task in ``$SRV.STATS`` and the Prometheus series."""
+        self.counters[capability].record(elapsed_ns, error.message if error else None)
+        series = self._series.get(capability)
+        if series is not None:
+            series.finished(elapsed_ns / 1e9, error.code if error else None)
+
+    async def execute(
         self, capability: str, msg: Msg, task_id: str
     ) -> tuple[ErrorInfo | None, str, bytes]:
-        """Run the handler; return (error, cancel reason, reply body)."""
+        """Run the handler on one task message (core or durable); publish its
+        ``accepted`` and ``started`` events; return (error, cancel reason, result body).
+        Publishes no reply and no final event: the caller decides how to answer."""
         running = _Running(anyio.CancelScope())
         try:
             task = self._decode(capability, msg, task_id)
