@@ -15,8 +15,10 @@ from anyio.abc import TaskGroup
 from nats.aio.client import Client
 
 from bus import DEFAULT_PREFIX, AgentMetrics, ConfigError, Subjects, TaskClient
+from bus.durable import DurableNames, DurableSettings, TaskStore, ensure_durable
 
 from ._agent import Agent
+from ._durable_worker import DurableWorker
 from ._runner import DEFAULT_MAX_DELEGATION_DEPTH, DEFAULT_MAX_PAYLOAD, AgentRunner
 
 __all__ = ["DEFAULT_GRACE_PERIOD", "DEFAULT_HEARTBEAT_INTERVAL", "AgentHost", "serve"]
@@ -48,6 +50,9 @@ class AgentHost:
         max_payload: largest task payload an agent accepts, in bytes.
         metrics: where to count the agents' tasks; None counts nothing (and
             costs nothing).
+        durable: also serve durable tasks from JetStream with these settings
+            (streams, bucket and consumers are created or updated at start);
+            None serves core request-reply only.
 
     Attributes:
         agent_states: ``serving``, ``draining`` or ``stopped`` per agent id; a
@@ -65,6 +70,7 @@ class AgentHost:
         max_delegation_depth: int = DEFAULT_MAX_DELEGATION_DEPTH,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         metrics: AgentMetrics | None = None,
+        durable: DurableSettings | None = None,
     ) -> None:
         self.nc = nc
         self.subjects = Subjects(prefix)
@@ -76,6 +82,9 @@ class AgentHost:
         self.agent_states: Mapping[str, str] = {}
         self._pending = list(agents)
         self.runners: dict[str, AgentRunner] = {}
+        self.durable = durable
+        self.durable_workers: dict[str, DurableWorker] = {}
+        self._durable_store: TaskStore | None = None
         self._task_group: TaskGroup | None = None
         self._closed = False
 
@@ -93,6 +102,11 @@ class AgentHost:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
+            if self.durable is not None:
+                names = DurableNames(self.subjects.prefix)
+                js = self.nc.jetstream(timeout=5.0)
+                await ensure_durable(js, names, self.durable)
+                self._durable_store = TaskStore(self.nc, js, names)
             for agent in self._pending:
                 await self.add(agent)
             self._pending = []
@@ -138,6 +152,11 @@ class AgentHost:
         )
         self.runners[agent.id] = runner
         await runner.start(self._task_group)
+        if self.durable is not None and self._durable_store is not None:
+            store = self._durable_store
+            worker = DurableWorker(runner, store.js, store, store.names, self.durable)
+            await self._task_group.start(worker.run)
+            self.durable_workers[agent.id] = worker
         self._set_states([agent.id], "serving")
         await self.nc.flush()
         return runner
@@ -167,6 +186,9 @@ class AgentHost:
     async def _stop(self, runners: list[AgentRunner], grace_period: float) -> None:
         ids = [r.agent.id for r in runners]
         self._set_states(ids, "draining")
+        workers = [w for w in map(self.durable_workers.pop, ids, [None] * len(ids)) if w]
+        for worker in workers:
+            worker.stop()
         async with anyio.create_task_group() as tg:
             for runner in runners:
                 tg.start_soon(runner.stop_intake)
@@ -176,12 +198,16 @@ class AgentHost:
         with anyio.move_on_after(grace_period if math.isfinite(grace_period) else None):
             for runner in runners:
                 await runner.wait_idle()
+            for worker in workers:
+                await worker.stopped.wait()
         cancelled = sum(r.cancel_all("draining") for r in runners)
         if cancelled:
             log.warning("grace period over: cancelled %d task(s) with a 503 reply", cancelled)
             with anyio.move_on_after(5.0):
                 for runner in runners:
                     await runner.wait_idle()
+                for worker in workers:
+                    await worker.stopped.wait()
         for runner in runners:
             await runner.close()
             await _close_agent(runner.agent)

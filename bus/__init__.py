@@ -34,7 +34,9 @@ from ._errors import (
     ServerError,
     TaskCancelled,
     TaskError,
+    TaskStillPending,
     TaskTimeout,
+    UnknownTask,
 )
 from ._exposition import HealthCheck, MetricsServer, parse_metrics_address
 from ._fleet_metrics import FleetMetrics
@@ -125,7 +127,9 @@ __all__ = [
     "TaskError",
     "TaskEvent",
     "TaskState",
+    "TaskStillPending",
     "TaskTimeout",
+    "UnknownTask",
     "close_connection",
     "codec",
     "connect",

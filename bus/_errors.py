@@ -17,6 +17,8 @@ the caller's side::
     └── DispatchError            a dispatched task produced no result
         ├── NoAgentError (404)   nobody serves the capability ("no responders")
         ├── TaskTimeout (408)    no reply before the deadline
+        │   └── TaskStillPending     a durable task is not done yet (it is not lost)
+        ├── UnknownTask (404)    no durable task has that ID (or its record expired)
         ├── TaskCancelled (499)  the caller gave up on the task
         └── AgentError           the agent replied with an error (any code)
             ├── DeadlineExceeded (408)  the agent stopped at the deadline (also a TaskTimeout)
@@ -42,7 +44,9 @@ __all__ = [
     "ServerError",
     "TaskCancelled",
     "TaskError",
+    "TaskStillPending",
     "TaskTimeout",
+    "UnknownTask",
     "error_for_code",
 ]
 
@@ -148,6 +152,30 @@ class TaskTimeout(DispatchError):
 
     code = 408
     type = "timeout"
+
+
+class TaskStillPending(TaskTimeout):
+    """A durable task was not done when the caller stopped waiting.
+
+    Unlike a core task it is not lost: it stays queued or running, and its
+    result can be fetched later by task ID.
+
+    Attributes:
+        state: the task's state when the wait ended (``submitted``, ``working``).
+    """
+
+    type = "pending"
+
+    def __init__(self, message: str, *, task_id: str, capability: str | None, state: str) -> None:
+        super().__init__(message, task_id=task_id, capability=capability)
+        self.state = state
+
+
+class UnknownTask(DispatchError):
+    """No durable task has this ID: never submitted, or its record has expired."""
+
+    code = 404
+    type = "unknown_task"
 
 
 class TaskCancelled(DispatchError):

@@ -8,6 +8,7 @@ means "known to be live on the bus".
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
@@ -23,8 +24,10 @@ from bus import (
     TaskClient,
     new_task_id,
 )
+from bus.durable import DurableSettings, TaskRecord
 
 from ._decompose import Aggregator, Decomposer, JoinAggregator, RuleDecomposer
+from ._durable import DurableDispatch
 from ._fanout import run_steps
 from ._live import DEFAULT_HEARTBEAT_TIMEOUT, LiveRegistry
 from ._metrics import OrchestratorMetrics
@@ -53,6 +56,8 @@ class Orchestrator:
         metrics: where to count dispatches, retries, pipeline runs and the
             registry's live agents (see ``orchestrator._metrics``); None (the
             default) records nothing and costs nothing.
+        durable_settings: how to create the JetStream streams and bucket if no
+            daemon has yet (durable dispatch only; defaults otherwise).
 
     Attributes:
         metrics: the metrics as this orchestrator records them, or None.
@@ -72,6 +77,7 @@ class Orchestrator:
         aggregator: Aggregator | None = None,
         retry: RetryPolicy = NO_RETRY,
         metrics: DispatchMetrics | None = None,
+        durable_settings: DurableSettings | None = None,
     ) -> None:
         self.nc = nc
         self.client = TaskClient(nc, prefix=prefix, sender=name, default_timeout=default_timeout)
@@ -84,6 +90,13 @@ class Orchestrator:
         self.retry = retry
         self.retries = 0
         self.metrics = None if metrics is None else OrchestratorMetrics(metrics, self.registry)
+        self.durable = DurableDispatch(
+            nc,
+            prefix=prefix,
+            sender=name,
+            settings=durable_settings,
+            default_timeout=default_timeout,
+        )
 
     async def __aenter__(self) -> Orchestrator:
         """Start following the live agents (lifecycle events + one discovery)."""
@@ -180,6 +193,7 @@ class Orchestrator:
         seq: int | None = None,
         agent_id: str | None = None,
         retry: RetryPolicy | None = None,
+        durable: bool = False,
     ) -> AgentMessage:
         """Like ``dispatch``, but return the whole reply (result, agent id, task ID).
 
@@ -190,6 +204,15 @@ class Orchestrator:
         task_id = task_id or new_task_id()
 
         def send() -> Awaitable[AgentMessage]:
+            if durable:
+                return self.durable.request(
+                    capability,
+                    payload,
+                    timeout=timeout,
+                    task_id=task_id,
+                    seq=seq,
+                    agent_id=agent_id,
+                )
             return self.client.request(
                 capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
             )
@@ -211,6 +234,22 @@ class Orchestrator:
         children.dispatched(time.perf_counter() - started, None)
         return reply
 
+    async def result(self, task_id: str, *, timeout: float | None = 0) -> Any:
+        """The result of a durable task, by ID, waiting up to ``timeout`` seconds
+        (0: answer now; None: no limit). Any process may ask, at any later time.
+
+        Raises:
+            UnknownTask: no durable task has this ID (or its record expired).
+            TaskStillPending: not done yet; it goes on.
+            AgentError: it failed, or was dead-lettered after its attempts.
+            TaskCancelled: it was cancelled.
+        """
+        return await self.durable.client.result(task_id, timeout=timeout)
+
+    async def task_record(self, task_id: str) -> TaskRecord:
+        """A durable task's record now: state, attempts, agent, times, result or error."""
+        return await self.durable.client.record(task_id)
+
     def _retried(self) -> None:
         self.retries += 1
 
@@ -224,6 +263,7 @@ class Orchestrator:
         seq: int | None = None,
         agent_id: str | None = None,
         retry: RetryPolicy | None = None,
+        durable: bool = False,
     ) -> Any:
         """Send one task to a capability and return its result.
 
@@ -236,10 +276,17 @@ class Orchestrator:
             agent_id: send to this agent instance instead of any replica.
             retry: how to retry failures (the orchestrator's policy when None);
                 every attempt keeps the task ID.
+            durable: store the task in JetStream and wait for its record instead
+                of request-reply: it waits for an agent if none is up, survives
+                agent, caller and server restarts, is retried and dead-lettered
+                by the agents, and its result can be fetched later with
+                ``result(task_id)``. ``timeout`` bounds only this wait.
 
         Raises:
-            NoAgentError: no agent serves the capability (at once, no waiting).
-            TaskTimeout: no reply in time.
+            NoAgentError: no agent serves the capability (at once, no waiting;
+                core dispatch only: a durable task waits for one).
+            TaskTimeout: no reply in time (durable: ``TaskStillPending``, and
+                the task goes on).
             AgentError: the agent replied with an error; ``code`` says which.
         """
         reply = await self.request(
@@ -250,6 +297,7 @@ class Orchestrator:
             seq=seq,
             agent_id=agent_id,
             retry=retry,
+            durable=durable,
         )
         return reply.payload
 
@@ -260,6 +308,7 @@ class Orchestrator:
         timeout: float | None = None,
         max_concurrency: int = DEFAULT_PIPELINE_CONCURRENCY,
         partial: bool = False,
+        durable: bool = False,
     ) -> list[StepResult]:
         """Run steps as their dependencies allow; a step may use others' results.
 
@@ -276,6 +325,7 @@ class Orchestrator:
             partial: run every step that can run despite failures, instead of
                 stopping at the first; failed steps carry ``error``, and the
                 steps that depend on them a 424 ``dependency_failed`` error.
+            durable: dispatch every step as a durable task (see ``dispatch``).
 
         Returns:
             One ``StepResult`` per step, in step order (``seq`` is 1-based).
@@ -291,7 +341,7 @@ class Orchestrator:
         """
         parsed = [as_step(step) for step in steps]
         return await run_steps(
-            self.request,
+            functools.partial(self.request, durable=True) if durable else self.request,
             parsed,
             timeout=timeout,
             max_concurrency=max_concurrency,

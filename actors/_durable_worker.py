@@ -1,0 +1,376 @@
+"""Runs an agent's durable tasks: pulled from JetStream, recorded in the task
+bucket, acknowledged only once their outcome is stored.
+
+Per capability, every replica pulls from one shared durable consumer. A task
+is marked ``working`` before it runs and kept alive with "in progress" acks
+while it runs, so ``ack_wait`` can stay short and a task whose agent died
+moves to another replica quickly. The outcome is written by compare-and-set
+on the record's revision: if a second execution (after a redelivery) finds the
+task already done, it keeps the first result and only acknowledges. Bad input
+(4xx) is terminated at once; a retryable failure is retried with a growing
+delay and, after ``max_deliver`` attempts, goes to the dead-letter subject.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+import msgspec
+import nats.errors
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from bus import BadInput, ErrorInfo
+from bus.codec import AGENT_ID, ERROR, ERROR_CODE, SENDER, TASK_ID
+from bus.durable import (
+    MSG_ID,
+    TRANSIENT,
+    DurableNames,
+    DurableSettings,
+    StoredRecord,
+    TaskRecord,
+    TaskState,
+    TaskStore,
+    ensure_consumer,
+    validate_durable_task_id,
+)
+
+from ._runner import AgentRunner
+
+__all__ = ["ATTEMPTS", "DurableWorker"]
+
+log = logging.getLogger("callboard.durable")
+
+ATTEMPTS = "Agent-Attempts"
+"""On a dead letter: how many times the task was tried."""
+_FETCH_WAIT = 2.0
+_FETCH_MAX = 64
+_COMMIT_PATIENCE = 60.0
+_RETRYABLE_CODES = frozenset({408, 429})
+
+
+def retryable(code: int) -> bool:
+    """5xx, timeouts and rate limits may pass on another try; other 4xx never will."""
+    return code >= 500 or code in _RETRYABLE_CODES
+
+
+class DurableWorker:
+    """Feeds one hosted agent the durable tasks of its capabilities.
+
+    Args:
+        runner: the agent's runner (its handler, status events, metrics, cancel).
+        js: the JetStream context of the host's connection.
+        store: the task bucket.
+        names: resource names of the system.
+        settings: consumer and retry settings.
+
+    Attributes:
+        executed: tasks this worker ran to an outcome.
+        skipped: deliveries of tasks already done (redeliveries), acknowledged unrun.
+        discarded: outcomes not stored because another execution finished first.
+    """
+
+    def __init__(
+        self,
+        runner: AgentRunner,
+        js: JetStreamContext,
+        store: TaskStore,
+        names: DurableNames,
+        settings: DurableSettings,
+    ) -> None:
+        self.runner = runner
+        self.js = js
+        self.store = store
+        self.names = names
+        self.settings = settings
+        self.agent_id = runner.agent.id
+        self.executed = 0
+        self.skipped = 0
+        self.discarded = 0
+        self._slots = anyio.Semaphore(runner.limit)
+        self._fetching = anyio.CancelScope()
+        self.stopped = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bind the consumers, report started, then pull tasks until ``stop``."""
+        subs = []
+        try:
+            for capability in self.runner.agent.capability_names:
+                name = await ensure_consumer(
+                    self.js,
+                    self.names,
+                    capability,
+                    self.settings,
+                    max_ack_pending=self.runner.limit,
+                )
+                sub = await self.js.pull_subscribe_bind(
+                    durable=name, stream=self.names.tasks_stream
+                )
+                subs.append((capability, sub))
+            task_status.started()
+            async with anyio.create_task_group() as handlers:
+                with self._fetching:
+                    async with anyio.create_task_group() as loops:
+                        for capability, sub in subs:
+                            loops.start_soon(self._pull, capability, sub, handlers)
+        finally:
+            for _, sub in subs:
+                try:
+                    await sub.unsubscribe()
+                except nats.errors.Error:
+                    pass
+            self.stopped.set()
+
+    def stop(self) -> None:
+        """Pull no more tasks; those running finish (``run`` returns after them)."""
+        self._fetching.cancel()
+
+    async def _pull(
+        self, capability: str, sub: JetStreamContext.PullSubscription, handlers: TaskGroup
+    ) -> None:
+        backoff = 0.1
+        while True:
+            await self._slots.acquire()
+            batch = 1
+            while batch < _FETCH_MAX and self._slots.value > 0:
+                self._slots.acquire_nowait()
+                batch += 1
+            msgs: list[Msg] = []
+            try:
+                msgs = await sub.fetch(batch, timeout=_FETCH_WAIT)
+                backoff = 0.1
+            except nats.errors.TimeoutError:
+                pass
+            except (*TRANSIENT, nats.errors.Error) as exc:
+                log.warning("agent %s: pulling %s tasks failed: %s", self.agent_id, capability, exc)
+                for _ in range(batch):
+                    self._slots.release()
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for _ in range(batch - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                handlers.start_soon(self._handle, capability, msg)
+
+    async def _handle(self, capability: str, msg: Msg) -> None:
+        try:
+            await self._process(capability, msg)
+        except Exception:
+            # the task is not acknowledged, so the server hands it out again
+            log.exception(
+                "agent %s: a durable %s task was left to redelivery", self.agent_id, capability
+            )
+        finally:
+            self._slots.release()
+
+    async def _process(self, capability: str, msg: Msg) -> None:
+        meta = msg.metadata
+        attempt = meta.num_delivered
+        headers = msg.headers or {}
+        task_id = headers.get(TASK_ID) or headers.get(MSG_ID) or f"seq-{meta.sequence.stream}"
+        try:
+            validate_durable_task_id(task_id)
+        except BadInput as exc:
+            await self._dead_letter(
+                capability,
+                msg,
+                _new_record(f"seq-{meta.sequence.stream}", capability, msg),
+                None,
+                _info(400, "bad_input", exc.message),
+                attempt,
+            )
+            return
+        stored = await self.store.get(task_id)
+        if stored is not None and stored.record.done:
+            self.skipped += 1
+            log.info(
+                "task %s is already %s; redelivery acknowledged unrun", task_id, stored.record.state
+            )
+            await _settle(msg.ack())
+            return
+        record = stored.record if stored is not None else _new_record(task_id, capability, msg)
+        if attempt > self.settings.max_deliver:
+            error = _info(
+                500,
+                "agent_died",
+                f"task {task_id} was delivered {attempt - 1} time(s) and no attempt finished: "
+                f"the agent running it died each time (last: {record.agent or 'unknown'})",
+            )
+            await self._dead_letter(capability, msg, record, stored, error, attempt - 1)
+            return
+        working = record.moved_to(TaskState.WORKING, attempts=attempt, agent=self.agent_id)
+        revision = await self._commit(working, stored.revision if stored else None)
+        if revision is None:
+            self.skipped += 1
+            await _settle(msg.ack())
+            return
+        await self._run(capability, msg, working, revision, attempt)
+
+    async def _run(
+        self, capability: str, msg: Msg, working: TaskRecord, revision: int, attempt: int
+    ) -> None:
+        task_id = working.task_id
+        self.runner.task_began()
+        started_ns = time.perf_counter_ns()
+        try:
+            async with anyio.create_task_group() as keep_alive:
+                keep_alive.start_soon(self._keep_alive, msg)
+                try:
+                    error, cancel_reason, body = await self.runner.execute(capability, msg, task_id)
+                finally:
+                    keep_alive.cancel_scope.cancel()
+            elapsed_ns = time.perf_counter_ns() - started_ns
+            self.runner.record(capability, elapsed_ns, error)
+            self.executed += 1
+            await self._settle_outcome(
+                capability,
+                msg,
+                working,
+                revision,
+                attempt,
+                error,
+                cancel_reason,
+                body,
+                elapsed_ns / 1e6,
+            )
+        finally:
+            self.runner.task_ended()
+
+    async def _settle_outcome(
+        self,
+        capability: str,
+        msg: Msg,
+        working: TaskRecord,
+        revision: int,
+        attempt: int,
+        error: ErrorInfo | None,
+        cancel_reason: str,
+        body: bytes,
+        elapsed_ms: float,
+    ) -> None:
+        task_id = working.task_id
+        status = self.runner.status
+        if error is None:
+            done = working.moved_to(TaskState.COMPLETED, result=msgspec.Raw(body), error=None)
+            if await self._commit(done, revision) is None:
+                self.discarded += 1
+                log.warning(
+                    "task %s was finished by another attempt first; this result is discarded",
+                    task_id,
+                )
+            await _settle(msg.ack())
+            await status.completed(task_id, capability, elapsed_ms)
+            return
+        if cancel_reason == "draining":
+            requeued = working.moved_to(TaskState.SUBMITTED, error=error)
+            await self._commit(requeued, revision)
+            await _settle(msg.nak())
+            await status.cancelled(task_id, capability, elapsed_ms, "agent draining; task requeued")
+            return
+        if cancel_reason:
+            await self._commit(working.moved_to(TaskState.CANCELLED, error=error), revision)
+            await _settle(msg.term())
+            await status.cancelled(task_id, capability, elapsed_ms, cancel_reason)
+            return
+        await status.failed(task_id, capability, elapsed_ms, error)
+        if not retryable(error.code):
+            await self._commit(working.moved_to(TaskState.FAILED, error=error), revision)
+            await _settle(msg.term())
+            return
+        if attempt >= self.settings.max_deliver:
+            await self._dead_letter(
+                capability, msg, working, StoredRecord(working, revision), error, attempt
+            )
+            return
+        await self._commit(working.moved_to(TaskState.SUBMITTED, error=error), revision)
+        await _settle(msg.nak(delay=self.settings.retry_after(attempt)))
+
+    async def _dead_letter(
+        self,
+        capability: str,
+        msg: Msg,
+        record: TaskRecord,
+        stored: StoredRecord | None,
+        error: ErrorInfo,
+        attempts: int,
+    ) -> None:
+        """Copy the task to ``<prefix>.dead.<capability>`` with its last error, record
+        it ``dead-lettered``, and take it off the work queue."""
+        headers = dict(msg.headers or {})
+        headers.update(
+            {
+                MSG_ID: f"{record.task_id}.dead",
+                TASK_ID: record.task_id,
+                ERROR: error.message,
+                ERROR_CODE: str(error.code),
+                ATTEMPTS: str(attempts),
+                AGENT_ID: self.agent_id,
+            }
+        )
+        await self.js.publish(self.names.dead(capability), msg.data, headers=headers)
+        dead = record.moved_to(TaskState.DEAD_LETTERED, error=error, attempts=attempts)
+        await self._commit(dead, stored.revision if stored else None)
+        await _settle(msg.term())
+        log.warning(
+            "task %s dead-lettered after %d attempt(s): %s", record.task_id, attempts, error.message
+        )
+
+    async def _commit(self, record: TaskRecord, revision: int | None) -> int | None:
+        """Store ``record`` over ``revision``; if another attempt wrote since, store it
+        over theirs unless they finished the task (then None: theirs stands)."""
+        delay = 0.1
+        with anyio.move_on_after(_COMMIT_PATIENCE):
+            while True:
+                try:
+                    stored = await self.store.replace(record, revision)
+                    if stored is not None:
+                        return stored
+                    current = await self.store.get(record.task_id)
+                except TRANSIENT as exc:
+                    log.info("storing task %s failed for now: %s", record.task_id, exc)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if current is not None and current.record.done:
+                    return None
+                revision = current.revision if current is not None else None
+        raise RuntimeError(
+            f"could not store the record of task {record.task_id} for {_COMMIT_PATIENCE:g}s"
+        )
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell the server the task is still being worked on, every third of ``ack_wait``."""
+        while True:
+            await anyio.sleep(self.settings.ack_wait / 3)
+            await _settle(msg.in_progress())
+
+
+async def _settle(ack: object) -> None:
+    """Await an ack, nak, term or progress signal; a lost one only means a redelivery,
+    which the record makes harmless."""
+    try:
+        await ack  # type: ignore[misc]
+    except nats.errors.Error as exc:
+        log.info("an acknowledgement was lost (%s); the task may be delivered again", exc)
+
+
+def _new_record(task_id: str, capability: str, msg: Msg) -> TaskRecord:
+    """The record of a task published straight to the stream (no submitter made one)."""
+    headers = msg.headers or {}
+    submitted = msg.metadata.timestamp.timestamp()
+    return TaskRecord(
+        task_id=task_id,
+        capability=capability,
+        state=TaskState.SUBMITTED,
+        sender=headers.get(SENDER, "anonymous"),
+        submitted_at=submitted,
+        updated_at=submitted,
+    )
+
+
+def _info(code: int, type: str, message: str) -> ErrorInfo:
+    return ErrorInfo(code=code, type=type, message=message)

@@ -1,0 +1,37 @@
+"""Durable dispatch on JetStream: tasks that survive agents, callers and servers.
+
+A task goes to the work-queue stream ``<PREFIX>_TASKS`` on
+``<prefix>.jobs.<capability>``; agents of the capability share one pull
+consumer; every change of the task's state is a revision of its record in the
+``<PREFIX>_TASKS`` bucket, where the result waits for whoever asks by ID.
+"""
+
+from __future__ import annotations
+
+from ._client import DEFAULT_SUBMIT_TIMEOUT, MSG_ID, DurableTaskClient, result_of
+from ._names import DurableNames, validate_durable_task_id
+from ._record import TERMINAL_STATES, TaskRecord, TaskState, decode_record, encode_record
+from ._settings import DurableSettings
+from ._setup import ensure_consumer, ensure_durable, stream_configs
+from ._store import TRANSIENT, StoredRecord, TaskStore
+
+__all__ = [
+    "DEFAULT_SUBMIT_TIMEOUT",
+    "MSG_ID",
+    "TERMINAL_STATES",
+    "TRANSIENT",
+    "DurableNames",
+    "DurableSettings",
+    "DurableTaskClient",
+    "StoredRecord",
+    "TaskRecord",
+    "TaskState",
+    "TaskStore",
+    "decode_record",
+    "encode_record",
+    "ensure_consumer",
+    "ensure_durable",
+    "result_of",
+    "stream_configs",
+    "validate_durable_task_id",
+]

@@ -1,0 +1,71 @@
+"""Names of the JetStream resources of one callboard system (one prefix).
+
+Subjects follow the prefix (``<prefix>.jobs.<capability>``); stream, consumer
+and bucket names may not contain dots, so they are the prefix upper-cased
+with ``_`` for ``.`` (``agents`` → ``AGENTS_TASKS``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .._errors import BadInput
+from .._subjects import DEFAULT_PREFIX, Subjects, validate_capability
+
+__all__ = ["DurableNames", "validate_durable_task_id"]
+
+_KEY = re.compile(r"[A-Za-z0-9_=-]{1,128}")
+
+
+def validate_durable_task_id(task_id: str) -> str:
+    """A durable task's ID is also its key in the bucket, so it has fewer characters."""
+    if not _KEY.fullmatch(task_id):
+        raise BadInput(
+            f"invalid durable task id {task_id[:40]!r}: use 1-128 letters, digits, '_', '-' "
+            "or '=' (it is the task's key in the result bucket)"
+        )
+    return task_id
+
+
+class DurableNames:
+    """Subjects and resource names of durable dispatch for one prefix.
+
+    Attributes:
+        tasks_stream: the work-queue stream of tasks (``AGENTS_TASKS``).
+        dead_stream: the stream that keeps dead letters (``AGENTS_DEAD``).
+        status_stream: the stream that keeps status events (``AGENTS_STATUS``).
+        bucket: the key-value bucket of task records (``AGENTS_TASKS``).
+    """
+
+    __slots__ = ("bucket", "dead_stream", "prefix", "status_stream", "subjects", "tasks_stream")
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.subjects = Subjects(prefix)
+        self.prefix = prefix
+        base = prefix.replace(".", "_").upper()
+        self.tasks_stream = f"{base}_TASKS"
+        self.dead_stream = f"{base}_DEAD"
+        self.status_stream = f"{base}_STATUS"
+        self.bucket = f"{base}_TASKS"
+
+    def job(self, capability: str) -> str:
+        """``<prefix>.jobs.<capability>``: where durable tasks of a capability wait."""
+        return f"{self.prefix}.jobs.{validate_capability(capability)}"
+
+    def all_jobs(self) -> str:
+        return f"{self.prefix}.jobs.>"
+
+    def dead(self, capability: str) -> str:
+        """``<prefix>.dead.<capability>``: tasks that used up their attempts."""
+        return f"{self.prefix}.dead.{validate_capability(capability)}"
+
+    def all_dead(self) -> str:
+        return f"{self.prefix}.dead.>"
+
+    def consumer(self, capability: str) -> str:
+        """The durable pull consumer that every replica of a capability shares."""
+        return validate_capability(capability)
+
+    def key_subject(self, task_id: str) -> str:
+        """The subject a record update of ``task_id`` is published on (``$KV...``)."""
+        return f"$KV.{self.bucket}.{task_id}"
