@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import msgspec
 
 from bus import DEFAULT_PREFIX, ConfigError, parse_metrics_address
+from bus.durable import DurableSettings
 
 from ._agent import Agent
 from ._host import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
@@ -64,6 +65,9 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         max_payload: largest task payload accepted, in bytes.
         metrics_address: serve ``/metrics`` and ``/healthz`` here (``PORT`` or
             ``HOST:PORT``, loopback unless a host is written); None serves nothing.
+        durable: a ``[durable]`` section serves durable tasks from JetStream
+            too (``DurableSettings``; an empty section takes the defaults);
+            without it the agents serve core request-reply only.
         agents: the agents to run.
     """
 
@@ -74,6 +78,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_delegation_depth: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_DELEGATION_DEPTH
     max_payload: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_PAYLOAD
     metrics_address: str | None = None
+    durable: DurableSettings | None = None
     agents: list[AgentSpec] = msgspec.field(default_factory=list)
 
 

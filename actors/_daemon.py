@@ -134,6 +134,7 @@ async def run_daemon(
                 grace_period=config.grace_period,
                 max_delegation_depth=config.max_delegation_depth,
                 max_payload=config.max_payload,
+                durable=config.durable,
                 metrics=metrics.agents if metrics else None,
             )
             await stack.enter_async_context(host)

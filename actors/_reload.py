@@ -34,7 +34,7 @@ log = logging.getLogger("callboard.daemon")
 
 RELOADED_LINE = "callboard daemon reloaded"
 """Printed on stderr when a reload is done: ``+added -removed ~replaced agent(s); serving: ids``."""
-NEEDS_RESTART = ("nats", "prefix", "metrics_address")
+NEEDS_RESTART = ("nats", "prefix", "metrics_address", "durable")
 """Settings a reload reports and ignores: the connection and the addresses others use."""
 HOST_SETTINGS = ("grace_period", "heartbeat_interval", "max_delegation_depth", "max_payload")
 """Settings a reload applies to the running host (limits apply to the next task)."""

@@ -26,6 +26,7 @@ from bus import (
     EmbeddedServer,
     NoAgentError,
     TaskTimeout,
+    UnknownTask,
     connect,
     env_fields,
 )
@@ -135,14 +136,22 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     """Dispatch one task and print its result."""
     text = sys.stdin.read() if args.payload == "-" else args.payload
     payload = _parse_json(text, "the payload")
+    durable = args.durable or args.no_wait
     async with connect(options=connect_options(args)) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name=args.sender)
+        if args.no_wait:
+            record = await orchestrator.durable.client.submit(
+                args.capability, payload, task_id=args.task_id
+            )
+            sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+            return EXIT_OK
         reply = await orchestrator.request(
             args.capability,
             payload,
             timeout=args.timeout,
             task_id=args.task_id,
             agent_id=args.agent,
+            durable=durable,
         )
     if args.verbose:
         print(f"task {reply.task_id} answered by {reply.sender}", file=sys.stderr)
@@ -294,6 +303,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 _EXIT_CODES: tuple[tuple[type[CallboardError], int], ...] = (
     (NoRouteError, EXIT_NO_AGENT),
     (NoAgentError, EXIT_NO_AGENT),
+    (UnknownTask, EXIT_NO_AGENT),
     (TaskTimeout, EXIT_TIMEOUT),  # before AgentError: DeadlineExceeded is both
     (ConnectionFailed, EXIT_CONNECTION),
     (ConfigError, EXIT_USAGE),

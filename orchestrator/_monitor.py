@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client
 
 from bus import STATUS_EVENT_TYPES, Failed, StatusEvent, Subjects, TaskEvent
+from bus.durable import DurableNames, replay_status
 
-__all__ = ["decode_status", "follow_status", "format_status", "status_subject"]
+__all__ = [
+    "decode_status",
+    "follow_status",
+    "format_status",
+    "replay_and_follow_status",
+    "status_subject",
+]
 
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(STATUS_EVENT_TYPES)
 _fallback: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
@@ -64,6 +72,25 @@ async def follow_status(
             yield msg.subject, decode_status(msg.data), msg.data
     finally:
         await sub.unsubscribe()
+
+
+async def replay_and_follow_status(
+    nc: Client,
+    subjects: Subjects,
+    subject: str,
+    *,
+    since: float,
+    on_ready: Callable[[], None] | None = None,
+) -> AsyncGenerator[tuple[str, StatusEvent | dict[str, Any] | None, bytes], None]:
+    """Like ``follow_status``, but first the events kept in the status stream
+    since unix time ``since`` (one ordered consumer: no gap, no repeat)."""
+    names = DurableNames(subjects.prefix)
+    replay = replay_status(nc.jetstream(), names, subject, since=since, follow=True)
+    async with aclosing(replay):
+        if on_ready is not None:
+            on_ready()
+        async for msg in replay:
+            yield msg.subject, decode_status(msg.data), msg.data
 
 
 def format_status(event: StatusEvent | dict[str, Any] | None, raw: bytes = b"") -> str:

@@ -42,9 +42,10 @@ from bus import (
 )
 
 from ._commands import EXIT_OK, connect_flags
+from ._durable_commands import parse_duration
 from ._fleet_table import render_table
 from ._fleet_view import FleetView, fleet_totals
-from ._monitor import follow_status, format_status, status_subject
+from ._monitor import follow_status, format_status, replay_and_follow_status, status_subject
 from ._registry import discover_agents
 from ._screen import LiveScreen
 
@@ -165,7 +166,13 @@ class _Monitor:
         subject = self.subjects.all_status() if tracked else self.shown_subject
         status_prefix = self.subjects.all_status()[:-1]
         prepare = self._discover if tracked else None
-        stream = follow_status(self.nc, subject, on_ready=self._ready, prepare=prepare)
+        if self.args.since is not None:
+            since = time.time() - parse_duration(self.args.since)
+            stream = replay_and_follow_status(
+                self.nc, self.subjects, subject, since=since, on_ready=self._ready
+            )
+        else:
+            stream = follow_status(self.nc, subject, on_ready=self._ready, prepare=prepare)
         printed = 0
         async with aclosing(stream):  # unsubscribed at once, whatever ends the loop
             async for received, event, raw in stream:

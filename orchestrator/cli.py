@@ -53,6 +53,7 @@ from ._commands import (
     cmd_submit,
     exit_code_for,
 )
+from ._durable_commands import cmd_history, cmd_result, cmd_status
 from ._fleet_view import DEFAULT_FORGET_AFTER
 from ._health_command import add_health_arguments, cmd_health
 from ._live import DEFAULT_HEARTBEAT_TIMEOUT
@@ -154,6 +155,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default=None, help="send to this agent id directly")
     p.add_argument("--sender", default="cli", help="the Agent-Sender header (default cli)")
     p.add_argument("--pretty", action="store_true", help="indent the JSON result")
+    p.add_argument(
+        "--durable",
+        action="store_true",
+        help="store the task in JetStream: it waits for an agent, survives restarts, is "
+        "retried, and its result can be fetched later ('callboard result TASK_ID')",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with --durable: print the task's record (with its ID) and exit at once",
+    )
+
+    p = command("status", cmd_status, "show a durable task's state, attempts, agent and error")
+    p.add_argument("task_id", help="the task ID")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+
+    p = command("result", cmd_result, "print a durable task's result as JSON")
+    p.add_argument("task_id", help="the task ID")
+    p.add_argument("--wait", action="store_true", help="wait for the task to finish")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="with --wait: seconds (0 = no limit)"
+    )
+    p.add_argument("--pretty", action="store_true", help="indent the JSON result")
+
+    p = command(
+        "history",
+        cmd_history,
+        "replay a durable task's story: record revisions and the status events kept for it",
+    )
+    p.add_argument("task_id", help="the task ID")
+    p.add_argument(
+        "--since", default=None, metavar="DURATION", help="only events newer than this (10m, 2h)"
+    )
+    p.add_argument("--json", action="store_true", help="print raw JSON, one a line")
 
     p = command(
         "monitor",
@@ -175,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--count", type=int, default=0, help="exit after this many events; implies --follow"
+    )
+    p.add_argument(
+        "--since",
+        default=None,
+        metavar="DURATION",
+        help="first replay the events kept in the status stream from this long ago "
+        "(e.g. 10m; needs daemons with a [durable] section), then go on live",
     )
     p.add_argument(
         "--metrics",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._client import DEFAULT_SUBMIT_TIMEOUT, MSG_ID, DurableTaskClient, result_of
 from ._names import DurableNames, validate_durable_task_id
 from ._record import TERMINAL_STATES, TaskRecord, TaskState, decode_record, encode_record
+from ._replay import replay_status
 from ._settings import DurableSettings
 from ._setup import ensure_consumer, ensure_durable, stream_configs
 from ._store import TRANSIENT, StoredRecord, TaskStore
@@ -31,6 +32,7 @@ __all__ = [
     "encode_record",
     "ensure_consumer",
     "ensure_durable",
+    "replay_status",
     "result_of",
     "stream_configs",
     "validate_durable_task_id",

@@ -125,13 +125,12 @@ class TaskStore:
         sub = await self.nc.subscribe(self.names.key_subject(task_id), cb=on_update)
         try:
             recheck = _FIRST_RECHECK
+            stored = await self.get(task_id)  # read once whatever the timeout: 0 asks "now?"
+            last = stored.record if stored is not None else None
+            if last is not None and last.done:
+                return last
             with anyio.move_on_after(timeout):
                 while True:
-                    stored = await self._get_quietly(task_id)
-                    if stored is not None:
-                        last = stored.record
-                        if last.done:
-                            return last
                     with anyio.move_on_after(recheck):
                         async for data in receive:
                             record = _decode_quietly(data)
@@ -140,6 +139,11 @@ class TaskStore:
                                 if record.done:
                                     return record
                     recheck = min(recheck * 1.5, _LAST_RECHECK)
+                    stored = await self._get_quietly(task_id)
+                    if stored is not None:
+                        last = stored.record
+                        if last.done:
+                            return last
             return last
         finally:
             updates.close()
