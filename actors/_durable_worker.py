@@ -96,7 +96,7 @@ class DurableWorker:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind the consumers, report started, then pull tasks until ``stop``."""
-        subs = []
+        subs: list[tuple[str, JetStreamContext.PullSubscription]] = []
         try:
             for capability in self.runner.agent.capability_names:
                 name = await ensure_consumer(
@@ -116,12 +116,11 @@ class DurableWorker:
                     async with anyio.create_task_group() as loops:
                         for capability, sub in subs:
                             loops.start_soon(self._pull, capability, sub, handlers)
+                # before the running tasks end (a draining one goes back to the queue),
+                # so that no open pull request of this agent takes it again
+                await _unsubscribe(subs)
         finally:
-            for _, sub in subs:
-                try:
-                    await sub.unsubscribe()
-                except nats.errors.Error:
-                    pass
+            await _unsubscribe(subs)
             self.stopped.set()
 
     def stop(self) -> None:
@@ -347,6 +346,16 @@ class DurableWorker:
         while True:
             await anyio.sleep(self.settings.ack_wait / 3)
             await _settle(msg.in_progress())
+
+
+async def _unsubscribe(subs: list[tuple[str, JetStreamContext.PullSubscription]]) -> None:
+    with anyio.CancelScope(shield=True):
+        while subs:
+            _, sub = subs.pop()
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass
 
 
 async def _settle(ack: object) -> None:
