@@ -100,6 +100,8 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
     for flag in ("heartbeat_timeout", "forget_after"):
         if not getattr(args, flag) > 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a positive number of seconds")
+    if args.since is not None:
+        parse_duration(args.since)  # a bad duration is a usage error before connecting
     mode = output_mode(args, tty=sys.stdout.isatty())
     options = ConnectOptions.layered(
         {"name": "callboard-monitor"}, env_fields(), connect_flags(args)
