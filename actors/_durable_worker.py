@@ -47,6 +47,10 @@ log = logging.getLogger("callboard.durable")
 ATTEMPTS = "Agent-Attempts"
 """On a dead letter: how many times the task was tried."""
 _FETCH_WAIT = 2.0
+_FETCH_MORE = 0.05
+"""Seconds a pull may wait for more tasks once it has one: fetch(n) holds the
+tasks it has received until n have come or its wait ends, and a task held
+past ``ack_wait`` is handed out again (run twice)."""
 _FETCH_MAX = 64
 _COMMIT_PATIENCE = 60.0
 _RETRYABLE_CODES = frozenset({408, 429})
@@ -104,7 +108,7 @@ class DurableWorker:
                     self.names,
                     capability,
                     self.settings,
-                    max_ack_pending=self.runner.limit,
+                    max_ack_pending=self.settings.max_ack_pending or self.runner.limit,
                 )
                 sub = await self.js.pull_subscribe_bind(
                     durable=name, stream=self.names.tasks_stream
@@ -139,9 +143,10 @@ class DurableWorker:
                 batch += 1
             msgs: list[Msg] = []
             try:
-                msgs = await sub.fetch(batch, timeout=_FETCH_WAIT)
+                # wait for one task only: fetch(n) would hold it back until n came
+                msgs = await sub.fetch(1, timeout=_FETCH_WAIT)
                 backoff = 0.1
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py's, or asyncio's that its fetch may raise too
                 pass
             except (*TRANSIENT, nats.errors.Error) as exc:
                 log.warning("agent %s: pulling %s tasks failed: %s", self.agent_id, capability, exc)
@@ -150,10 +155,15 @@ class DurableWorker:
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            for _ in range(batch - len(msgs)):
-                self._slots.release()
             for msg in msgs:
                 handlers.start_soon(self._handle, capability, msg)
+            if msgs and batch > 1:
+                more = await _fetch_ready(sub, batch - 1)  # the others waiting now
+                for msg in more:
+                    handlers.start_soon(self._handle, capability, msg)
+                msgs += more
+            for _ in range(batch - len(msgs)):
+                self._slots.release()
 
     async def _handle(self, capability: str, msg: Msg) -> None:
         try:
@@ -356,6 +366,18 @@ async def _unsubscribe(subs: list[tuple[str, JetStreamContext.PullSubscription]]
                 await sub.unsubscribe()
             except nats.errors.Error:
                 pass
+
+
+async def _fetch_ready(sub: JetStreamContext.PullSubscription, count: int) -> list[Msg]:
+    """Up to ``count`` tasks that are waiting now, after at most ``_FETCH_MORE`` seconds;
+    a failure here only leaves them for the next pull."""
+    try:
+        return await sub.fetch(count, timeout=_FETCH_MORE)
+    except TimeoutError:  # nats-py's, or asyncio's that its fetch may raise too
+        return []
+    except (*TRANSIENT, nats.errors.Error) as exc:
+        log.debug("pulling more tasks failed: %s", exc)
+        return []
 
 
 async def _settle(ack: object) -> None:

@@ -32,6 +32,11 @@ class DurableSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
         status_max_age: seconds of status events kept for replay
             (``callboard monitor --since``, ``callboard history``); 0 keeps none.
         max_bytes: upper bound on each stream's size; -1 is unlimited.
+        max_ack_pending: tasks the shared consumer of a capability hands out
+            before any is acknowledged, over all its replicas; None is the
+            agent's ``max_concurrency``. With N replicas set N times that, or
+            they cannot all be busy (each never runs more than its own
+            ``max_concurrency``).
     """
 
     storage: Literal["file", "memory"] = "file"
@@ -44,6 +49,7 @@ class DurableSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     retry_delay: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     status_max_age: Annotated[float, msgspec.Meta(ge=0)] = 24 * 3600.0
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
+    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
     def retry_after(self, attempt: int) -> float:
         """Seconds before retrying after failed attempt number ``attempt`` (1-based)."""

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from .._errors import ConnectionFailed
 from ._names import DurableNames
 from ._record import TaskRecord, decode_record, encode_record
 
@@ -27,6 +28,7 @@ __all__ = ["StoredRecord", "TaskStore"]
 
 log = logging.getLogger("callboard.durable")
 
+_KV_OPERATION = "KV-Operation"
 _FIRST_RECHECK = 1.0
 _LAST_RECHECK = 10.0
 TRANSIENT = (
@@ -99,16 +101,25 @@ class TaskStore:
             return None
 
     async def history(self, task_id: str) -> list[StoredRecord]:
-        """Every revision still kept (``history`` in the settings), oldest first."""
-        try:
-            entries = await self.kv.history(task_id)
-        except nats.js.errors.NoKeysError:
-            return []
-        return [
-            StoredRecord(decode_record(e.value), e.revision or 0)
-            for e in entries
-            if e.value and e.operation is None
-        ]
+        """Every revision still kept (``history`` in the settings), oldest first.
+
+        Read one by one ("the key's next revision from sequence N"): nats-py's
+        ``KeyValue.history`` may end before the first revision is delivered and
+        report none at all (nats-io/nats.py#842).
+        """
+        subject = self.names.key_subject(task_id)
+        revisions: list[StoredRecord] = []
+        seq = 1
+        while True:
+            try:
+                msg = await self.js.get_msg(
+                    f"KV_{self.names.bucket}", seq=seq, subject=subject, direct=True, next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return revisions
+            if msg.data and not (msg.headers or {}).get(_KV_OPERATION):  # not a delete
+                revisions.append(StoredRecord(decode_record(msg.data), msg.seq or 0))
+            seq = (msg.seq or seq) + 1
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskRecord | None:
         """Wait until the task is done; return its record (the last one seen if
@@ -122,10 +133,16 @@ class TaskStore:
                 pass  # the next read of the key catches up
 
         last: TaskRecord | None = None
+        failure: Exception | None = None  # of the last read, if it failed
         sub = await self.nc.subscribe(self.names.key_subject(task_id), cb=on_update)
         try:
             recheck = _FIRST_RECHECK
-            stored = await self.get(task_id)  # read once whatever the timeout: 0 asks "now?"
+            try:
+                stored = await self.get(task_id)  # read once whatever the timeout: 0 asks "now?"
+            except TRANSIENT as exc:  # the server is restarting: wait for it too
+                if timeout is not None and timeout <= 0:
+                    raise _unreadable(task_id, exc) from exc
+                stored, failure = None, exc
             last = stored.record if stored is not None else None
             if last is not None and last.done:
                 return last
@@ -139,11 +156,18 @@ class TaskStore:
                                 if record.done:
                                     return record
                     recheck = min(recheck * 1.5, _LAST_RECHECK)
-                    stored = await self._get_quietly(task_id)
+                    try:
+                        stored, failure = await self.get(task_id), None
+                    except TRANSIENT as exc:
+                        log.debug("reading task %s failed for now: %s", task_id, exc)
+                        failure = exc
+                        continue
                     if stored is not None:
                         last = stored.record
                         if last.done:
                             return last
+            if last is None and failure is not None:
+                raise _unreadable(task_id, failure)
             return last
         finally:
             updates.close()
@@ -153,12 +177,12 @@ class TaskStore:
             except nats.errors.Error:
                 pass
 
-    async def _get_quietly(self, task_id: str) -> StoredRecord | None:
-        try:
-            return await self.get(task_id)
-        except TRANSIENT as exc:
-            log.debug("reading task %s failed for now: %s", task_id, exc)
-            return None
+
+def _unreadable(task_id: str, exc: Exception) -> ConnectionFailed:
+    return ConnectionFailed(
+        f"could not read durable task {task_id}: JetStream did not answer "
+        f"({type(exc).__name__}); the task is not lost - ask again once the server is back"
+    )
 
 
 def _decode_quietly(data: bytes) -> TaskRecord | None:
