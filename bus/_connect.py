@@ -67,6 +67,10 @@ class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
         ping_interval: seconds between client PINGs (how fast a dead server is noticed).
         max_outstanding_pings: missed PONGs before the connection counts as lost.
         drain_timeout: seconds to wait for in-flight messages when closing.
+        inbox_prefix: where replies come back (``_INBOX`` by default). A user of
+            its own (``_INBOX_agents``) lets the server's permissions give each
+            user its own replies only (``subscribe: _INBOX_agents.>``); durable
+            mode needs inbox replies, for JetStream API answers and pulled tasks.
     """
 
     servers: tuple[str, ...] = (DEFAULT_URL,)
@@ -87,6 +91,7 @@ class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     ping_interval: float = 20.0
     max_outstanding_pings: int = 2
     drain_timeout: float = 5.0
+    inbox_prefix: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ConnectOptions:
@@ -155,6 +160,7 @@ _ENV_FIELDS = {
     "tls_ca": "NATS_CA",
     "tls_cert": "NATS_CERT",
     "tls_key": "NATS_KEY",
+    "inbox_prefix": "NATS_INBOX_PREFIX",
 }
 
 
@@ -236,6 +242,18 @@ class _Client(Client):
         command: bytes = super()._connect_command()
         return command
 
+    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
+        """nats-py's header parsing, except that a malformed block (shorter than
+        ``NATS/1.0``, a status line that is not UTF-8) costs only that message its
+        headers: in nats-py it escapes the read loop, which then stops for good,
+        and one frame from anyone would leave every agent on the connection deaf."""
+        try:
+            parsed: dict[str, str] | None = await super()._process_headers(headers)
+        except Exception as exc:
+            log.warning("a message with a malformed header block arrived; headers dropped: %s", exc)
+            return None
+        return parsed
+
 
 class _TLSNotOffered(nats.errors.Error):
     """The server answered without TLS although the client asked for it."""
@@ -297,6 +315,7 @@ def _client_kwargs(options: ConnectOptions) -> dict[str, Any]:
         "user_credentials": options.creds,
         "nkeys_seed": options.nkey,
         "tls": options.tls_context(),
+        "inbox_prefix": options.inbox_prefix,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     if options.tls_first:

@@ -58,6 +58,11 @@ CONNECTION_FLAGS = {
     "tls_ca": (None, "--tls-ca", "CA file that signs the server's certificate (env NATS_CA)"),
     "tls_cert": (None, "--tls-cert", "client certificate for mutual TLS (env NATS_CERT)"),
     "tls_key": (None, "--tls-key", "client key for mutual TLS (env NATS_KEY)"),
+    "inbox_prefix": (
+        None,
+        "--inbox-prefix",
+        "subject prefix of replies, e.g. _INBOX_orchestrator (env NATS_INBOX_PREFIX)",
+    ),
 }
 
 

@@ -225,7 +225,7 @@ class Violations:
 
 @asynccontextmanager
 async def logged_in(
-    url: str, copy: DeployCopy, user: str
+    url: str, copy: DeployCopy, user: str, *, inbox_prefix: str = "_INBOX"
 ) -> AsyncIterator[tuple[Client, Violations]]:
     """A raw nats-py client logged in as ``user``, with the violations it is told of.
 
@@ -239,6 +239,7 @@ async def logged_in(
         error_cb=violations.on_error,
         allow_reconnect=False,
         connect_timeout=5,
+        inbox_prefix=inbox_prefix,
         **copy.login(user),
     )
     try:

@@ -161,5 +161,7 @@ def _setup_error(what: str | None, exc: nats.js.errors.APIError) -> ConfigError:
 def _unavailable(what: str | None, exc: Exception) -> ConnectionFailed:
     return ConnectionFailed(
         f"JetStream did not answer while setting up {what} ({type(exc).__name__}): "
-        "is JetStream enabled on the server ('jetstream: enabled' or nats-server -js)?"
+        "is JetStream enabled on the server and for the account (nats-server -js, "
+        "'jetstream: enabled'), and may this user publish to $JS.API.> and receive on its "
+        "inbox (a permissions violation is then in the log above)?"
     )

@@ -19,7 +19,14 @@ It writes, and lists when done:
 - ``<user>-cert.pem`` / ``<user>-key.pem``: a client certificate per user, for
   mutual TLS (``mtls.conf``);
 - ``tls-files.conf``: the absolute paths of the server's TLS files, which
-  ``tls.conf`` and ``mtls.conf`` read.
+  ``tls.conf`` and ``mtls.conf`` read;
+- ``jetstream-<server>.conf``: the absolute path of a server's JetStream store
+  directory, read by ``single.conf`` (``jetstream-single.conf``) and
+  ``cluster/node-N.conf`` (``jetstream-node-N.conf``): one per server, under
+  ``jetstream/`` beside ``OUT_DIR`` (that is, beside the configs), which it
+  creates, private: the streams hold task payloads and results. An older
+  secrets directory without these files gets them on the next run, without
+  ``--force``.
 
 Everything here is for development and tests: the CA key sits beside the
 certificates and the passwords are in plain files. For production, make
@@ -60,6 +67,9 @@ USERS = (
 
 BCRYPT_COST = 11
 """bcrypt's work factor: nats-server checks one hash per connection."""
+
+STORES = ("single", "node-1", "node-2", "node-3")
+"""The servers of single.conf and cluster/: each has a JetStream store of its own."""
 
 SERVER_NAMES = ("localhost",)
 SERVER_IPS = ("127.0.0.1", "::1")
@@ -231,6 +241,27 @@ def generate(out: Path, *, days: int, hosts: tuple[str, ...]) -> list[Path]:
         f"TLS_CA: {_nats_string(str(ca))}\n"
     )
     made.append(tls_files)
+    made += write_jetstream_dirs(out)
+    return made
+
+
+def write_jetstream_dirs(out: Path) -> list[Path]:
+    """``jetstream-<server>.conf``: each server's absolute store_dir, under
+    ``jetstream/`` beside ``out`` (where the configs are), a private directory."""
+    stores = (out.parent / "jetstream").resolve()
+    stores.mkdir(exist_ok=True)
+    stores.chmod(0o700)
+    made = []
+    for server in STORES:
+        path = out / f"jetstream-{server}.conf"
+        path.write_text(
+            "# Where this server keeps its JetStream files (streams, the task bucket):\n"
+            "# absolute, as nats-server opens store_dir relative to its working directory;\n"
+            "# one directory per server. Made by gen_dev_secrets.py. In production, a disk\n"
+            "# of its own (e.g. /var/lib/nats/callboard-1).\n"
+            f"JETSTREAM_STORE_DIR: {_nats_string(str(stores / server))}\n"
+        )
+        made.append(path)
     return made
 
 
@@ -264,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out: Path = args.out
     if (out / "users.conf").exists() and not args.force:
+        if not all((out / f"jetstream-{server}.conf").exists() for server in STORES):
+            # secrets made before the configs enabled JetStream: add only what they need
+            added = ", ".join(path.name for path in write_jetstream_dirs(out))
+            print(f"{out} already has secrets: kept them, added {added}")
+            return 0
         print(
             f"{out} already has secrets (users.conf): keeping them; pass --force to replace",
             file=sys.stderr,
