@@ -10,6 +10,7 @@ nodes, rewritten to free ones) and which TLS include is switched on.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -246,3 +247,13 @@ async def logged_in(
         yield nc, violations
     finally:
         await nc.close()
+
+
+def cli_env_for(url: str, deploy: DeployCopy, user: str | None) -> dict[str, str]:
+    """The CLI's environment: no NATS_* of the caller's, the server(s), the user's .env."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["NATS_URL"] = url
+    if user is not None:
+        env.update(deploy.env(user))
+    return env

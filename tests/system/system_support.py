@@ -8,6 +8,7 @@ expect; status events are awaited on the bus with ``anyio.fail_after``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import signal
@@ -359,3 +360,10 @@ def run_cli(
             f"`callboard {' '.join(args)}` did not exit within {timeout:g}s; "
             f"the end of its stderr:\n{stderr[-600:]}"
         )
+
+
+async def run_cli_async(
+    callboard_cmd: list[str], env: Mapping[str, str], args: Sequence[str]
+) -> subprocess.CompletedProcess[str]:
+    """``run_cli`` off the event loop."""
+    return await anyio.to_thread.run_sync(functools.partial(run_cli, callboard_cmd, env, args))

@@ -29,13 +29,22 @@ def durable_daemon(start_daemon: Callable[..., Daemon], prefix: str) -> Daemon:
     )
 
 
-def test_a_durable_task_can_be_followed_by_its_id(
+@pytest.fixture
+def cli(
     durable_daemon: Daemon, prefix: str, cli_env: dict[str, str], callboard_cmd: list[str]
-) -> None:
-    def cli(*args: str) -> tuple[int, str, str]:
+) -> Callable[..., tuple[int, str, str]]:
+    """Run ``callboard ARGS --prefix PREFIX``: (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
         done = run_cli(callboard_cmd, cli_env, [*args, "--prefix", prefix])
         return done.returncode, done.stdout, done.stderr
 
+    return run
+
+
+def test_a_durable_task_can_be_followed_by_its_id(
+    durable_daemon: Daemon, cli: Callable[..., tuple[int, str, str]]
+) -> None:
     task_id = new_task_id()
     code, out, err = cli(
         "submit", "math", '{"expression": "6*7"}', "--durable", "--task-id", task_id
@@ -73,12 +82,8 @@ def test_a_durable_task_can_be_followed_by_its_id(
 
 
 def test_failures_and_unknown_ids_have_their_exit_codes(
-    durable_daemon: Daemon, prefix: str, cli_env: dict[str, str], callboard_cmd: list[str]
+    cli: Callable[..., tuple[int, str, str]],
 ) -> None:
-    def cli(*args: str) -> tuple[int, str, str]:
-        done = run_cli(callboard_cmd, cli_env, [*args, "--prefix", prefix])
-        return done.returncode, done.stdout, done.stderr
-
     task_id = new_task_id()
     code, _, err = cli("submit", "math", '{"expression": "1/0"}', "--durable", "--task-id", task_id)
     assert code == EXIT_AGENT_ERROR

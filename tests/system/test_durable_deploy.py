@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -37,6 +35,7 @@ import nats.errors
 import pytest
 from nats_security_support import (
     DeployCopy,
+    cli_env_for,
     cluster_configs,
     logged_in,
     make_deploy_copy,
@@ -46,7 +45,8 @@ from nats_security_support import (
     violations_in_log,
     wait_until,
 )
-from system_support import Daemon, Proc, run_cli, wait_exit, watch_status
+from system_support import Daemon, Proc, wait_exit, watch_status
+from system_support import run_cli_async as cli
 
 from bus import ConnectOptions, EmbeddedServer, connect, new_task_id
 from bus.durable import DurableNames, DurableTaskClient, TaskRecord, TaskState, replay_status
@@ -75,23 +75,6 @@ def single(deploy: DeployCopy) -> DeployCopy:
     with no streams (the store_dir is the copy's, shared by the module's tests)."""
     shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
     return deploy
-
-
-def cli_env(url: str, deploy: DeployCopy, user: str | None) -> dict[str, str]:
-    """The CLI's environment: no NATS_* of the caller's, the server(s), the user's .env."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["NATS_URL"] = url
-    if user is not None:
-        env.update(deploy.env(user))
-    return env
-
-
-async def cli(
-    callboard_cmd: list[str], env: Mapping[str, str], args: Sequence[str]
-) -> subprocess.CompletedProcess[str]:
-    """``run_cli`` off the event loop."""
-    return await anyio.to_thread.run_sync(partial(run_cli, callboard_cmd, env, args))
 
 
 def options(urls: Sequence[str], deploy: DeployCopy, user: str) -> ConnectOptions:
@@ -124,7 +107,7 @@ async def test_durable_tasks_run_under_the_roles_users_on_one_node(
     deploy = single
     async with secure_server(deploy.config("single.conf")) as server:
         assert any("Starting JetStream" in line for line in server.log_lines)
-        orchestrator = cli_env(server.url, deploy, "orchestrator")
+        orchestrator = cli_env_for(server.url, deploy, "orchestrator")
         # no daemon yet: the submitter creates the streams, the task waits in the queue
         task_id = new_task_id()
         six_times_seven = ["math", '{"expression": "6*7"}', "--task-id", task_id]
@@ -142,7 +125,7 @@ async def test_durable_tasks_run_under_the_roles_users_on_one_node(
                 start_daemon,
                 [{"type": "math", "id": "math"}, {"type": "echo", "id": "echo-1"}],
                 prefix="agents",
-                env=cli_env(server.url, deploy, None),
+                env=cli_env_for(server.url, deploy, None),
                 heartbeat_interval=60.0,
                 nats={"url": server.url, "inbox_prefix": "_INBOX_agents", **deploy.login("agents")},
                 durable={"storage": "file", "result_ttl": RESULT_TTL},
@@ -181,7 +164,7 @@ async def test_durable_tasks_run_under_the_roles_users_on_one_node(
         assert kinds["record"] == 3 and kinds["event"] >= 2, history.stdout
 
         # the monitor replays the status stream: the task completed before it started
-        monitor = cli_env(server.url, deploy, "monitor")
+        monitor = cli_env_for(server.url, deploy, "monitor")
         replay = await cli(
             callboard_cmd,
             monitor,
@@ -236,7 +219,9 @@ async def test_an_agent_user_without_the_inbox_cannot_serve_durable_tasks(
             f'password = "{deploy.passwords["agent-math"]}"\n'
             '[[agents]]\ntype = "math"\nid = "math"\n'
         )
-        daemon = procs([*callboard_cmd, "run", str(config)], env=cli_env(server.url, deploy, None))
+        daemon = procs(
+            [*callboard_cmd, "run", str(config)], env=cli_env_for(server.url, deploy, None)
+        )
         code = await wait_exit(daemon, timeout=30)
         said = daemon.stderr.text.lower()
         assert code != 0, daemon.output()
@@ -364,7 +349,7 @@ async def test_durable_tasks_survive_a_cluster_node_killed_mid_run(
                 start_daemon,
                 [{"type": "echo", "id": "echo-1", "max_concurrency": CONCURRENCY}],
                 prefix="agents",
-                env=cli_env(",".join(urls), deploy, None),
+                env=cli_env_for(",".join(urls), deploy, None),
                 heartbeat_interval=60.0,
                 nats={
                     "url": ",".join(urls),

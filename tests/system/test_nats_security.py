@@ -11,12 +11,11 @@ configured, ``max_payload`` holds, and the three cluster configs form a cluster.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -27,6 +26,7 @@ from nats_security_support import (
     GENERATOR,
     DeployCopy,
     check_config,
+    cli_env_for,
     cluster_configs,
     logged_in,
     make_deploy_copy,
@@ -36,7 +36,8 @@ from nats_security_support import (
     violations_in_log,
     wait_until,
 )
-from system_support import Daemon, Proc, run_cli, wait_exit, wait_line, watch_status
+from system_support import Daemon, Proc, wait_exit, wait_line, watch_status
+from system_support import run_cli_async as cli
 
 from actors import Agent, AgentHost, MathAgent
 from bus import (
@@ -74,23 +75,6 @@ def options(
     return ConnectOptions(
         servers=(url,), connect_attempts=1, user=user, password=password, tls_ca=tls_ca
     )
-
-
-def cli_env_for(url: str, deploy: DeployCopy, user: str | None) -> dict[str, str]:
-    """The CLI's environment: no NATS_* of the caller's, the server, the user's .env file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["NATS_URL"] = url
-    if user is not None:
-        env.update(deploy.env(user))
-    return env
-
-
-async def cli(
-    callboard_cmd: list[str], env: Mapping[str, str], args: Sequence[str]
-) -> subprocess.CompletedProcess[str]:
-    """``run_cli`` off the event loop."""
-    return await anyio.to_thread.run_sync(partial(run_cli, callboard_cmd, env, args))
 
 
 # --- the configs and the generator ---------------------------------------------------------
