@@ -53,6 +53,8 @@ tasks it has received until n have come or its wait ends, and a task held
 past ``ack_wait`` is handed out again (run twice)."""
 _FETCH_MAX = 64
 _COMMIT_PATIENCE = 60.0
+_RECORD_OVERHEAD = 4096
+"""Bytes a task record adds to its result (ids, times, error), with room to spare."""
 _RETRYABLE_CODES = frozenset({408, 429})
 
 
@@ -263,6 +265,14 @@ class DurableWorker:
     ) -> None:
         task_id = working.task_id
         status = self.runner.status
+        if error is None and len(body) + _RECORD_OVERHEAD > self.runner.nc.max_payload:
+            error = _info(
+                413,
+                "result_too_large",
+                f"the result of task {task_id} ({len(body)} bytes) does not fit in a task "
+                "record under the NATS server's max_payload: return a smaller result or a "
+                "reference to the data",
+            )
         if error is None:
             done = working.moved_to(TaskState.COMPLETED, result=msgspec.Raw(body), error=None)
             if await self._commit(done, revision) is None:

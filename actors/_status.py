@@ -2,6 +2,11 @@
 
 A failed status publish (a full reconnect buffer, a closed connection) is
 logged and swallowed: monitoring must never fail a task.
+
+The runner's hot path does not await a publish per event: it frames the
+events (``frame``) and writes them together with the reply in one append to
+the connection's buffer (``bus.wire_for``), in order, each still its own NATS
+message on its own subject; ``sent`` counts them once written.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client
 from prometheus_client import Counter
 
@@ -28,12 +34,16 @@ from bus import (
     Subjects,
     TaskEvent,
 )
+from bus.wire import Wire, wire_for
 
-__all__ = ["StatusPublisher"]
+__all__ = ["BEGUN", "StatusPublisher"]
 
 log = logging.getLogger("callboard.status")
 
 _encoder = msgspec.json.Encoder()
+
+BEGUN = ("accepted", "started")
+"""The states of ``StatusPublisher.begun_frames``."""
 
 
 class StatusPublisher:
@@ -47,7 +57,7 @@ class StatusPublisher:
             (the agent's ``status_events`` series), or None to count nothing.
     """
 
-    __slots__ = ("_counters", "_nc", "_prefix", "agent_id", "published")
+    __slots__ = ("_counters", "_heads", "_nc", "_prefix", "_wire", "agent_id", "published")
 
     def __init__(
         self,
@@ -58,7 +68,9 @@ class StatusPublisher:
         counters: Mapping[str, Counter] | None = None,
     ) -> None:
         self._nc = nc
+        self._wire: Wire = wire_for(nc)
         self._prefix = subjects.status_prefix(agent_id)
+        self._heads: dict[str, bytes] = {}
         self._counters = counters
         self.agent_id = agent_id
         self.published = 0
@@ -67,13 +79,42 @@ class StatusPublisher:
         """Publish one event on the subject of its state."""
         state: str = event.__struct_config__.tag  # type: ignore[assignment]
         try:
-            await self._nc.publish(self._prefix + state, _encoder.encode(event))
+            await self._wire.write(self.frame(event))
         except Exception as exc:
-            log.warning("could not publish %s status event of %s: %s", state, self.agent_id, exc)
+            self.lost(exc, state)
             return
-        self.published += 1
+        self.sent(state)
+
+    def frame(self, event: StatusEvent) -> bytes:
+        """The ``PUB`` command of one event, ready for ``Wire.write``.
+
+        Raises:
+            nats.errors.MaxPayloadError: the event is above the server's limit.
+        """
+        state: str = event.__struct_config__.tag  # type: ignore[assignment]
+        body = _encoder.encode(event)
+        if len(body) > self._nc.max_payload:
+            raise nats.errors.MaxPayloadError
+        return b"".join((self._head(state), b"%d\r\n" % len(body), body, b"\r\n"))
+
+    def _head(self, state: str) -> bytes:
+        head = self._heads.get(state)
+        if head is None:
+            head = self._heads[state] = f"PUB {self._prefix}{state} ".encode()
+        return head
+
+    def sent(self, *states: str) -> None:
+        """Count events of ``states`` as published (the caller wrote their frames)."""
+        self.published += len(states)
         if self._counters is not None:
-            self._counters[state].inc()
+            for state in states:
+                self._counters[state].inc()
+
+    def lost(self, exc: BaseException, *states: str) -> None:
+        """Log events that could not be written."""
+        log.warning(
+            "could not publish %s status event of %s: %s", "+".join(states), self.agent_id, exc
+        )
 
     async def task_event(
         self, event_type: type[TaskEvent], task_id: str, capability: str, **fields: Any
@@ -86,6 +127,38 @@ class StatusPublisher:
                 task_id=task_id,
                 capability=capability,
                 **fields,
+            )
+        )
+
+    def begun_frames(self, task: AgentMessage) -> bytes:
+        """The ``accepted`` and ``started`` events of ``task``, framed (count them
+        with ``sent(*BEGUN)`` once written)."""
+        ts = time.time()
+        agent, task_id, capability = self.agent_id, task.task_id, task.capability
+        accepted = _encoder.encode(
+            Accepted(agent=agent, ts=ts, task_id=task_id, capability=capability, sender=task.sender)
+        )
+        started = _encoder.encode(
+            Started(agent=agent, ts=ts, task_id=task_id, capability=capability)
+        )
+        if len(accepted) > self._nc.max_payload:
+            raise nats.errors.MaxPayloadError
+        return b"".join(
+            (
+                *(self._head("accepted"), b"%d\r\n" % len(accepted), accepted, b"\r\n"),
+                *(self._head("started"), b"%d\r\n" % len(started), started, b"\r\n"),
+            )
+        )
+
+    def completed_frame(self, task_id: str, capability: str, elapsed_ms: float) -> bytes:
+        """The ``completed`` event, framed."""
+        return self.frame(
+            Completed(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task_id,
+                capability=capability,
+                elapsed_ms=round(elapsed_ms, 3),
             )
         )
 

@@ -27,7 +27,11 @@ OTHER = "other (builtins, stdlib)"
 
 _Key = tuple[str, int, str]
 _IDLE = re.compile(r"method 'poll' of 'select\.epoll'|method 'select' of|built-in method select\.")
-_NATS_HEADERS = re.compile(r"nats/aio/client\.py:\d+\((_parse_header_lines|_process_headers)\)")
+_NATS_HEADERS = re.compile(
+    r"nats/aio/client\.py:\d+\((_parse_header_lines|_process_headers)\)"
+    r"|bus/_wire\.py:\d+\((parse_header_lines|_parse_header_bytes)\)"
+)
+"""nats-py's header parsing, which callboard's connections do with ``bus._wire``'s parser."""
 _TRANSPARENT = re.compile(
     r"\((<genexpr>|<listcomp>|<dictcomp>|<setcomp>|<lambda>)\)$|nats/nuid\.py"
 )
@@ -45,9 +49,12 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
     ("prometheus_client/", "metrics"),
     ("bus/_ids.py", "task ids"),
     ("bus/_client.py", "task client (dispatch)"),
+    ("bus/_inbox.py", "task client (dispatch)"),
+    ("bus/_wire.py", "wire writes (framing, buffer)"),
     ("orchestrator/", "orchestrator (dispatch, retry)"),
     ("actors/_context.py", "agent runtime (admit, run, reply)"),
     ("actors/_runner.py", "agent runtime (admit, run, reply)"),
+    ("actors/_pool.py", "agent runtime (admit, run, reply)"),
     ("actors/_discovery.py", "agent runtime (admit, run, reply)"),
     ("actors/builtins/", "echo handler"),
     ("anyio/", "anyio (task groups, cancel scopes, streams)"),
@@ -67,11 +74,19 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
 _PROBES: tuple[tuple[str, str], ...] = (
     ("agent: one task, admitted to replied (_run)", r"actors/_runner\.py:\d+\(_run\)$"),
     ("agent: admission in the subscription callback (_admit)", r"actors/_runner\.py:\d+\(_admit\)"),
+    ("agent: admission in the subscription callback (intake)", r"actors/_runner\.py:\d+\(intake\)"),
+    ("agent: hand-off to a worker (_Jobs.get)", r"actors/_pool\.py:\d+\(get\)"),
+    ("agent: handler, events, decode (_execute)", r"actors/_runner\.py:\d+\(_execute\)"),
     (
         "agent: decode task: headers → AgentMessage, JSON (_decode)",
         r"actors/_runner\.py:\d+\(_decode\)",
     ),
     ("agent: status events accepted+started+completed", r"actors/_status\.py:\d+\(task_event\)"),
+    (
+        "agent: status events framed (accepted+started, completed) and counted",
+        r"actors/_status\.py:\d+\((begun_frames|completed_frame|sent)\)",
+    ),
+    ("wire: framed writes into nats-py's buffer", r"bus/_wire\.py:\d+\(write_nowait\)"),
     ("agent: reply publish with headers (_reply)", r"actors/_runner\.py:\d+\(_reply\)"),
     ("agent: metrics at the end of a task (finished)", r"bus/_metrics\.py:\d+\(finished\)"),
     (
@@ -89,6 +104,8 @@ _PROBES: tuple[tuple[str, str], ...] = (
         r"orchestrator/_retry\.py:\d+\(send_with_retry\)",
     ),
     ("requester: TaskClient.request", r"bus/_client\.py:\d+\(request\)"),
+    ("requester: request through the inbox (Inbox.request)", r"bus/_inbox\.py:\d+\(request\)"),
+    ("requester: reply to its future (Inbox._on_reply)", r"bus/_inbox\.py:\d+\(_on_reply\)"),
     ("requester: new task id", r"bus/_ids\.py:\d+\(new_task_id\)"),
     ("requester: task headers (task_headers)", r"bus/_codec\.py:\d+\(task_headers\)"),
     ("codec: JSON encode (encode_json)", r"bus/_codec\.py:\d+\(encode_json\)"),

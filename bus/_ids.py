@@ -1,12 +1,17 @@
 """Task IDs: unique, short, cheap to make on the hot path.
 
-A NUID (the NATS unique id: a random prefix plus a sequence) costs a fraction of
-a ``uuid4`` and is already what nats-py uses for inboxes.
+A task ID is a random prefix of 12 characters (fresh in each process, and
+again in a forked child) and a counter of 10 hex digits that starts at a
+random point: 22 characters of [0-9A-Za-z], like a NUID, for a fraction of
+a NUID's cost (and of a ``uuid4``'s).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import string
 
 from nats.nuid import NUID
 
@@ -16,11 +21,35 @@ __all__ = ["new_agent_suffix", "new_task_id", "validate_task_id"]
 
 _nuid = NUID()
 _TASK_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_ALPHABET = string.digits + string.ascii_letters
+_COUNTER_END = 16**10
+
+
+class _TaskIds:
+    __slots__ = ("count", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.count = 0
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = "".join(secrets.choice(_ALPHABET) for _ in range(12))
+        self.count = secrets.randbelow(16**9)
+
+
+_ids = _TaskIds()
+os.register_at_fork(after_in_child=_ids.reseed)
 
 
 def new_task_id() -> str:
     """A new, unique task ID (22 characters of [0-9A-Za-z])."""
-    return _nuid.next().decode()
+    ids = _ids
+    count = ids.count = ids.count + 1
+    if count >= _COUNTER_END:
+        ids.reseed()
+        count = ids.count
+    return f"{ids.prefix}{count:010x}"
 
 
 def new_agent_suffix() -> str:

@@ -217,6 +217,9 @@ class Orchestrator:
                 capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
             )
 
+        if policy.attempts == 1 and not durable:
+            # the core path with no retry: one send, no closure chain
+            return await self._request_once(capability, payload, timeout, task_id, seq, agent_id)
         if self.metrics is None:
             return await send_with_retry(send, policy, task_id=task_id, on_retry=self._retried)
         children = self.metrics.capability(capability)
@@ -249,6 +252,33 @@ class Orchestrator:
     async def task_record(self, task_id: str) -> TaskRecord:
         """A durable task's record now: state, attempts, agent, times, result or error."""
         return await self.durable.client.record(task_id)
+
+    async def _request_once(
+        self,
+        capability: str,
+        payload: Any,
+        timeout: float | None,
+        task_id: str,
+        seq: int | None,
+        agent_id: str | None,
+    ) -> AgentMessage:
+        """One core request, counted like ``request`` counts a call."""
+        send = self.client.request
+        if self.metrics is None:
+            return await send(
+                capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
+            )
+        children = self.metrics.capability(capability)
+        started = time.perf_counter()
+        try:
+            reply = await send(
+                capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
+            )
+        except BaseException as exc:  # cancellation included: it is an outcome too
+            children.dispatched(time.perf_counter() - started, exc)
+            raise
+        children.dispatched(time.perf_counter() - started, None)
+        return reply
 
     def _retried(self) -> None:
         self.retries += 1

@@ -1,0 +1,151 @@
+"""Request-reply on one connection: a wildcard inbox subscription and a future per request.
+
+nats-py's ``request`` does the same with a 26-character token, a done-callback
+and ``asyncio.wait_for`` per call; here a request is a counter token, a future
+and a timer handle. The request goes out through ``Wire`` with its header
+block already framed.
+
+A reply does not pass through a subscription task either: the inbox
+subscription has no callback, and its queue (nats-py's private
+``_pending_queue``, which its reader fills with ``put_nowait``) is replaced by
+``_Replies``, which resolves the waiting future at once. That saves a task
+switch per reply; ``tests/unit/test_wire.py`` guards what it relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from itertools import count
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from ._wire import Wire, wire_for
+
+__all__ = ["Inbox", "inbox_for"]
+
+_STATUS = "Status"
+_NO_RESPONDERS = "503"
+
+
+def _expire(future: asyncio.Future[Msg | None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Inbox:
+    """The reply side of one connection's requests. Use ``inbox_for(nc)``."""
+
+    __slots__ = (
+        "__weakref__",
+        "_nc",
+        "_prefix",
+        "_starting",
+        "_sub",
+        "_tokens",
+        "_waiting",
+        "wire",
+    )
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self.wire: Wire = wire_for(nc)
+        self._prefix = ""
+        self._sub: Subscription | None = None
+        self._starting: asyncio.Lock | None = None
+        self._tokens = count()
+        self._waiting: dict[str, asyncio.Future[Msg | None]] = {}
+
+    async def _start(self) -> None:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._sub is not None:
+                return
+            inbox = self._nc.new_inbox()
+            sub = await self._nc.subscribe(inbox + ".*")
+            sub._pending_queue = _Replies(sub, self)  # type: ignore[assignment]
+            self._prefix = inbox + "."
+            self._sub = sub
+
+    def on_reply(self, msg: Msg) -> None:
+        """Hand a reply to the request waiting for it (if it still waits)."""
+        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def request(self, subject: str, headers: bytes, body: bytes, timeout: float) -> Msg:
+        """Send one request (``headers`` a ``header_block``) and wait for its reply.
+
+        Raises:
+            nats.errors.NoRespondersError: nobody listens on ``subject``.
+            nats.errors.TimeoutError: no reply within ``timeout`` seconds.
+            nats.errors.Error: what nats-py's ``publish`` raises (closed,
+                draining, reconnect buffer full, payload too large).
+        """
+        if self._sub is None:
+            await self._start()
+        token = str(next(self._tokens))
+        frame = self.wire.hpub(subject, self._prefix + token, headers, body)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg | None] = loop.create_future()
+        waiting = self._waiting
+        waiting[token] = future
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            await self.wire.write(frame)
+            msg = await future
+        finally:
+            timer.cancel()
+            waiting.pop(token, None)
+        if msg is None:
+            raise nats.errors.TimeoutError
+        reply_headers = msg.headers
+        if reply_headers and reply_headers.get(_STATUS) == _NO_RESPONDERS:
+            raise nats.errors.NoRespondersError
+        return msg
+
+
+class _Replies:
+    """What nats-py's reader puts the inbox's messages in, in place of an
+    ``asyncio.Queue``: each goes to its request's future as it arrives, so the
+    queue stays empty (``drain`` and ``pending_msgs`` see it so)."""
+
+    __slots__ = ("_inbox", "_sub")
+
+    def __init__(self, sub: Subscription, inbox: Inbox) -> None:
+        self._sub = sub
+        self._inbox = inbox
+
+    def put_nowait(self, msg: Msg) -> None:
+        self._sub._pending_size -= len(msg.data)  # nats-py counted it as queued
+        self._inbox.on_reply(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def full(self) -> bool:
+        return False
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+
+_inboxes: weakref.WeakKeyDictionary[Client, Inbox] = weakref.WeakKeyDictionary()
+
+
+def inbox_for(nc: Client) -> Inbox:
+    """The ``Inbox`` of a connection (made on first use)."""
+    inbox = _inboxes.get(nc)
+    if inbox is None:
+        inbox = _inboxes[nc] = Inbox(nc)
+    return inbox
