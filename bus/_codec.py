@@ -63,6 +63,9 @@ class _ErrorBody(msgspec.Struct):
 
 _error_body_decoder = msgspec.json.Decoder(_ErrorBody)
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_TOO_DEEP = "nested too deeply (JSON arrays and objects may nest a few hundred levels)"
+
 
 def encode_json(value: Any, what: str = "payload") -> bytes:
     """Encode a JSON value, or raise BadInput naming what could not be encoded."""
@@ -70,6 +73,8 @@ def encode_json(value: Any, what: str = "payload") -> bytes:
         return _encoder.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise BadInput(f"{what} is not JSON-serialisable: {exc}") from exc
+    except RecursionError:
+        raise BadInput(f"{what} is {_TOO_DEEP}") from None
 
 
 def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any] | None = None) -> Any:
@@ -87,6 +92,8 @@ def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any] | None = None) -
         raise BadInput(
             f"payload is not valid JSON ({exc}); send a UTF-8 JSON document as the message body"
         ) from exc
+    except RecursionError:
+        raise BadInput(f"payload is {_TOO_DEEP}") from None
 
 
 def task_headers(
@@ -131,9 +138,13 @@ def _int_header(headers: dict[str, str], name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise BadInput(f"header {name} must be an integer, got {raw[:40]!r}") from None
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        # a deadline past ~1e308 ms would overflow every float computed from it
+        raise BadInput(f"header {name} must fit in 64 bits (signed), got {raw[:40]!r}")
+    return value
 
 
 def decode_task(
@@ -220,9 +231,10 @@ def decode_reply(
             )
     try:
         result = _any_decoder.decode(data) if data else None
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        why = _TOO_DEEP if isinstance(exc, RecursionError) else "not JSON"
         error = ErrorInfo(
-            code=502, type="bad_reply", message=f"the agent's reply is not JSON: {data[:80]!r}"
+            code=502, type="bad_reply", message=f"the agent's reply is {why}: {data[:80]!r}"
         )
         return AgentMessage(
             type=MessageType.ERROR, task_id=task_id, id=task_id, sender=agent, error=error
@@ -240,7 +252,7 @@ def decode_reply(
 def _error_info(headers: dict[str, str], data: bytes, code_header: str) -> ErrorInfo:
     try:
         return _error_body_decoder.decode(data).error
-    except (msgspec.MsgspecError, UnicodeDecodeError):
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         pass
     try:
         code = int(code_header)

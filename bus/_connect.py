@@ -266,7 +266,12 @@ def _is_final(exc: BaseException) -> bool:
     )
 
 
-def _failure_hint(exc: BaseException | None) -> str:
+def _tls_without_cert(options: ConnectOptions) -> bool:
+    tls = options.tls_ca is not None or any(u.startswith("tls://") for u in options.servers)
+    return tls and options.tls_cert is None
+
+
+def _failure_hint(exc: BaseException | None, *, tls_without_cert: bool = False) -> str:
     """What to do about the error that stopped the first connection."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
@@ -280,6 +285,13 @@ def _failure_hint(exc: BaseException | None) -> str:
         )
     if isinstance(exc, ssl.SSLError):
         return "The TLS handshake failed: check the server's TLS settings and --tls-* files"
+    if tls_without_cert and isinstance(exc, ConnectionResetError | BrokenPipeError):
+        # TLS 1.3: a server that wants a client certificate says so after the
+        # handshake, and the client may only see the connection it then closed
+        return (
+            "The server closed the TLS connection: it probably requires a client "
+            "certificate (mutual TLS): pass --tls-cert and --tls-key (NATS_CERT, NATS_KEY)"
+        )
     if isinstance(exc, _TLSNotOffered):
         return "Connect to a server with TLS on, or drop the TLS options for this one"
     if (
@@ -408,7 +420,7 @@ async def connect(
         cause = last_failure or exc
         raise ConnectionFailed(
             f"could not connect to NATS at {url_list}: {cause or type(cause).__name__}. "
-            + _failure_hint(cause)
+            + _failure_hint(cause, tls_without_cert=_tls_without_cert(opts))
         ) from exc
     # nats-py retries a first connection forever when max_reconnect_attempts is
     # -1, so the first one is bounded by connect_attempts and the real policy

@@ -80,9 +80,26 @@ class EchoAgent(Agent):
         if isinstance(payload, dict) and "delay_ms" in payload:
             delay = payload["delay_ms"]
             if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-                raise BadInput(f"delay_ms must be a non-negative number, got {delay!r}")
-            await anyio.sleep(delay / 1000.0)
+                raise BadInput(f"delay_ms must be a non-negative number, got {_preview(delay)}")
+            try:
+                seconds = delay / 1000.0
+            except OverflowError:  # an integer beyond any float
+                raise BadInput(f"delay_ms is too large, got {_preview(delay)}") from None
+            await anyio.sleep(seconds)
         return payload
+
+
+_PREVIEW = 60
+"""Characters of a bad input value quoted in an error message."""
+
+
+def _preview(value: Any) -> str:
+    """``repr(value)``, shortened: an error quoting a huge input could outgrow its reply."""
+    if isinstance(value, int) and value.bit_length() > 64:  # repr is slow, or refused
+        sign = "a negative" if value < 0 else "an"
+        return f"{sign} integer of about {value.bit_length() * 0.30103:.0f} digits"
+    text = repr(value)
+    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 3] + "..."
 
 
 class SummarizeInput(msgspec.Struct):
