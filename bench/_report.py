@@ -235,7 +235,7 @@ def render_markdown(document: dict[str, Any]) -> str:
         "",
         "## Durable mode",
         "",
-        document["durable"]["note"],
+        *render_durable(document["durable"]),
         "",
         "## Memory (orchestrator process RSS)",
         "",
@@ -248,3 +248,32 @@ def render_markdown(document: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_durable(section: dict[str, Any]) -> list[str]:
+    """The durable section of the Markdown report."""
+    if section.get("status") != "measured":
+        return [section.get("note", "Not measured.")]
+    lines = [
+        section["note"],
+        "",
+        "| c | core req/s | durable req/s | **throughput x** | core p50 ms | durable p50 ms "
+        "| core p99 ms | durable p99 ms | **p99 x** | CPU µs/req core (req / agent / server) "
+        "| CPU µs/req durable |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in section["levels"]:
+        core, durable, ratios = row["core"], row["durable"], row["ratios"]
+        lines.append(
+            f"| {row['concurrency']} | {core['throughput']:.0f} | {durable['throughput']:.0f} "
+            f"| **{ratios['throughput']:.2f}** | {core['p50'] * 1e3:.2f} "
+            f"| {durable['p50'] * 1e3:.2f} | {core['p99'] * 1e3:.2f} "
+            f"| {durable['p99'] * 1e3:.2f} | **{ratios['p99']:.2f}** "
+            f"| {_durable_cpu(core)} | {_durable_cpu(durable)} |"
+        )
+    return lines
+
+
+def _durable_cpu(medians: dict[str, Any]) -> str:
+    cpu = medians.get("cpu_us") or {}
+    return " / ".join(f"{cpu.get(side, 0):.0f}" for side in ("requester", "responder", "server"))

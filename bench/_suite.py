@@ -7,7 +7,7 @@ them by PID when done):
    CPU profiles at c=128;
 2. uvloop on both sides (skipped, and said so, without uvloop);
 3. two replicas in separate processes (asyncio);
-4. durable mode (not landed: reported as such);
+4. durable mode against core mode (a JetStream server and a daemon of its own);
 5. memory: RSS per 10,000 tasks in flight, then the long run.
 """
 
@@ -25,13 +25,12 @@ from typing import Any
 import anyio
 import msgspec
 
-import bus
-import orchestrator
 from bus import EmbeddedServer
 
 from ._callboard import connect_callboard, dispatch_sender
 from ._callboard import orchestrator as open_orchestrator
 from ._compare import Contender, compare
+from ._durable import DurableBench, measure_durable
 from ._fanout import fanout
 from ._load import drive, echo_payload
 from ._loops import backend_options, uvloop_version
@@ -69,6 +68,8 @@ class Settings:
         replicas: serving processes in the replicas section.
         fanout_steps: steps in the fan-out pipeline.
         fanout_rounds: alternating pairs of fan-out rounds.
+        durable_concurrencies: the levels of the durable section.
+        durable_rounds: alternating pairs of core and durable rounds per level.
         profile_requests: requests during the profile.
         profile_concurrency: concurrency of the profile.
         inflight_tasks: tasks held in flight for the memory reading.
@@ -88,6 +89,8 @@ class Settings:
     replicas: int = 2
     fanout_steps: int = 1000
     fanout_rounds: int = 7
+    durable_concurrencies: tuple[int, ...] = (1, 16, 128)
+    durable_rounds: int = 3
     profile_requests: int = 20_000
     profile_concurrency: int = TARGET_CONCURRENCY
     inflight_tasks: int = 10_000
@@ -105,6 +108,7 @@ PRESETS: dict[str, Settings] = {
         duration=0.5,
         warmup=0.2,
         fanout_rounds=3,
+        durable_rounds=1,
         profile_requests=5_000,
         hold_ms=2000,
         longrun_tasks=50_000,
@@ -228,20 +232,16 @@ def _asyncio_extras(settings: Settings, log: _Log, profile_dir: Path) -> Callabl
     return extras
 
 
-def _durable() -> dict[str, Any]:
-    names = [n for n in (*bus.__all__, *orchestrator.__all__) if "durable" in n.lower()]
-    if not names:
-        return {
-            "status": "not landed",
-            "note": "Not measured: durable mode (JetStream-backed dispatch) has not landed in "
-            "callboard yet. This section will compare it once it has.",
-        }
-    return {
-        "status": "present, not measured",
-        "names": names,
-        "note": f"Durable mode has landed ({', '.join(names)}), but this suite does not "
-        "measure it yet.",
-    }
+def _durable(settings: Settings, log: _Log) -> dict[str, Any]:
+    bench = DurableBench(
+        payload_bytes=settings.payload_bytes,
+        concurrencies=settings.durable_concurrencies,
+        rounds=settings.durable_rounds,
+        duration=settings.duration,
+        warmup=settings.warmup,
+        max_concurrency=settings.max_concurrency,
+    )
+    return measure_durable(bench, log)
 
 
 def _memory(
@@ -358,8 +358,7 @@ def run_suite(settings: Settings, out_dir: Path, command: str) -> dict[str, Any]
         )
 
         log("section 4/5: durable mode")
-        durable = _durable()
-        log(durable["note"])
+        durable = _durable(settings, log)
 
         log("section 5/5: memory")
         memory = _memory(server, settings, log, time.monotonic() - started, _c128_rate(throughput))
