@@ -228,14 +228,9 @@ class Orchestrator:
             self._retried()
             children.retries.inc()
 
-        started = time.perf_counter()
-        try:
-            reply = await send_with_retry(send, policy, task_id=task_id, on_retry=retried)
-        except BaseException as exc:  # cancellation included: it is an outcome too
-            children.dispatched(time.perf_counter() - started, exc)
-            raise
-        children.dispatched(time.perf_counter() - started, None)
-        return reply
+        return await self._counted(
+            capability, send_with_retry(send, policy, task_id=task_id, on_retry=retried)
+        )
 
     async def result(self, task_id: str, *, timeout: float | None = 0) -> Any:
         """The result of a durable task, by ID, waiting up to ``timeout`` seconds
@@ -263,17 +258,20 @@ class Orchestrator:
         agent_id: str | None,
     ) -> AgentMessage:
         """One core request, counted like ``request`` counts a call."""
-        send = self.client.request
+        sending = self.client.request(
+            capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
+        )
         if self.metrics is None:
-            return await send(
-                capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
-            )
+            return await sending
+        return await self._counted(capability, sending)
+
+    async def _counted(self, capability: str, sending: Awaitable[AgentMessage]) -> AgentMessage:
+        """Await a call (its attempts and retry waits included) and count its outcome."""
+        assert self.metrics is not None
         children = self.metrics.capability(capability)
         started = time.perf_counter()
         try:
-            reply = await send(
-                capability, payload, timeout=timeout, task_id=task_id, seq=seq, agent_id=agent_id
-            )
+            reply = await sending
         except BaseException as exc:  # cancellation included: it is an outcome too
             children.dispatched(time.perf_counter() - started, exc)
             raise
