@@ -10,8 +10,8 @@ import pytest
 from system_support import Daemon, run_cli
 
 from bus import new_agent_suffix, new_task_id
-from orchestrator._durable_commands import parse_duration
 from orchestrator.cli import EXIT_AGENT_ERROR, EXIT_NO_AGENT, EXIT_OK, EXIT_USAGE
+from orchestrator.cli._durable import parse_duration
 
 pytestmark = pytest.mark.system
 

@@ -19,9 +19,9 @@ from bus import (
     Online,
     Started,
 )
-from orchestrator._fleet_table import COLUMNS, format_latency, render_table
-from orchestrator._fleet_view import AgentRow, FleetView, fleet_totals
-from orchestrator._fleet_window import TaskWindow, quantile
+from orchestrator.cli.monitor._fleet_table import COLUMNS, format_latency, render_table
+from orchestrator.cli.monitor._fleet_view import AgentRow, FleetView, fleet_totals
+from orchestrator.cli.monitor._fleet_window import TaskWindow, quantile
 
 T0 = 1000.0
 

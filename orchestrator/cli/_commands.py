@@ -32,10 +32,10 @@ from bus import (
 )
 from bus.codec import OPERATION
 
-from ._logging import Announcer
-from ._orchestrator import Orchestrator
-from ._pipeline import StepFailed, StepResult, load_pipeline
-from ._router import NoRouteError
+from .._logging import Announcer
+from .._orchestrator import Orchestrator
+from .._pipeline import StepFailed, StepResult, load_pipeline
+from .._router import NoRouteError
 
 log = logging.getLogger("callboard.cli")
 

@@ -34,6 +34,8 @@ from bus import (
 )
 from bus.llm import DEFAULT_MODEL_TIMEOUT
 
+from .._live import DEFAULT_HEARTBEAT_TIMEOUT
+from .._logging import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, configure_logging, resolve_log_format
 from ._ask import MODEL_ENV, cmd_ask
 from ._commands import (
     CONNECTION_FLAGS,
@@ -53,12 +55,10 @@ from ._commands import (
     cmd_submit,
     exit_code_for,
 )
-from ._durable_commands import cmd_history, cmd_result, cmd_status
-from ._fleet_view import DEFAULT_FORGET_AFTER
-from ._health_command import add_health_arguments, cmd_health
-from ._live import DEFAULT_HEARTBEAT_TIMEOUT
-from ._logging import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, configure_logging, resolve_log_format
-from ._monitor_command import cmd_monitor
+from ._durable import cmd_history, cmd_result, cmd_status
+from ._health import add_health_arguments, cmd_health
+from ._monitor import cmd_monitor
+from .monitor._fleet_view import DEFAULT_FORGET_AFTER
 
 __all__ = [
     "EXIT_AGENT_ERROR",

@@ -41,13 +41,13 @@ from bus import (
     env_fields,
 )
 
+from .._registry import discover_agents
 from ._commands import EXIT_OK, connect_flags
-from ._durable_commands import parse_duration
-from ._fleet_table import render_table
-from ._fleet_view import FleetView, fleet_totals
-from ._monitor import follow_status, format_status, replay_and_follow_status, status_subject
-from ._registry import discover_agents
-from ._screen import LiveScreen
+from ._durable import parse_duration
+from .monitor._feed import follow_status, format_status, replay_and_follow_status, status_subject
+from .monitor._fleet_table import render_table
+from .monitor._fleet_view import FleetView, fleet_totals
+from .monitor._screen import LiveScreen
 
 __all__ = ["REFRESH_INTERVAL", "MonitorMetrics", "cmd_monitor", "output_mode"]
 

@@ -19,8 +19,8 @@ from anyio.abc import TaskStatus
 from actors import AgentHost, EchoAgent, MathAgent, SummarizeAgent
 from bus import EmbeddedServer, Offline, TaskEvent, connect
 
-from ._monitor import follow_status, format_status
-from ._orchestrator import Orchestrator
+from .._orchestrator import Orchestrator
+from .monitor._feed import follow_status, format_status
 
 __all__ = ["DEMO_PIPELINE", "run_demo"]
 

@@ -38,6 +38,8 @@ from bus import (
 )
 from bus.codec import OPERATION
 
+from .._logging import Announcer
+from .._registry import discover_agents
 from ._commands import (
     EXIT_CONNECTION,
     EXIT_NO_AGENT,
@@ -45,8 +47,6 @@ from ._commands import (
     EXIT_TIMEOUT,
     connect_options,
 )
-from ._logging import Announcer
-from ._registry import discover_agents
 
 __all__ = [
     "DEFAULT_HEALTH_TIMEOUT",

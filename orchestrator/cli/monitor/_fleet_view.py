@@ -34,8 +34,8 @@ from bus import (
     StatusEvent,
 )
 
+from ..._live import DEFAULT_HEARTBEAT_TIMEOUT
 from ._fleet_window import DEFAULT_WINDOW, TaskWindow
-from ._live import DEFAULT_HEARTBEAT_TIMEOUT
 
 __all__ = [
     "AGENT_STATES",

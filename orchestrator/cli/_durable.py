@@ -19,7 +19,7 @@ from bus import ConfigError, connect
 from bus.durable import DurableNames, DurableTaskClient, TaskRecord, replay_status
 
 from ._commands import EXIT_AGENT_ERROR, EXIT_OK, connect_options
-from ._monitor import decode_status, format_status
+from .monitor._feed import decode_status, format_status
 
 __all__ = ["cmd_history", "cmd_result", "cmd_status", "parse_duration"]
 

@@ -27,10 +27,10 @@ from bus.llm import (
     create_model,
 )
 
+from .._orchestrator import Orchestrator
+from .._pipeline import StepResult
+from .._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
 from ._commands import EXIT_AGENT_ERROR, EXIT_OK, connect_options
-from ._orchestrator import Orchestrator
-from ._pipeline import StepResult
-from ._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
 
 __all__ = ["MODEL_ENV", "cmd_ask"]
 

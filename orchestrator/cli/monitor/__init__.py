@@ -1,0 +1,1 @@
+"""The terminal monitor: the status feed, the fleet view, its table and screen."""
