@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import msgspec
 
+from actors.llm.models import ChatMessage, ChatModel, ModelError
 from bus import ConfigError
-from bus.llm import ChatMessage, ChatModel, ModelError
 
 from ._pipeline import Step, StepResult
 from ._plan import catalogue_of, check_plan, plan_schema, render_catalogue

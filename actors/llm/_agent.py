@@ -22,7 +22,6 @@ from typing import Any
 import msgspec
 
 from bus import AgentMessage, CallboardError, ConfigError, validate_capability
-from bus.llm import ChatMessage, ChatModel, ModelSettings, create_model
 
 from .._agent import Agent, Capability
 from .._context import DEFAULT_DISCOVERY_WAIT, TaskContext, current_context
@@ -31,6 +30,7 @@ from ._loop import DEFAULT_MAX_TOOL_ROUNDS, AgentLoop
 from ._output import OutputContract
 from ._progress import DEFAULT_PROGRESS_INTERVAL
 from ._tools import CapabilityTool, Tool, as_tool
+from .models import ChatMessage, ChatModel, ModelSettings, create_model
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "LLMAgent", "LLMInput", "Prompt"]
 

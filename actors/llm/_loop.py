@@ -15,12 +15,12 @@ import anyio
 import msgspec
 
 from bus import CallboardError, ConfigError, TaskCancelled, TaskTimeout, now_ms
-from bus.llm import ChatMessage, ChatModel, ModelResponseError, ToolCall
 
 from ._errors import ToolError, ToolRoundsExceeded, UnknownTool
 from ._output import InvalidOutput, OutputContract
 from ._progress import DEFAULT_PROGRESS_INTERVAL, ProgressReport, TokenProgress
 from ._tools import Tool
+from .models import ChatMessage, ChatModel, ModelResponseError, ToolCall
 
 __all__ = ["DEFAULT_MAX_TOOL_ROUNDS", "AgentLoop"]
 

@@ -23,7 +23,6 @@ import anyio
 import msgspec
 
 from bus import CallboardError, ConfigError, validate_capability
-from bus.llm import ToolSpec
 from bus.micro import CapabilityInfo
 
 from .._context import current_context
@@ -36,6 +35,7 @@ from ._schema import (
     single_struct_parameter,
     wrap_as_object,
 )
+from .models import ToolSpec
 
 __all__ = ["CapabilityTool", "FunctionTool", "Tool", "as_tool", "tool", "tool_name"]
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import msgspec
 
-from bus import CallboardError, connect
-from bus.llm import (
+from actors.llm.models import (
     ChatModel,
     ModelError,
     ModelNotFound,
@@ -26,6 +25,7 @@ from bus.llm import (
     ModelUnavailable,
     create_model,
 )
+from bus import CallboardError, connect
 
 from .._orchestrator import Orchestrator
 from .._pipeline import StepResult

@@ -28,11 +28,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
+from actors.llm.models import DEFAULT_MODEL_TIMEOUT
 from bus import (
     DEFAULT_PREFIX,
     CallboardError,
 )
-from bus.llm import DEFAULT_MODEL_TIMEOUT
 
 from .._live import DEFAULT_HEARTBEAT_TIMEOUT
 from .._logging import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, configure_logging, resolve_log_format

@@ -12,8 +12,7 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from actors import AgentHost, EchoAgent, LLMAgent, MathAgent
-from bus import AgentError, TaskClient
-from bus.llm import (
+from actors.llm.models import (
     ChatMessage,
     ModelResponseError,
     ModelUnavailable,
@@ -22,6 +21,7 @@ from bus.llm import (
     ToolCall,
     tool_call,
 )
+from bus import AgentError, TaskClient
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 
 import actors
 from actors import AgentHost, EchoAgent, MathAgent, SummarizeAgent
-from bus.llm import ModelUnavailable, ScriptedCall, ScriptedModel
+from actors.llm.models import ModelUnavailable, ScriptedCall, ScriptedModel
 from orchestrator import (
     AgentInfo,
     AggregationError,

@@ -29,7 +29,7 @@ from llm_servers import (
     closed_port_url,
 )
 
-from bus.llm import (
+from actors.llm.models import (
     ChatMessage,
     ChatModel,
     ModelError,
@@ -42,8 +42,8 @@ from bus.llm import (
     ToolSpec,
     create_model,
 )
-from bus.llm._ollama import OllamaModel
-from bus.llm._openai import OpenAIModel
+from actors.llm.models._ollama import OllamaModel
+from actors.llm.models._openai import OpenAIModel
 
 pytestmark = pytest.mark.anyio
 

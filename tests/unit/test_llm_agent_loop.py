@@ -10,8 +10,7 @@ import pytest
 
 from actors import DaemonConfig, build_agents
 from actors.llm import LLMAgent, Prompt, TokenProgress, ToolRoundsExceeded, tool
-from bus import AgentMessage, ConfigError, MessageType
-from bus.llm import (
+from actors.llm.models import (
     ChatMessage,
     ModelResponseError,
     ModelUnavailable,
@@ -21,6 +20,7 @@ from bus.llm import (
     ToolCall,
     tool_call,
 )
+from bus import AgentMessage, ConfigError, MessageType
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from actors.builtins import MathInput, SummarizeInput
+from actors.llm.models import ChatMessage, ModelUnavailable, ScriptedModel
 from bus import ErrorInfo
-from bus.llm import ChatMessage, ModelUnavailable, ScriptedModel
 from orchestrator import (
     AgentInfo,
     AggregationError,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from actors.llm.models import DEFAULT_OLLAMA_URL, DEFAULT_OPENAI_URL, ModelSettings, ollama_base_url
 from bus import ConfigError
-from bus.llm import DEFAULT_OLLAMA_URL, DEFAULT_OPENAI_URL, ModelSettings, ollama_base_url
 
 
 @pytest.mark.parametrize(

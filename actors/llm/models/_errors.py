@@ -11,7 +11,7 @@ lets one propagate fails its task with a fitting code and the cause::
 
 from __future__ import annotations
 
-from .._errors import TaskError
+from bus import TaskError
 
 __all__ = [
     "ModelError",

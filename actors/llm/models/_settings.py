@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .._errors import ConfigError
+from bus import ConfigError
+
 from ._chat import ChatModel
 
 __all__ = [
