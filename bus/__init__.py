@@ -17,7 +17,6 @@ from ._connect import (
     split_servers,
     unsubscribe_all,
 )
-from ._connection_metrics import ConnectionMetrics, ConnectionState
 from ._errors import (
     AgentError,
     AgentOverloaded,
@@ -38,8 +37,6 @@ from ._errors import (
     TaskTimeout,
     UnknownTask,
 )
-from ._exposition import HealthCheck, MetricsServer, parse_metrics_address
-from ._fleet_metrics import FleetMetrics
 from ._ids import new_agent_suffix, new_task_id, validate_task_id
 from ._messages import (
     PROTOCOL_VERSION,
@@ -62,7 +59,12 @@ from ._messages import (
     TaskState,
     now_ms,
 )
-from ._metrics import (
+from ._server import EmbeddedServer, find_nats_server
+from ._subjects import DEFAULT_PREFIX, QUEUE_GROUP, Subjects, validate_agent_id, validate_capability
+from .observability._connection_metrics import ConnectionMetrics, ConnectionState
+from .observability._exposition import HealthCheck, MetricsServer, parse_metrics_address
+from .observability._fleet_metrics import FleetMetrics
+from .observability._metrics import (
     DISPATCH_OUTCOMES,
     DURATION_BUCKETS,
     AgentMetrics,
@@ -71,8 +73,6 @@ from ._metrics import (
     DispatchMetrics,
     dispatch_outcome,
 )
-from ._server import EmbeddedServer, find_nats_server
-from ._subjects import DEFAULT_PREFIX, QUEUE_GROUP, Subjects, validate_agent_id, validate_capability
 
 __all__ = [
     "DEFAULT_PREFIX",

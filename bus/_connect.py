@@ -20,8 +20,8 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
-from ._connection_metrics import ConnectionMetrics
 from ._errors import ConfigError, ConnectionFailed
+from .observability._connection_metrics import ConnectionMetrics
 
 __all__ = [
     "DEFAULT_URL",

@@ -31,8 +31,8 @@ from bus import (
     env_fields,
 )
 from bus.codec import OPERATION
+from bus.observability._logging import Announcer
 
-from .._logging import Announcer
 from .._orchestrator import Orchestrator
 from .._pipeline import StepFailed, StepResult, load_pipeline
 from .._router import NoRouteError

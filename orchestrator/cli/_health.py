@@ -37,8 +37,8 @@ from bus import (
     parse_metrics_address,
 )
 from bus.codec import OPERATION
+from bus.observability._logging import Announcer
 
-from .._logging import Announcer
 from .._registry import discover_agents
 from ._commands import (
     EXIT_CONNECTION,

@@ -33,9 +33,15 @@ from bus import (
     DEFAULT_PREFIX,
     CallboardError,
 )
+from bus.observability._logging import (
+    LOG_FORMAT_ENV,
+    LOG_FORMATS,
+    Announcer,
+    configure_logging,
+    resolve_log_format,
+)
 
 from .._live import DEFAULT_HEARTBEAT_TIMEOUT
-from .._logging import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, configure_logging, resolve_log_format
 from ._ask import MODEL_ENV, cmd_ask
 from ._commands import (
     CONNECTION_FLAGS,

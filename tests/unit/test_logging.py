@@ -13,7 +13,7 @@ import pytest
 
 from actors._tasklog import log_outcome, task_logger
 from bus import ConfigError, ErrorInfo
-from orchestrator._logging import (
+from bus.observability._logging import (
     LOG_FORMAT_ENV,
     Announcer,
     JsonFormatter,

@@ -24,7 +24,7 @@ import anyio
 import msgspec
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from ._errors import CallboardError, ConfigError
+from .._errors import CallboardError, ConfigError
 
 __all__ = ["DEFAULT_METRICS_HOST", "HealthCheck", "MetricsServer", "parse_metrics_address"]
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import msgspec
 
-from bus import ConfigError
+from .._errors import ConfigError
 
 __all__ = [
     "LOG_FORMATS",

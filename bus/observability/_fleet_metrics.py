@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-from ._messages import Cancelled, Completed, Failed, Heartbeat, Offline, Online, StatusEvent
+from .._messages import Cancelled, Completed, Failed, Heartbeat, Offline, Online, StatusEvent
 from ._metrics import DURATION_BUCKETS, label_sets
 
 __all__ = ["FleetMetrics"]

@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
-from ._errors import NoAgentError, TaskCancelled, TaskTimeout
-from ._messages import AgentState, TaskState
+from .._errors import NoAgentError, TaskCancelled, TaskTimeout
+from .._messages import AgentState, TaskState
 
 __all__ = [
     "DISPATCH_OUTCOMES",
