@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from actors.llm.models import (
+    DEFAULT_MODEL_TIMEOUT,
     ChatModel,
     ModelError,
     ModelNotFound,
@@ -30,12 +31,52 @@ from bus import CallboardError, connect
 from .._orchestrator import Orchestrator
 from .._pipeline import StepResult
 from .._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
-from ._commands import EXIT_AGENT_ERROR, EXIT_OK, connect_options
+from ._common import Subcommands, connect_options
+from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 
-__all__ = ["MODEL_ENV", "cmd_ask"]
+__all__ = ["MODEL_ENV", "cmd_ask", "register"]
 
 MODEL_ENV = "CALLBOARD_MODEL"
 """The environment variable that names the default ``--model``."""
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``ask`` and its flags to the parser."""
+    p = commands.add("ask", cmd_ask, "run a request in plain words: decompose, route, aggregate")
+    p.add_argument("request", help="what to do, e.g. \"calculate 6*7, then summarize '...'\"")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default 30)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    g = p.add_argument_group(
+        "model",
+        "plan the steps and write the answer with a language model; without one, the "
+        "request is split at sentences and 'then', and the results are joined",
+    )
+    g.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help=f"the model, e.g. llama3.2 (env {MODEL_ENV}; '' for no model)",
+    )
+    g.add_argument(
+        "--provider",
+        choices=("ollama", "openai"),
+        default="ollama",
+        help="ollama, or any OpenAI-compatible server (default ollama)",
+    )
+    g.add_argument(
+        "--model-url",
+        default=None,
+        metavar="URL",
+        help="the model server (env OLLAMA_HOST or OPENAI_BASE_URL; "
+        "default the local Ollama or api.openai.com)",
+    )
+    g.add_argument(
+        "--model-timeout",
+        type=float,
+        default=DEFAULT_MODEL_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds to wait for each answer of the model (default {DEFAULT_MODEL_TIMEOUT:g})",
+    )
 
 
 async def cmd_ask(args: argparse.Namespace) -> int:

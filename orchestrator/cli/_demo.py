@@ -8,6 +8,7 @@ the agent side and the director side meet.)
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from typing import Any, TextIO
@@ -20,9 +21,11 @@ from actors import AgentHost, EchoAgent, MathAgent, SummarizeAgent
 from bus import EmbeddedServer, Offline, TaskEvent, connect
 
 from .._orchestrator import Orchestrator
-from .monitor._feed import follow_status, format_status
+from ._common import Subcommands
+from ._exit_codes import EXIT_OK
+from .monitor import follow_status, format_status
 
-__all__ = ["DEMO_PIPELINE", "run_demo"]
+__all__ = ["DEMO_PIPELINE", "cmd_demo", "register", "run_demo"]
 
 DEMO_TEXT = (
     "NATS is a connective technology for distributed systems. "
@@ -41,6 +44,17 @@ DEMO_PIPELINE: list[dict[str, Any]] = [
         "payload": {"summary": "$steps.summary.summary", "answer": "$steps.answer.value"},
     },
 ]
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``demo`` to the parser."""
+    commands.add("demo", cmd_demo, "start a server and agents, run a pipeline, show the events")
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the zero-setup demo."""
+    await run_demo()
+    return EXIT_OK
 
 
 async def run_demo(out: TextIO = sys.stdout) -> None:

@@ -8,7 +8,7 @@ Two ways to ask, for two kinds of probe:
 - ``--agent ID`` or ``--capability NAME`` ping agents on their direct address
   over NATS (``Agent-Op: ping``): whether the bus reaches them, from anywhere.
 
-The exit code is the answer (``HEALTH_EXIT_CODES``); stdout says why in a line,
+The exit code is the answer (``health_exit_codes_epilog``); stdout says why in a line,
 or as JSON with ``--json``.
 """
 
@@ -40,39 +40,32 @@ from bus.codec import OPERATION
 from bus.observability._logging import Announcer
 
 from .._registry import discover_agents
-from ._commands import (
+from ._common import Subcommands, connect_options
+from ._exit_codes import (
     EXIT_CONNECTION,
     EXIT_NO_AGENT,
     EXIT_OK,
     EXIT_TIMEOUT,
-    connect_options,
+    EXIT_UNHEALTHY,
+    health_exit_codes_epilog,
 )
 
-__all__ = [
-    "DEFAULT_HEALTH_TIMEOUT",
-    "EXIT_UNHEALTHY",
-    "HEALTH_EXIT_CODES",
-    "add_health_arguments",
-    "cmd_health",
-    "ping_agent",
-]
+__all__ = ["DEFAULT_HEALTH_TIMEOUT", "cmd_health", "ping_agent", "register"]
 
 DEFAULT_HEALTH_TIMEOUT = 3.0
 """Seconds to wait for ``/healthz`` or a ping: less than a probe's period."""
 DISCOVERY_WAIT = 0.5
 """Seconds ``--capability`` collects the INFO replies of the agents before pinging them."""
-EXIT_UNHEALTHY = 1
-"""``/healthz`` answered, but not 200: draining, disconnected or no agent serving."""
-HEALTH_EXIT_CODES = (
-    "0 healthy (or the agents answered), 1 unhealthy (/healthz said 503: draining, "
-    "disconnected, no agent serving), 2 usage error, 3 no such agent or capability, "
-    "4 no answer within --timeout, 5 cannot reach the daemon's /healthz or NATS"
-)
 
 
-def add_health_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the flags of ``callboard health`` to its subcommand's parser (built in ``cli``)."""
-    p.epilog = f"Exit codes: {HEALTH_EXIT_CODES}."
+def register(commands: Subcommands) -> None:
+    """Add ``health`` and its flags to the parser."""
+    p = commands.add(
+        "health",
+        cmd_health,
+        "say whether a daemon is connected and serving, by exit code (for probes)",
+    )
+    p.epilog = health_exit_codes_epilog()
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--url", default=None, help="the daemon's /healthz URL, e.g. http://127.0.0.1:9464/healthz"

@@ -11,7 +11,7 @@ With ``--metrics ADDR`` or the table, the whole stream of the prefix is read
 (the filters then choose what is printed or shown), the agents already up are
 found with one discovery before "following" is printed, and a sweep every
 second expires silent agents and forgets long-gone ones
-(``orchestrator._fleet_view``), for the table and the metrics alike.
+(``monitor/_fleet_view.py``), for the table and the metrics alike.
 """
 
 from __future__ import annotations
@@ -41,20 +41,83 @@ from bus import (
     env_fields,
 )
 
+from .._live import DEFAULT_HEARTBEAT_TIMEOUT
 from .._registry import discover_agents
-from ._commands import EXIT_OK, connect_flags
-from ._durable import parse_duration
-from .monitor._feed import follow_status, format_status, replay_and_follow_status, status_subject
-from .monitor._fleet_table import render_table
-from .monitor._fleet_view import FleetView, fleet_totals
-from .monitor._screen import LiveScreen
+from ._common import Subcommands, connect_flags, parse_duration
+from ._exit_codes import EXIT_OK
+from .monitor import (
+    DEFAULT_FORGET_AFTER,
+    FleetView,
+    LiveScreen,
+    fleet_totals,
+    follow_status,
+    format_status,
+    render_table,
+    replay_and_follow_status,
+    status_subject,
+)
 
-__all__ = ["REFRESH_INTERVAL", "MonitorMetrics", "cmd_monitor", "output_mode"]
+__all__ = ["REFRESH_INTERVAL", "MonitorMetrics", "cmd_monitor", "output_mode", "register"]
 
 REFRESH_INTERVAL = 1.0
 """Seconds between two redraws of the table (and two sweeps of the fleet)."""
 DISCOVERY_WAIT = 0.5
 """Seconds to collect the INFO replies of the agents already up at start."""
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``monitor`` and its flags to the parser."""
+    p = commands.add(
+        "monitor",
+        cmd_monitor,
+        "watch the agents: a live table on a terminal, else one line per status event",
+    )
+    p.add_argument("--agent", default=None, help="only this agent's events (or row)")
+    p.add_argument(
+        "--state", default=None, help="only events of this state (e.g. failed); implies --follow"
+    )
+    output = p.add_mutually_exclusive_group()
+    output.add_argument(
+        "--follow",
+        action="store_true",
+        help="one line per event instead of the table (the default when stdout is not a terminal)",
+    )
+    output.add_argument(
+        "--json", action="store_true", help="each event as its raw JSON, one a line"
+    )
+    p.add_argument(
+        "--count", type=int, default=0, help="exit after this many events; implies --follow"
+    )
+    p.add_argument(
+        "--since",
+        default=None,
+        metavar="DURATION",
+        help="first replay the events kept in the status stream from this long ago "
+        "(e.g. 10m; needs daemons with a [durable] section), then go on live",
+    )
+    p.add_argument(
+        "--metrics",
+        default=None,
+        metavar="ADDR",
+        help="serve the fleet's /metrics and /healthz on ADDR (PORT or HOST:PORT, loopback "
+        "unless a host is given)",
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=DEFAULT_HEARTBEAT_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds of silence after which an agent counts as expired "
+        f"(default {DEFAULT_HEARTBEAT_TIMEOUT:g}, as the orchestrator's registry)",
+    )
+    p.add_argument(
+        "--forget-after",
+        type=float,
+        default=DEFAULT_FORGET_AFTER,
+        metavar="SECONDS",
+        help="seconds an offline or expired agent stays in the table and in /metrics "
+        f"(default {DEFAULT_FORGET_AFTER:g})",
+    )
 
 
 def output_mode(args: argparse.Namespace, *, tty: bool) -> str:

@@ -11,7 +11,7 @@ from system_support import Daemon, run_cli
 
 from bus import new_agent_suffix, new_task_id
 from orchestrator.cli import EXIT_AGENT_ERROR, EXIT_NO_AGENT, EXIT_OK, EXIT_USAGE
-from orchestrator.cli._durable import parse_duration
+from orchestrator.cli._common import parse_duration
 
 pytestmark = pytest.mark.system
 

@@ -1,0 +1,71 @@
+"""``callboard submit``: dispatch one task and print its result as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import msgspec
+
+from bus import connect
+
+from .._orchestrator import Orchestrator
+from ._common import Subcommands, connect_options, parse_json
+from ._exit_codes import EXIT_OK
+
+__all__ = ["cmd_submit", "register"]
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``submit`` and its flags to the parser."""
+    p = commands.add("submit", cmd_submit, "dispatch one task and print its result as JSON")
+    p.add_argument("capability", help="the capability to send the task to")
+    p.add_argument(
+        "payload", nargs="?", default="null", help="the payload as JSON, or - to read stdin"
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.add_argument("--task-id", default=None, help="task ID to use (to retry a task)")
+    p.add_argument("--agent", default=None, help="send to this agent id directly")
+    p.add_argument("--sender", default="cli", help="the Agent-Sender header (default cli)")
+    p.add_argument("--pretty", action="store_true", help="indent the JSON result")
+    p.add_argument(
+        "--durable",
+        action="store_true",
+        help="store the task in JetStream: it waits for an agent, survives restarts, is "
+        "retried, and its result can be fetched later ('callboard result TASK_ID')",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with --durable: print the task's record (with its ID) and exit at once",
+    )
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    """Dispatch one task and print its result."""
+    text = sys.stdin.read() if args.payload == "-" else args.payload
+    payload = parse_json(text, "the payload")
+    durable = args.durable or args.no_wait
+    async with connect(options=connect_options(args)) as nc:
+        orchestrator = Orchestrator(nc, prefix=args.prefix, name=args.sender)
+        if args.no_wait:
+            record = await orchestrator.durable.client.submit(
+                args.capability, payload, task_id=args.task_id
+            )
+            sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+            return EXIT_OK
+        reply = await orchestrator.request(
+            args.capability,
+            payload,
+            timeout=args.timeout,
+            task_id=args.task_id,
+            agent_id=args.agent,
+            durable=durable,
+        )
+    if args.verbose:
+        print(f"task {reply.task_id} answered by {reply.sender}", file=sys.stderr)
+    encoded = msgspec.json.encode(reply.payload)
+    if args.pretty:
+        encoded = msgspec.json.format(encoded, indent=2)
+    sys.stdout.write(encoded.decode() + "\n")
+    return EXIT_OK
