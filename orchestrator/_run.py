@@ -15,21 +15,54 @@ failed (a step failed, the aggregator failed, or it was cancelled).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
-from bus import CallboardError, new_task_id
+from bus import AgentMessage, CallboardError, new_task_id
 
-from ._decompose import payload_from_text, reference_problems
+from ._decompose import Aggregator, Decomposer, payload_from_text, reference_problems
+from ._metrics import OrchestratorMetrics
 from ._pipeline import PipelineError, Step, StepFailed, StepResult, step_label
 from ._references import resolve_references
-from ._router import NoRouteError
+from ._registry import AgentInfo
+from ._router import NoRouteError, Route
 
-if TYPE_CHECKING:
-    from ._orchestrator import Orchestrator
+__all__ = ["RunResult", "Runner", "run_request"]
 
-__all__ = ["RunResult", "run_request"]
+
+class Runner(Protocol):
+    """What a run needs of the director (``Orchestrator`` is one).
+
+    A protocol rather than the class, so this module and ``_orchestrator``
+    (which calls ``run_request``) do not import each other.
+    """
+
+    outstanding: dict[str, int]
+    """Tasks in flight per agent id ("" for the queue group), read by the router."""
+
+    @property
+    def agents(self) -> list[AgentInfo]: ...
+    @property
+    def decomposer(self) -> Decomposer: ...
+    @property
+    def aggregator(self) -> Aggregator: ...
+    @property
+    def metrics(self) -> OrchestratorMetrics | None: ...
+
+    async def discover(self, *, wait: float = ...) -> list[AgentInfo]: ...
+    async def find_agent(self, capability: str, *, refresh: bool = ...) -> AgentInfo | None: ...
+    async def route(self, text: str) -> Route: ...
+    async def request(
+        self,
+        capability: str,
+        payload: Any,
+        *,
+        timeout: float | None = ...,
+        task_id: str | None = ...,
+        seq: int | None = ...,
+        agent_id: str | None = ...,
+    ) -> AgentMessage: ...
 
 
 class RunResult(msgspec.Struct, kw_only=True):
@@ -52,7 +85,7 @@ class _Planned(msgspec.Struct, frozen=True):
     literal: bool  # a payload made from text is sent as it is, never resolved
 
 
-async def run_request(orch: Orchestrator, request: str, *, timeout: float | None) -> RunResult:
+async def run_request(orch: Runner, request: str, *, timeout: float | None) -> RunResult:
     """Decompose, check, dispatch in order, aggregate (see ``Orchestrator.run``)."""
     if not orch.agents:
         await orch.discover()
@@ -77,7 +110,7 @@ async def run_request(orch: Orchestrator, request: str, *, timeout: float | None
 
 
 async def _run_steps(
-    orch: Orchestrator, planned: list[_Planned], timeout: float | None, outcomes: list[str]
+    orch: Runner, planned: list[_Planned], timeout: float | None, outcomes: list[str]
 ) -> list[StepResult]:
     """Dispatch the planned steps in order; ``outcomes`` says how far they got."""
     results: list[StepResult] = []
@@ -106,7 +139,7 @@ async def _run_steps(
     return results
 
 
-async def _plan(orch: Orchestrator, seq: int, item: str | Step) -> _Planned:
+async def _plan(orch: Runner, seq: int, item: str | Step) -> _Planned:
     """Bind one decomposer item to a live capability, before anything is dispatched."""
     if isinstance(item, Step):
         if await orch.find_agent(item.capability) is None:
@@ -125,7 +158,7 @@ async def _plan(orch: Orchestrator, seq: int, item: str | Step) -> _Planned:
 
 
 async def _dispatch(
-    orch: Orchestrator,
+    orch: Runner,
     seq: int,
     plan: _Planned,
     payload: Any,

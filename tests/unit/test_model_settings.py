@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from actors.llm.models import DEFAULT_OLLAMA_URL, DEFAULT_OPENAI_URL, ModelSettings, ollama_base_url
@@ -88,3 +91,19 @@ def test_from_mapping_names_the_bad_field() -> None:
         ModelSettings.from_mapping({"model": "m", "tmeout": 5})
     with pytest.raises(ConfigError, match="provider"):
         ModelSettings.from_mapping({"model": "m", "provider": "anthropic"})
+
+
+def test_without_the_llm_extra_the_models_import_and_asking_for_a_client_names_the_extra() -> None:
+    """httpx missing: the package (and so every agent and the CLI) still imports."""
+    code = (
+        "import sys; sys.modules['httpx'] = None\n"
+        "from bus import ConfigError\n"
+        "from actors.llm.models import ModelSettings, create_model\n"
+        "try:\n"
+        "    create_model(ModelSettings(model='llama3.2'), environ={})\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'callboard[llm]'" in done.stdout

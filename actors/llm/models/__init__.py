@@ -16,13 +16,13 @@ from ._errors import (
     ModelResponseError,
     ModelUnavailable,
 )
+from ._factory import create_model
 from ._scripted import ScriptedCall, ScriptedModel, ScriptEntry, tool_call
 from ._settings import (
     DEFAULT_MODEL_TIMEOUT,
     DEFAULT_OLLAMA_URL,
     DEFAULT_OPENAI_URL,
     ModelSettings,
-    create_model,
     ollama_base_url,
 )
 

@@ -2,9 +2,7 @@
 
 The daemon TOML (an agent's ``model`` table), the environment
 (``OLLAMA_HOST``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``) and CLI flags all
-fill ``ModelSettings``; ``create_model`` turns it into a client. The HTTP
-clients need the ``llm`` extra (``pip install 'callboard[llm]'``); they are
-imported only when asked for, so ``bus`` itself does not depend on httpx.
+fill ``ModelSettings``; ``create_model`` (``_factory``) turns it into a client.
 """
 
 from __future__ import annotations
@@ -18,14 +16,11 @@ import msgspec
 
 from bus import ConfigError
 
-from ._chat import ChatModel
-
 __all__ = [
     "DEFAULT_MODEL_TIMEOUT",
     "DEFAULT_OLLAMA_URL",
     "DEFAULT_OPENAI_URL",
     "ModelSettings",
-    "create_model",
     "ollama_base_url",
 ]
 
@@ -123,25 +118,3 @@ def ollama_base_url(host: str) -> str:
         hostname = f"[{hostname}]"
     port = parts.port or (443 if parts.scheme == "https" and ":" not in parts.netloc else 11434)
     return f"{parts.scheme}://{hostname}:{port}{parts.path}"
-
-
-def create_model(settings: ModelSettings, environ: Mapping[str, str] | None = None) -> ChatModel:
-    """A client for ``settings`` (base URL and key resolved from the environment).
-
-    Raises:
-        ConfigError: the ``llm`` extra is not installed.
-    """
-    resolved = settings.resolved(environ)
-    try:
-        if resolved.provider == "ollama":
-            from ._ollama import OllamaModel
-
-            return OllamaModel(resolved)
-        from ._openai import OpenAIModel
-
-        return OpenAIModel(resolved)
-    except ImportError as exc:
-        raise ConfigError(
-            f"the {resolved.provider} model client needs httpx: "
-            f"pip install 'callboard[llm]' ({exc})"
-        ) from exc
