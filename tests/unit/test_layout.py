@@ -132,3 +132,28 @@ def test_no_product_module_is_over_500_lines(path: Path) -> None:
         pytest.skip("exempt until the hot-path branch splits it")
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
+
+
+def _readme_map() -> list[str]:
+    """The paths the README's "Where things live" map names, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Where things live\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip()]
+
+
+def test_every_path_in_the_readme_map_exists() -> None:
+    paths = _readme_map()
+    assert paths, "the README has no 'Where things live' map"
+    missing = [path for path in paths if not (ROOT / path).is_dir()]
+    assert not missing
+
+
+def test_the_readme_map_names_every_product_package() -> None:
+    named = {path.rstrip("/") for path in _readme_map()}
+    packages = {
+        str(path.parent.relative_to(ROOT))
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("__init__.py")
+    }
+    assert packages - named == set()
