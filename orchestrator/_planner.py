@@ -7,7 +7,7 @@ servers which can enforce it do. The plan is checked against the live
 capabilities before anything is dispatched; when it is wrong the model is told
 exactly what is wrong, once, and a second bad plan is a ``PlanError``. The
 aggregator asks the model to answer the request from the step results. Both
-take any ``ChatModel``, so tests drive them with ``bus.llm.ScriptedModel``.
+take any ``ChatModel``, so tests drive them with ``actors.llm.models.ScriptedModel``.
 """
 
 from __future__ import annotations

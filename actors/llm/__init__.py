@@ -1,7 +1,7 @@
 """The LLM-backed agent: a language model with tools, in an agent loop.
 
 ``LLMAgent`` serves a capability (``chat`` by default) with a model from
-``bus.llm``; its tools are Python callables (``tool``, ``FunctionTool``) or
+``actors.llm.models``; its tools are Python callables (``tool``, ``FunctionTool``) or
 other agents' capabilities on the bus (``CapabilityTool``, ``delegate=``).
 ``AgentLoop`` is the loop itself, usable without the bus.
 """

@@ -3,7 +3,7 @@
 A failed tool call is not the task's failure: the loop sends the error back
 to the model as the tool's result, so the model can correct its arguments or
 try another way. Only the round limit fails the task from here (model
-errors come from ``bus.llm``)::
+errors come from ``actors.llm.models``)::
 
     TaskError
     ├── ToolRoundsExceeded (500)      the model was still calling tools at the limit

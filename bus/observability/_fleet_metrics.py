@@ -9,7 +9,7 @@ Time is not kept here: whoever feeds the events decides when a silent agent has
 expired (``expire``: up 0, out of the live counts) and when a gone agent's
 series are deleted (``forget``), so that agents with random ids come and go
 without the series piling up. ``callboard monitor`` does both (see
-``orchestrator._fleet_view``).
+``orchestrator.cli.monitor``).
 """
 
 from __future__ import annotations
