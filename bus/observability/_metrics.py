@@ -10,22 +10,20 @@ one. Hot paths bind their label children once (``AgentMetrics.bind`` when a
 runner starts), so a task costs a few ``inc``/``observe`` calls and no lookup
 by label.
 
-Those calls are cheap too: the counters and histograms here are
-prometheus_client's, with a value that takes no lock (one event loop writes,
-a scrape reads; under the GIL a reader sees a value before or after an
-increment, never a torn one) and a histogram that finds its bucket by
-bisection. In prometheus_client's multiprocess mode they are the stock ones.
+Those calls are cheap too: the counters and histograms on the hot paths are
+``LoopCounter`` and ``LoopHistogram``, from the one module that reaches into
+prometheus_client (``_prometheus``).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .._errors import NoAgentError, TaskCancelled, TaskTimeout
 from .._messages import AgentState, TaskState
+from ._prometheus import LoopCounter, LoopHistogram
 
 __all__ = [
     "DISPATCH_OUTCOMES",
@@ -47,68 +45,6 @@ DISPATCH_OUTCOMES = ("ok", "no_agent", "timeout", "agent_error", "cancelled")
 """How a dispatched (or delegated) task ended, the ``outcome`` label."""
 _REJECT_REASONS = ("overloaded", "draining")
 _STATES: tuple[str, ...] = tuple(s.value for s in (*AgentState, *TaskState))
-
-
-_LOCK_FREE = values.ValueClass is values.MutexValue
-"""False in prometheus_client's multiprocess mode, whose values live in files."""
-
-
-class _LoopValue:
-    """``MutexValue`` without the mutex: written from the event loop only."""
-
-    __slots__ = ("_exemplar", "_value")
-    _multiprocess = False
-
-    def __init__(self) -> None:
-        self._value = 0.0
-        self._exemplar: object = None
-
-    def inc(self, amount: float) -> None:
-        self._value += amount
-
-    def set(self, value: float, timestamp: float | None = None) -> None:
-        self._value = value
-
-    def set_exemplar(self, exemplar: object) -> None:
-        self._exemplar = exemplar
-
-    def get(self) -> float:
-        return self._value
-
-    def get_exemplar(self) -> object:
-        return self._exemplar
-
-
-class _Counter(Counter):
-    """A ``Counter`` whose children count without a lock or per-call checks."""
-
-    def _metric_init(self) -> None:
-        super()._metric_init()
-        if _LOCK_FREE:
-            self._value = _LoopValue()
-
-    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
-        if exemplar is None and amount >= 0 and _LOCK_FREE and self._labelvalues:
-            self._value.inc(amount)
-        else:
-            super().inc(amount, exemplar)
-
-
-class _Histogram(Histogram):
-    """A ``Histogram`` whose children observe without a lock, by bisection."""
-
-    def _metric_init(self) -> None:
-        super()._metric_init()
-        if _LOCK_FREE:
-            self._sum = _LoopValue()
-            self._buckets = [_LoopValue() for _ in self._buckets]
-
-    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
-        if exemplar is None and _LOCK_FREE and self._labelvalues and amount == amount:
-            self._sum.inc(amount)
-            self._buckets[bisect_left(self._upper_bounds, amount)].inc(1)
-        else:
-            super().observe(amount, exemplar)
 
 
 def dispatch_outcome(error: BaseException | None) -> str:
@@ -137,7 +73,7 @@ class AgentMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         def counter(name: str, doc: str, *labels: str) -> Counter:
-            return _Counter(name, doc, labels, registry=registry)
+            return LoopCounter(name, doc, labels, registry=registry)
 
         def gauge(name: str, doc: str, *labels: str) -> Gauge:
             return Gauge(name, doc, labels, registry=registry)
@@ -165,7 +101,7 @@ class AgentMetrics:
             "Tasks refused before running (overloaded or draining)",
             *("agent", "capability", "reason"),
         )
-        self.duration = _Histogram(
+        self.duration = LoopHistogram(
             "callboard_agent_task_duration_seconds",
             "Handler time of completed and failed tasks",
             ("agent", "capability"),
@@ -293,29 +229,29 @@ class DispatchMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.dispatches = _Counter(
+        self.dispatches = LoopCounter(
             "callboard_dispatch_total",
             "Tasks dispatched, by outcome",
             ("capability", "outcome"),
             registry=registry,
         )
-        self.duration = _Histogram(
+        self.duration = LoopHistogram(
             "callboard_dispatch_duration_seconds",
             "Request to reply latency, every outcome",
             ("capability",),
             registry=registry,
             buckets=DURATION_BUCKETS,
         )
-        self.retries = _Counter(
+        self.retries = LoopCounter(
             "callboard_dispatch_retries_total",
             "Retry attempts made by the retry policy",
             ("capability",),
             registry=registry,
         )
-        self.pipeline_runs = _Counter(
+        self.pipeline_runs = LoopCounter(
             "callboard_pipeline_runs_total", "Pipeline runs", ("outcome",), registry=registry
         )
-        self.pipeline_steps = _Counter(
+        self.pipeline_steps = LoopCounter(
             "callboard_pipeline_steps_total", "Pipeline steps", ("outcome",), registry=registry
         )
         self.live_agents = Gauge(

@@ -17,7 +17,9 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from bus.observability._metrics import DURATION_BUCKETS, _Counter, _Histogram
+from bus.observability._metrics import DURATION_BUCKETS
+from bus.observability._prometheus import LoopCounter as _Counter
+from bus.observability._prometheus import LoopHistogram as _Histogram
 from bus.wire import header_block, parse_header_lines
 
 
