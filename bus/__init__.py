@@ -18,6 +18,7 @@ from ._connect import (
     unsubscribe_all,
 )
 from ._errors import (
+    WIRE_ERRORS,
     AgentError,
     AgentOverloaded,
     BadInput,
@@ -26,6 +27,7 @@ from ._errors import (
     ConnectionFailed,
     DeadlineExceeded,
     DelegationError,
+    DependencyFailed,
     DispatchError,
     Draining,
     NoAgentError,
@@ -35,7 +37,9 @@ from ._errors import (
     TaskError,
     TaskStillPending,
     TaskTimeout,
+    UnknownCapability,
     UnknownTask,
+    UsageError,
 )
 from ._ids import new_agent_suffix, new_task_id, validate_task_id
 from ._messages import (
@@ -83,6 +87,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "QUEUE_GROUP",
     "STATUS_EVENT_TYPES",
+    "WIRE_ERRORS",
     "Accepted",
     "AgentError",
     "AgentMessage",
@@ -102,6 +107,7 @@ __all__ = [
     "ConnectionState",
     "DeadlineExceeded",
     "DelegationError",
+    "DependencyFailed",
     "DispatchError",
     "DispatchMetrics",
     "Draining",
@@ -129,7 +135,9 @@ __all__ = [
     "TaskState",
     "TaskStillPending",
     "TaskTimeout",
+    "UnknownCapability",
     "UnknownTask",
+    "UsageError",
     "close_connection",
     "codec",
     "connect",
