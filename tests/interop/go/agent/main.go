@@ -1,0 +1,205 @@
+// A callboard agent written in Go with nats.go's micro package: the "Write an agent in
+// Go" example of the README, and the agent of tests/system/test_go_interop.py.
+//
+// It serves one capability, wordcount ({"text": "..."} -> {"words": N}), on
+// <prefix>.task.wordcount in callboard's queue group, so that callboard's orchestrator,
+// `callboard ask`, `callboard agents`, pipelines and `nats req` use it like a Python agent.
+//
+// What callboard needs of an agent, and where this program does it:
+//   - the endpoint: subject <prefix>.task.<capability>, queue group "callboard"    (main)
+//   - $SRV discovery with metadata agent_id and prefix, endpoint metadata
+//     description, keywords and input_schema (routing, `callboard agents`)          (main)
+//   - reply headers Agent-Task-Id and Agent-Id; errors as Nats-Service-Error(-Code)
+//     headers plus a {"error": {...}} body                                          (handle)
+//   - status events online / heartbeat / offline on <prefix>.status.<id>.<state>
+//     (the orchestrator's live registry), accepted / completed / failed per task   (status)
+//   - ping on <prefix>.agent.<id> with header Agent-Op: ping (`callboard agents`)  (direct)
+//
+// Usage: agent NATS_URL PREFIX AGENT_ID
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+const (
+	queueGroup   = "callboard" // every replica of a capability shares it
+	capability   = "wordcount"
+	kind         = "wordcount" // the micro service name: ^[A-Za-z0-9_-]+$
+	heartbeat    = 5 * time.Second
+	maxInFlight  = 16
+	inputSchema  = `{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}`
+	outputSchema = `{"type":"object","properties":{"words":{"type":"integer"}},"required":["words"]}`
+)
+
+type agent struct {
+	nc       *nats.Conn
+	prefix   string
+	id       string
+	inFlight atomic.Int64
+}
+
+// status publishes one status event on <prefix>.status.<id>.<state>.
+func (a *agent) status(state string, fields map[string]any) {
+	event := map[string]any{"v": 1, "agent": a.id, "state": state, "ts": nowSeconds()}
+	for k, v := range fields {
+		event[k] = v
+	}
+	body, _ := json.Marshal(event)
+	_ = a.nc.Publish(fmt.Sprintf("%s.status.%s.%s", a.prefix, a.id, state), body)
+}
+
+func (a *agent) lifecycle(state string) {
+	a.status(state, map[string]any{
+		"capabilities":    []string{capability},
+		"max_concurrency": maxInFlight,
+		"in_flight":       a.inFlight.Load(),
+		"interval":        heartbeat.Seconds(),
+		"service":         kind,
+	})
+}
+
+// handle answers one task: {"text": "..."} -> {"words": N}.
+func (a *agent) handle(req micro.Request) {
+	a.inFlight.Add(1)
+	defer a.inFlight.Add(-1)
+	started := time.Now()
+	taskID := req.Headers().Get("Agent-Task-Id")
+	if taskID == "" {
+		taskID = fmt.Sprintf("%s-%d", a.id, started.UnixNano())
+	}
+	task := map[string]any{"task_id": taskID, "capability": capability,
+		"sender": req.Headers().Get("Agent-Sender")}
+	a.status("accepted", task)
+	headers := micro.Headers{"Agent-Task-Id": {taskID}, "Agent-Id": {a.id}}
+
+	fail := func(code int, kind, message string) {
+		body, _ := json.Marshal(map[string]any{
+			"error": map[string]any{"code": code, "type": kind, "message": message}})
+		_ = req.Error(strconv.Itoa(code), message, body, micro.WithHeaders(headers))
+		task["elapsed_ms"] = elapsedMs(started)
+		task["error"] = map[string]any{"code": code, "type": kind, "message": message}
+		a.status("failed", task)
+	}
+	if deadline, err := strconv.ParseInt(req.Headers().Get("Agent-Deadline"), 10, 64); err == nil &&
+		time.Now().UnixMilli() > deadline {
+		fail(408, "timeout", "the task's deadline passed before it started")
+		return
+	}
+	var input struct {
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(req.Data(), &input); err != nil || input.Text == nil {
+		fail(400, "bad_input", `expected {"text": "..."}`)
+		return
+	}
+	words := len(strings.Fields(*input.Text))
+	_ = req.RespondJSON(map[string]int{"words": words}, micro.WithHeaders(headers))
+	task["elapsed_ms"] = elapsedMs(started)
+	a.status("completed", task)
+}
+
+// direct answers <prefix>.agent.<id>: a ping with the current load.
+func (a *agent) direct(msg *nats.Msg) {
+	if msg.Header.Get("Agent-Op") == "ping" {
+		body, _ := json.Marshal(map[string]any{"agent": a.id, "in_flight": a.inFlight.Load()})
+		_ = msg.Respond(body)
+		return
+	}
+	reply := nats.NewMsg(msg.Reply)
+	reply.Header.Set("Nats-Service-Error", "this Go agent takes tasks on its capability subject only")
+	reply.Header.Set("Nats-Service-Error-Code", "404")
+	reply.Data = []byte(`{"error":{"code":404,"type":"unknown","message":"use the capability subject"}}`)
+	_ = msg.RespondMsg(reply)
+}
+
+func main() {
+	if len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: agent NATS_URL PREFIX AGENT_ID")
+		os.Exit(2)
+	}
+	url, prefix, id := os.Args[1], os.Args[2], os.Args[3]
+	closed := make(chan struct{})
+	nc, err := nats.Connect(url, nats.Name("callboard-go-agent "+id),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "connect:", err)
+		os.Exit(5)
+	}
+	a := &agent{nc: nc, prefix: prefix, id: id}
+
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        kind,
+		Version:     "1.0.0",
+		Description: "Counts the words of a text (a Go agent)",
+		Metadata: map[string]string{
+			"agent_id":        id, // callboard names the agent by this, not by the service id
+			"prefix":          prefix,
+			"protocol":        "1",
+			"capabilities":    capability,
+			"max_concurrency": strconv.Itoa(maxInFlight),
+			"framework":       "nats.go",
+		},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "service:", err)
+		os.Exit(1)
+	}
+	err = svc.AddEndpoint(capability, micro.HandlerFunc(a.handle),
+		micro.WithEndpointSubject(prefix+".task."+capability),
+		micro.WithEndpointQueueGroup(queueGroup),
+		micro.WithEndpointMetadata(map[string]string{
+			"description":   "Count the words of a text",
+			"keywords":      "count,words,wordcount",
+			"input_schema":  inputSchema,
+			"output_schema": outputSchema,
+		}))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "endpoint:", err)
+		os.Exit(1)
+	}
+	if _, err := nc.Subscribe(prefix+".agent."+id, a.direct); err != nil {
+		fmt.Fprintln(os.Stderr, "direct subject:", err)
+		os.Exit(1)
+	}
+	if err := nc.Flush(); err != nil {
+		fmt.Fprintln(os.Stderr, "flush:", err)
+		os.Exit(1)
+	}
+	a.lifecycle("online")
+	fmt.Fprintf(os.Stderr, "go agent %s ready: service id %s\n", id, svc.Info().ID)
+
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	ticker := time.NewTicker(heartbeat)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+			a.lifecycle("heartbeat")
+		case <-stop:
+			_ = svc.Stop()
+			a.status("offline", map[string]any{"reason": "shutdown"})
+			_ = nc.Drain() // delivers what is in flight, then closes
+			<-closed
+			return
+		}
+	}
+}
+
+func nowSeconds() float64 { return float64(time.Now().UnixNano()) / 1e9 }
+
+func elapsedMs(since time.Time) float64 {
+	return float64(time.Since(since).Microseconds()) / 1000
+}
