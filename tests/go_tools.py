@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,10 +80,8 @@ def nats_cli() -> str:
     return str(gopath_bin() / "nats")
 
 
-@functools.cache
-def go_programs() -> Path:
-    """The directory of the built ``tests/interop/go`` programs (``agent``, ``client``)."""
-    out = Path(tempfile.mkdtemp(prefix="callboard-go-"))
+def build_go_programs(out: Path) -> Path:
+    """Build the ``tests/interop/go`` programs (``agent``, ``client``) into ``out``."""
     _go("build", "-o", str(out) + os.sep, "./...", cwd=GO_PROGRAMS)
     return out
 

@@ -10,10 +10,11 @@
 //   - $SRV discovery with metadata agent_id and prefix, endpoint metadata
 //     description, keywords and input_schema (routing, `callboard agents`)          (main)
 //   - reply headers Agent-Task-Id and Agent-Id; errors as Nats-Service-Error(-Code)
-//     headers plus a {"error": {...}} body                                          (handle)
+//     headers plus a {"error": {...}} body                                          (reply)
 //   - status events online / heartbeat / offline on <prefix>.status.<id>.<state>
 //     (the orchestrator's live registry), accepted / completed / failed per task   (status)
-//   - ping on <prefix>.agent.<id> with header Agent-Op: ping (`callboard agents`)  (direct)
+//   - its direct address <prefix>.agent.<id>: Agent-Op task (with Agent-Capability;
+//     `ask` and pipelines send to one agent) and ping (`callboard agents`)          (direct)
 //
 // Usage: agent NATS_URL PREFIX AGENT_ID
 package main
@@ -70,58 +71,98 @@ func (a *agent) lifecycle(state string) {
 	})
 }
 
-// handle answers one task: {"text": "..."} -> {"words": N}.
-func (a *agent) handle(req micro.Request) {
+// outcome is what one task comes to: a result, or an error with its code.
+type outcome struct {
+	result any
+	code   int
+	kind   string
+	err    string
+}
+
+// run does one task: {"text": "..."} -> {"words": N}, with status events around it.
+func (a *agent) run(headers nats.Header, data []byte) (string, outcome) {
 	a.inFlight.Add(1)
 	defer a.inFlight.Add(-1)
 	started := time.Now()
-	taskID := req.Headers().Get("Agent-Task-Id")
+	taskID := headers.Get("Agent-Task-Id")
 	if taskID == "" {
 		taskID = fmt.Sprintf("%s-%d", a.id, started.UnixNano())
 	}
 	task := map[string]any{"task_id": taskID, "capability": capability,
-		"sender": req.Headers().Get("Agent-Sender")}
+		"sender": headers.Get("Agent-Sender")}
 	a.status("accepted", task)
-	headers := micro.Headers{"Agent-Task-Id": {taskID}, "Agent-Id": {a.id}}
-
-	fail := func(code int, kind, message string) {
-		body, _ := json.Marshal(map[string]any{
-			"error": map[string]any{"code": code, "type": kind, "message": message}})
-		_ = req.Error(strconv.Itoa(code), message, body, micro.WithHeaders(headers))
-		task["elapsed_ms"] = elapsedMs(started)
-		task["error"] = map[string]any{"code": code, "type": kind, "message": message}
+	out := count(headers, data)
+	task["elapsed_ms"] = elapsedMs(started)
+	if out.code != 0 {
+		task["error"] = map[string]any{"code": out.code, "type": out.kind, "message": out.err}
 		a.status("failed", task)
+	} else {
+		a.status("completed", task)
 	}
-	if deadline, err := strconv.ParseInt(req.Headers().Get("Agent-Deadline"), 10, 64); err == nil &&
+	return taskID, out
+}
+
+func count(headers nats.Header, data []byte) outcome {
+	if deadline, err := strconv.ParseInt(headers.Get("Agent-Deadline"), 10, 64); err == nil &&
 		time.Now().UnixMilli() > deadline {
-		fail(408, "timeout", "the task's deadline passed before it started")
-		return
+		return outcome{code: 408, kind: "timeout", err: "the task's deadline passed before it started"}
 	}
 	var input struct {
 		Text *string `json:"text"`
 	}
-	if err := json.Unmarshal(req.Data(), &input); err != nil || input.Text == nil {
-		fail(400, "bad_input", `expected {"text": "..."}`)
-		return
+	if err := json.Unmarshal(data, &input); err != nil || input.Text == nil {
+		return outcome{code: 400, kind: "bad_input", err: `expected {"text": "..."}`}
 	}
-	words := len(strings.Fields(*input.Text))
-	_ = req.RespondJSON(map[string]int{"words": words}, micro.WithHeaders(headers))
-	task["elapsed_ms"] = elapsedMs(started)
-	a.status("completed", task)
+	return outcome{result: map[string]int{"words": len(strings.Fields(*input.Text))}}
 }
 
-// direct answers <prefix>.agent.<id>: a ping with the current load.
-func (a *agent) direct(msg *nats.Msg) {
-	if msg.Header.Get("Agent-Op") == "ping" {
-		body, _ := json.Marshal(map[string]any{"agent": a.id, "in_flight": a.inFlight.Load()})
-		_ = msg.Respond(body)
+// reply is the task's answer as a NATS message: the result, or the error convention.
+func (a *agent) reply(subject, taskID string, out outcome) *nats.Msg {
+	msg := nats.NewMsg(subject)
+	msg.Header.Set("Agent-Task-Id", taskID)
+	msg.Header.Set("Agent-Id", a.id)
+	if out.code == 0 {
+		msg.Data, _ = json.Marshal(out.result)
+		return msg
+	}
+	msg.Header.Set("Nats-Service-Error", out.err)
+	msg.Header.Set("Nats-Service-Error-Code", strconv.Itoa(out.code))
+	msg.Data, _ = json.Marshal(map[string]any{
+		"error": map[string]any{"code": out.code, "type": out.kind, "message": out.err}})
+	return msg
+}
+
+// handle serves <prefix>.task.wordcount (the micro endpoint, counted in $SRV.STATS).
+func (a *agent) handle(req micro.Request) {
+	taskID, out := a.run(nats.Header(req.Headers()), req.Data())
+	msg := a.reply("", taskID, out)
+	headers := micro.WithHeaders(micro.Headers(msg.Header))
+	if out.code == 0 {
+		_ = req.Respond(msg.Data, headers)
 		return
 	}
-	reply := nats.NewMsg(msg.Reply)
-	reply.Header.Set("Nats-Service-Error", "this Go agent takes tasks on its capability subject only")
-	reply.Header.Set("Nats-Service-Error-Code", "404")
-	reply.Data = []byte(`{"error":{"code":404,"type":"unknown","message":"use the capability subject"}}`)
-	_ = msg.RespondMsg(reply)
+	_ = req.Error(strconv.Itoa(out.code), out.err, msg.Data, headers)
+}
+
+// direct serves <prefix>.agent.<id>: a targeted task (the orchestrator routes `ask` and
+// pipeline steps to one agent this way) or a ping with the current load.
+func (a *agent) direct(msg *nats.Msg) {
+	switch msg.Header.Get("Agent-Op") {
+	case "", "task":
+		if msg.Header.Get("Agent-Capability") != capability {
+			_ = msg.RespondMsg(a.reply(msg.Reply, msg.Header.Get("Agent-Task-Id"), outcome{
+				code: 404, kind: "unknown_capability", err: "this agent serves " + capability}))
+			return
+		}
+		taskID, out := a.run(msg.Header, msg.Data)
+		_ = msg.RespondMsg(a.reply(msg.Reply, taskID, out))
+	case "ping":
+		body, _ := json.Marshal(map[string]any{"agent": a.id, "in_flight": a.inFlight.Load()})
+		_ = msg.Respond(body)
+	default: // "cancel": a word count is over before a cancel could reach it
+		_ = msg.RespondMsg(a.reply(msg.Reply, msg.Header.Get("Agent-Task-Id"), outcome{
+			code: 400, kind: "bad_input", err: "unsupported Agent-Op"}))
+	}
 }
 
 func main() {
