@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime
 import json
+from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio
 import jsonschema
 import pytest
-from go_tools import micro_schemas
+from go_tools import micro_schemas, nats_cli, nats_env
 from nats.aio.client import Client
 
 from actors import Agent, AgentHost, EchoAgent, MathAgent, SummarizeAgent
@@ -105,16 +107,25 @@ async def test_agent_ids_stay_unique_services_across_prefixes(
 
 
 async def test_a_kind_outside_the_name_pattern_never_reaches_discovery(
-    nc: Client, prefix: str, schemas: dict[str, dict[str, Any]]
+    nc: Client, nats_url: str, prefix: str, schemas: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     spec = AgentSpec(type="test_srv_schemas:Resume", id="resume-1")
     with pytest.raises(ConfigError, match="ASCII letters, digits, '-' and '_'") as refused:
         build_agent(AgentSlot("resume-1", "resume-1", spec))
     assert "résumé" in str(refused.value)
 
-    # Built in Python, without the config check: it is listed under a valid name.
+    # Built in Python, without the config check: it is listed under a valid name, and
+    # natscli (which stops `micro ls` at the first reply that breaks the schema) lists it.
     async with AgentHost(nc, [Resume("resume-1")], prefix=prefix):
         for verb in VERBS:
             [reply] = await _replies(nc, f"$SRV.{verb}", prefix)
             _validate(reply, schemas)
             assert reply["name"] == "agent"
+        with anyio.fail_after(30):
+            listed = await anyio.run_process(
+                [nats_cli(), "--server", nats_url, "micro", "ls"],
+                env=nats_env(tmp_path),
+                check=False,
+            )
+        assert listed.returncode == 0, listed.stderr.decode()
+        assert service_id("resume-1", prefix) in listed.stdout.decode()
