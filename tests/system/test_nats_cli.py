@@ -272,7 +272,8 @@ def test_nats_micro_ls_lists_every_agent(bus: Bus) -> None:
     out = bus.run(words).stdout
     for agent_id in ("math-1", "math-2", "echo-1", "flaky-1"):
         assert agent_id in out, out
-    assert re.search(r"│ echo +│ \d+\.\d+\.\d+ +│ echo-1 +│ Returns the payload unchanged", out), out
+    echo_row = r"│ echo +│ \d+\.\d+\.\d+ +│ echo-1 +│ Returns the payload unchanged"
+    assert re.search(echo_row, out), out
     assert re.search(r"│ math +│ +│ math-1 +│ Evaluates arithmetic", out), out
     assert "Meant for tests" not in out  # one line per agent: its docstring's summary
 
