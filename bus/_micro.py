@@ -164,8 +164,10 @@ async def collect_replies(
         await nc.publish(subject, payload, reply=inbox)
         with anyio.move_on_after(wait):
             async for msg in sub.messages:
-                if msg.data:  # an empty one is the server's "no responders" status
+                if msg.data:
                     yield msg.data
+                elif (msg.headers or {}).get("Status") == "503":
+                    return  # the server's "no responders": nobody listens, none will answer
     finally:
         await sub.unsubscribe()
 

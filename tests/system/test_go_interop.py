@@ -25,6 +25,7 @@ from system_support import Daemon, Proc, wait_exit, watch_status
 
 from bus import new_agent_suffix
 from bus.micro import collect_replies, service_id
+from orchestrator import Orchestrator
 
 pytestmark = pytest.mark.system
 
@@ -157,10 +158,18 @@ async def test_a_nats_go_micro_service_is_an_agent_next_to_python_ones(
         [{"type": "summarize", "id": f"summarize-{suffix}"}, {"type": "math", "id": f"m-{suffix}"}],
         prefix=prefix,
     )
-    async with watch_status(nc, prefix) as watch:
+    async with Orchestrator(nc, prefix=prefix) as orchestrator, watch_status(nc, prefix) as watch:
         agent = go_agent(prefix, go_id)
         online = await watch.wait_state("online", agent=go_id)
+        # the live registry, up before it, fetches its INFO (found by agent_id metadata,
+        # since nats.go chose the service id) for its keywords and schema
+        live = await orchestrator.registry.wait_for(
+            lambda agents: any(a.id == go_id and a.keywords for a in agents)
+        )
+        [known] = [a for a in live if a.id == go_id]
     assert online["capabilities"] == ["wordcount"] and online["v"] == 1
+    assert known.keywords == {"wordcount": ("count", "words", "wordcount")}
+    assert known.kind == "wordcount" and known.max_concurrency == 16
 
     # discovered by `callboard agents`, with its load from a ping on its direct address
     listed = await _callboard(callboard_cmd, cli_env, "agents", "--prefix", prefix, "--json")
