@@ -169,14 +169,14 @@ async def test_a_nats_go_micro_service_is_an_agent_next_to_python_ones(
         [known] = [a for a in live if a.id == go_id]
     assert online["capabilities"] == ["wordcount"] and online["v"] == 1
     assert known.keywords == {"wordcount": ("count", "words", "wordcount")}
-    assert known.kind == "wordcount" and known.max_concurrency == 16
+    assert known.kind == "wordcount" and known.max_concurrency == 1
 
     # discovered by `callboard agents`, with its load from a ping on its direct address
     listed = await _callboard(callboard_cmd, cli_env, "agents", "--prefix", prefix, "--json")
     assert listed.returncode == 0, listed.stderr
     [row] = [r for r in json.loads(listed.stdout) if r["agent"] == go_id]
     assert (row["kind"], row["capabilities"], row["in_flight"]) == ("wordcount", ["wordcount"], 0)
-    assert row["max_concurrency"] == 16 and row["last_seen"].startswith("just now")
+    assert row["max_concurrency"] == 1 and row["last_seen"].startswith("just now")
 
     # routed to by `callboard ask` from its keywords, its payload built from its input schema
     asked = await _callboard(

@@ -39,7 +39,7 @@ const (
 	capability   = "wordcount"
 	kind         = "wordcount" // the micro service name: ^[A-Za-z0-9_-]+$
 	heartbeat    = 5 * time.Second
-	maxInFlight  = 16
+	maxInFlight  = 1 // nats.go runs a subscription's handler one message at a time
 	inputSchema  = `{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}`
 	outputSchema = `{"type":"object","properties":{"words":{"type":"integer"}},"required":["words"]}`
 )
@@ -88,8 +88,11 @@ func (a *agent) run(headers nats.Header, data []byte) (string, outcome) {
 	if taskID == "" {
 		taskID = fmt.Sprintf("%s-%d", a.id, started.UnixNano())
 	}
-	task := map[string]any{"task_id": taskID, "capability": capability,
-		"sender": headers.Get("Agent-Sender")}
+	sender := headers.Get("Agent-Sender")
+	if sender == "" {
+		sender = "anonymous"
+	}
+	task := map[string]any{"task_id": taskID, "capability": capability, "sender": sender}
 	a.status("accepted", task)
 	out := count(headers, data)
 	task["elapsed_ms"] = elapsedMs(started)
