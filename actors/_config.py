@@ -15,6 +15,7 @@ import msgspec
 
 from bus import DEFAULT_PREFIX, ConfigError, parse_metrics_address
 from bus.durable import DurableSettings
+from bus.micro import SERVICE_NAME_RULE, valid_service_name
 
 from ._agent import Agent
 from ._host import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
@@ -171,7 +172,7 @@ def build_agent(slot: AgentSlot) -> Agent:
     spec = slot.spec
     cls = resolve_agent_type(spec.type)
     try:
-        return cls(
+        agent = cls(
             slot.agent_id,
             max_concurrency=spec.max_concurrency,
             default_timeout=spec.default_timeout,
@@ -179,6 +180,14 @@ def build_agent(slot: AgentSlot) -> Agent:
         )
     except TypeError as exc:
         raise ConfigError(f"cannot create agent of type {spec.type!r}: {exc}") from exc
+    if not valid_service_name(agent.kind):
+        # The kind is the agent's NATS micro service name: natscli aborts a whole
+        # `nats micro ls` on one reply whose name breaks the pattern.
+        raise ConfigError(
+            f"agent type {spec.type!r} has kind {agent.kind!r}: a kind is its service name "
+            f"in NATS micro discovery, so use {SERVICE_NAME_RULE}"
+        )
+    return agent
 
 
 def build_agents(config: DaemonConfig) -> list[Agent]:

@@ -2,14 +2,16 @@
 
 Implemented here rather than with ``nats.micro`` because (1) every error reply
 must count in ``num_errors``, not only handler exceptions, (2) the service id
-must be the agent id so that discovery and status events name the same thing,
-and (3) callboard's handlers run in its own worker pool, not in the
-subscription callback ``nats.micro`` awaits one request at a time.
+is derived from the agent id (``bus.micro.service_id``) so that discovery and
+status events name the same agent, and (3) callboard's handlers run in its own
+worker pool, not in the subscription callback ``nats.micro`` awaits one
+request at a time.
 """
 
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 from importlib import metadata as importlib_metadata
 
@@ -26,7 +28,9 @@ from bus.micro import (
     ServicePing,
     ServiceStats,
     rfc3339,
+    service_id,
     srv_subjects,
+    valid_service_name,
 )
 
 from ._agent import Agent
@@ -82,7 +86,12 @@ class ServiceResponder:
         self._subs: list[Subscription] = []
         self._started = datetime.datetime.now(datetime.UTC)
         self._version = callboard_version()
-        self._name = agent.kind if _valid_name(agent.kind) else "agent"
+        if not valid_service_name(agent.kind):  # the daemon's config check refuses these
+            log.warning(
+                "agent %s: kind %r is not a valid service name; using 'agent'", agent.id, agent.kind
+            )
+        self._name = agent.kind if valid_service_name(agent.kind) else "agent"
+        self._id = service_id(agent.id, subjects.prefix)
         self._metadata = {
             "agent_id": agent.id,
             "capabilities": ",".join(agent.capability_names),
@@ -94,7 +103,7 @@ class ServiceResponder:
         self._info = _encoder.encode(self._build_info())
         self._ping = _encoder.encode(
             ServicePing(
-                name=self._name, id=agent.id, version=self._version, metadata=self._metadata
+                name=self._name, id=self._id, version=self._version, metadata=self._metadata
             )
         )
 
@@ -117,9 +126,9 @@ class ServiceResponder:
             )
         return ServiceInfo(
             name=self._name,
-            id=self._agent.id,
+            id=self._id,
             version=self._version,
-            description=self._agent.description or type(self._agent).__doc__ or "",
+            description=self._agent.description or _summary(type(self._agent)),
             metadata=self._metadata,
             endpoints=endpoints,
         )
@@ -145,7 +154,7 @@ class ServiceResponder:
             )
         return ServiceStats(
             name=self._name,
-            id=self._agent.id,
+            id=self._id,
             version=self._version,
             started=rfc3339(self._started),
             metadata=self._metadata,
@@ -156,7 +165,7 @@ class ServiceResponder:
         """Subscribe to the nine ``$SRV`` subjects of this service."""
         handlers = {"PING": self._on_ping, "INFO": self._on_info, "STATS": self._on_stats}
         for verb, handler in handlers.items():
-            for subject in srv_subjects(verb, self._name, self._agent.id):
+            for subject in srv_subjects(verb, self._name, self._id):
                 self._subs.append(await self._nc.subscribe(subject, cb=handler))
 
     async def stop(self) -> None:
@@ -178,5 +187,7 @@ class ServiceResponder:
         await self._reply(msg, _encoder.encode(self.stats()))
 
 
-def _valid_name(name: str) -> bool:
-    return bool(name) and all(ch.isalnum() or ch in "-_" for ch in name)
+def _summary(cls: type) -> str:
+    """The first line of a class's docstring: one line in ``nats micro ls``."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    return doc.split("\n", 1)[0].strip()

@@ -5,23 +5,33 @@ so ``nats micro ls/info/stats`` lists agents; the orchestrator decodes the
 same types to discover them. ``capabilities_of`` reads the capability
 catalog out of an INFO reply, so that the orchestrator's registry and an
 agent that offers other agents' capabilities as tools parse it one way.
+
+The replies follow the official ADR-32 JSON schemas (nats-io/jsm.go
+``schemas/micro/v1``; tests/integration/test_srv_schemas.py checks them): a
+service name is ASCII letters, digits, ``-`` and ``_`` (``valid_service_name``),
+and a service id is unique on the server (``service_id``), since natscli and
+nats.go clients refuse or merge replies that break either rule.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
 import msgspec
 from nats.aio.client import Client
 
-from ._subjects import Subjects
+from ._errors import ConfigError
+from ._subjects import Subjects, validate_agent_id
 
 __all__ = [
     "INFO_TYPE",
     "PING_TYPE",
+    "SERVICE_NAME_RULE",
     "SRV_PREFIX",
     "STATS_TYPE",
     "CapabilityInfo",
@@ -30,17 +40,45 @@ __all__ = [
     "ServiceInfo",
     "ServicePing",
     "ServiceStats",
+    "agent_id_of",
     "capabilities_of",
     "collect_replies",
     "discover_capabilities",
+    "find_service_info",
     "rfc3339",
+    "service_id",
     "srv_subjects",
+    "valid_service_name",
 ]
 
 SRV_PREFIX = "$SRV"
 PING_TYPE = "io.nats.micro.v1.ping_response"
 INFO_TYPE = "io.nats.micro.v1.info_response"
 STATS_TYPE = "io.nats.micro.v1.stats_response"
+DEFAULT_SERVICE_PREFIX = "agents"
+"""The subject prefix whose agents keep their agent id as their service id."""
+SERVICE_NAME_RULE = "ASCII letters, digits, '-' and '_' (the NATS micro name pattern)"
+
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def valid_service_name(name: str) -> bool:
+    """True if ``name`` matches ADR-32's ``^[a-zA-Z0-9_-]+$`` (ASCII only: ``résumé`` fails)."""
+    return _SERVICE_NAME.fullmatch(name) is not None
+
+
+def service_id(agent_id: str, prefix: str) -> str:
+    """The ``$SRV`` id of an agent: unique on the server even across prefixes.
+
+    The agent id under the default prefix, so ``nats micro info math math-1``
+    works as users expect; ``<agent id>@<prefix>`` (dots written ``~``)
+    otherwise, so ``math-1`` of ``agents`` and of ``team2`` are two services.
+    Neither ``@`` nor ``~`` can occur in an agent id or a prefix token, so two
+    agents never share an id.
+    """
+    if prefix == DEFAULT_SERVICE_PREFIX:
+        return agent_id
+    return f"{agent_id}@{prefix.replace('.', '~')}"
 
 
 class EndpointInfo(msgspec.Struct, kw_only=True):
@@ -63,7 +101,8 @@ class EndpointStats(msgspec.Struct, kw_only=True):
     last_error: str = ""
     processing_time: int = 0
     average_processing_time: int = 0
-    data: Any = None
+    data: Any | msgspec.UnsetType = msgspec.UNSET
+    """Endpoint-specific statistics; left out when there are none, as nats.go does."""
 
 
 class ServicePing(msgspec.Struct, kw_only=True):
@@ -113,7 +152,7 @@ def rfc3339(moment: datetime.datetime) -> str:
 
 async def collect_replies(
     nc: Client, subject: str, *, wait: float = 0.5, payload: bytes = b""
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Scatter-gather: publish one request, yield every reply that arrives within ``wait``.
 
     Discovery cannot know how many services will answer, so it listens for a
@@ -125,7 +164,10 @@ async def collect_replies(
         await nc.publish(subject, payload, reply=inbox)
         with anyio.move_on_after(wait):
             async for msg in sub.messages:
-                yield msg.data
+                if msg.data:
+                    yield msg.data
+                elif (msg.headers or {}).get("Status") == "503":
+                    return  # the server's "no responders": nobody listens, none will answer
     finally:
         await sub.unsubscribe()
 
@@ -161,9 +203,14 @@ def capabilities_of(info: ServiceInfo, subjects: Subjects) -> list[CapabilityInf
 
     Endpoints of other prefixes (or of non-callboard services) are skipped; a
     schema that is missing or not a JSON object reads as ``{}`` (any input),
-    since a peer's bad metadata must not hide the capability itself.
+    since a peer's bad metadata must not hide the capability itself. The agent
+    is named by its ``agent_id`` metadata (the service id may carry the prefix,
+    and a nats.go agent's is random); a service without it is named by its id.
     """
     found: list[CapabilityInfo] = []
+    agent_id = agent_id_of(info)
+    if agent_id is None:
+        return found
     for endpoint in info.endpoints:
         name = subjects.capability_of(endpoint.subject)
         if name is None:
@@ -172,7 +219,7 @@ def capabilities_of(info: ServiceInfo, subjects: Subjects) -> list[CapabilityInf
         found.append(
             CapabilityInfo(
                 name=name,
-                agent_id=info.id,
+                agent_id=agent_id,
                 kind=info.name,
                 description=meta.get("description", ""),
                 keywords=tuple(k for k in meta.get("keywords", "").split(",") if k),
@@ -183,6 +230,19 @@ def capabilities_of(info: ServiceInfo, subjects: Subjects) -> list[CapabilityInf
     return found
 
 
+def agent_id_of(info: ServiceInfo) -> str | None:
+    """The agent id a service names itself by (``agent_id`` metadata, else its id).
+
+    None when that is not a valid agent id (one subject token), since status
+    events and direct addresses could not name it.
+    """
+    claimed = (info.metadata or {}).get("agent_id") or info.id
+    try:
+        return validate_agent_id(claimed)
+    except ConfigError:
+        return None
+
+
 def _schema(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
@@ -190,6 +250,28 @@ def _schema(text: str | None) -> dict[str, Any]:
         return _schema_decoder.decode(text)
     except msgspec.MsgspecError:
         return {}
+
+
+async def find_service_info(
+    nc: Client, kind: str, agent_id: str, subjects: Subjects, *, wait: float = 1.0
+) -> ServiceInfo | None:
+    """The INFO reply of one agent of ``subjects``' prefix, or None if none came in ``wait``.
+
+    Asks ``$SRV.INFO.<kind>.<service id>`` first; an agent whose service id is
+    not derived from its agent id (a nats.go agent's is random) is then found
+    among the replies to ``$SRV.INFO.<kind>`` by its ``agent_id`` metadata.
+    """
+    subject = f"{SRV_PREFIX}.INFO.{kind}"
+    for target in (f"{subject}.{service_id(agent_id, subjects.prefix)}", subject):
+        async with aclosing(collect_replies(nc, target, wait=wait)) as replies:
+            async for data in replies:
+                try:
+                    info = _info_decoder.decode(data)
+                except (msgspec.MsgspecError, UnicodeDecodeError):
+                    continue
+                if agent_id_of(info) == agent_id and capabilities_of(info, subjects):
+                    return info
+    return None
 
 
 async def discover_capabilities(

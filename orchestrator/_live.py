@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus import Heartbeat, Offline, Online, Subjects, unsubscribe_all
-from bus.micro import ServiceInfo
+from bus.micro import find_service_info
 
 from ._registry import AgentInfo, discover_agents
 
@@ -35,7 +35,6 @@ RegistryListener = Callable[[str, AgentInfo | None, float], None]
 dropped, and the monotonic time it was last heard from)."""
 
 _lifecycle_decoder = msgspec.json.Decoder(Online | Heartbeat | Offline)
-_info_decoder = msgspec.json.Decoder(ServiceInfo)
 
 
 class LiveRegistry:
@@ -169,8 +168,8 @@ class LiveRegistry:
 
     async def _fetch_info(self, kind: str, agent_id: str) -> None:
         try:
-            reply = await self.nc.request(f"$SRV.INFO.{kind}.{agent_id}", b"", timeout=1.0)
-            info = AgentInfo.from_service_info(_info_decoder.decode(reply.data), self.subjects)
+            found = await find_service_info(self.nc, kind, agent_id, self.subjects)
+            info = AgentInfo.from_service_info(found, self.subjects) if found else None
         except Exception as exc:
             log.debug("INFO of new agent %s failed: %s", agent_id, exc)
             return

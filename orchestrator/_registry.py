@@ -64,7 +64,7 @@ class AgentInfo(msgspec.Struct, kw_only=True):
         except ValueError:
             max_concurrency = 0
         return cls(
-            id=info.id,
+            id=declared[0].agent_id,  # its agent_id metadata: the service id may differ
             kind=info.name,
             capabilities=tuple(c.name for c in declared),
             description=info.description,

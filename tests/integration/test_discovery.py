@@ -8,7 +8,7 @@ from nats.aio.client import Client
 
 from actors import AgentHost, EchoAgent, MathAgent
 from bus import AgentError, TaskClient
-from bus.micro import ServiceInfo, ServicePing, ServiceStats, collect_replies
+from bus.micro import ServiceInfo, ServicePing, ServiceStats, collect_replies, service_id
 from orchestrator import Orchestrator
 
 pytestmark = pytest.mark.anyio
@@ -20,9 +20,10 @@ async def test_info_lists_agents_and_their_capability_subjects(nc: Client, prefi
             msgspec.json.decode(data, type=ServiceInfo)
             async for data in collect_replies(nc, "$SRV.INFO.math", wait=0.3)
         ]
-        mine = [i for i in infos if i.id == "m-1"]
+        mine = [i for i in infos if i.metadata and i.metadata["agent_id"] == "m-1"]
         assert len(mine) == 1
         info = mine[0]
+        assert info.id == service_id("m-1", prefix) == f"m-1@{prefix.replace('.', '~')}"
         assert info.name == "math"
         assert info.type == "io.nats.micro.v1.info_response"
         (endpoint,) = info.endpoints
@@ -34,9 +35,11 @@ async def test_info_lists_agents_and_their_capability_subjects(nc: Client, prefi
         assert "expression" in str(schema)
         pings = [
             msgspec.json.decode(d, type=ServicePing)
-            async for d in collect_replies(nc, "$SRV.PING.echo.e-1", wait=0.3)
+            async for d in collect_replies(
+                nc, f"$SRV.PING.echo.{service_id('e-1', prefix)}", wait=0.3
+            )
         ]
-        assert [p.id for p in pings] == ["e-1"]
+        assert [p.id for p in pings] == [service_id("e-1", prefix)]
 
 
 async def test_stats_count_requests_and_every_error_reply(nc: Client, prefix: str) -> None:
@@ -47,7 +50,8 @@ async def test_stats_count_requests_and_every_error_reply(nc: Client, prefix: st
             with pytest.raises(AgentError):
                 await client.request("math", bad)
         await nc.request(f"{prefix}.task.math", b"garbage", timeout=5)
-        (data,) = [d async for d in collect_replies(nc, "$SRV.STATS.math.m-1", wait=0.3)]
+        stats_subject = f"$SRV.STATS.math.{service_id('m-1', prefix)}"
+        (data,) = [d async for d in collect_replies(nc, stats_subject, wait=0.3)]
         stats = msgspec.json.decode(data, type=ServiceStats)
         (endpoint,) = stats.endpoints
         assert endpoint.num_requests == 4

@@ -229,6 +229,7 @@ async function main() {
     const stats = (await collect(svc.stats())).map((s) => ({
       name: s.name,
       id: s.id,
+      metadata: s.metadata ?? null,
       endpoints: (s.endpoints ?? []).map((e) => ({
         name: e.name,
         subject: e.subject,

@@ -98,16 +98,19 @@ def test_node_client_speaks_the_wire_protocol(
     assert out["status_subjects"] == [f"{prefix}.status.{math_id}.{s}" for s in states]
 
     task_subject = f"{prefix}.task.math"
-    [service] = [s for s in out["services"] if s["id"] == math_id]
+    [service] = [s for s in out["services"] if (s["metadata"] or {}).get("agent_id") == math_id]
     assert service["name"] == "math"
     assert {"name": "math", "subject": task_subject, "queue_group": QUEUE_GROUP} in [
         {k: e[k] for k in ("name", "subject", "queue_group")} for e in service["endpoints"]
     ]
     assert service["metadata"]["prefix"] == prefix
 
-    [stats] = [s for s in out["stats"] if s["id"] == math_id]
+    [stats] = [s for s in out["stats"] if (s["metadata"] or {}).get("agent_id") == math_id]
     [endpoint] = [e for e in stats["endpoints"] if e["subject"] == task_subject]
     assert endpoint["num_requests"] == 3  # ok, bad input, not JSON
     assert endpoint["num_errors"] == 2
 
-    assert any(p["id"] == math_id and p["name"] == "math" for p in out["ping"]), out["ping"]
+    assert any(
+        (p["metadata"] or {}).get("agent_id") == math_id and p["name"] == "math"
+        for p in out["ping"]
+    ), out["ping"]
