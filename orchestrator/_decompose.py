@@ -56,9 +56,15 @@ class Aggregator(Protocol):
         ...
 
 
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|“[^”]*”")
+# Every pattern here is linear in the text's length (issue 15.9): a whitespace
+# run is entered only at its first character (the look-behinds), and an opening
+# curly quote stops at the next opening one, so no pattern rescans a run from
+# each of its positions. Quoted passages are found once, and the text between
+# them is split on its own, so no placeholder can collide with the request.
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|“[^“”]*”")
 _SPLIT = re.compile(
-    r"(?:(?<=[.!?;])\s+)|(?:,?\s+(?:and\s+then|after\s+that|and\s+finally|then|finally)\s+)",
+    r"(?:(?<=[.!?;])\s+)"
+    r"|(?:,?(?<!\s)\s+(?:and\s+then|after\s+that|and\s+finally|then|finally)\s+)",
     re.IGNORECASE,
 )
 
@@ -70,21 +76,22 @@ class RuleDecomposer:
 
     async def decompose(self, request: str, agents: Sequence[AgentInfo] = ()) -> list[str]:
         """Split ``request``; quoted passages stay whole (``agents`` is not needed)."""
-        quoted: list[str] = []
+        parts: list[list[str]] = [[]]
+        start = 0
+        for quoted in _QUOTED.finditer(request):
+            _split_onto(parts, request[start : quoted.start()])
+            parts[-1].append(quoted.group(0))
+            start = quoted.end()
+        _split_onto(parts, request[start:])
+        steps = (_LEADING.sub("", "".join(p).strip(" \t\n,;.!?")) for p in parts)
+        return [step for step in steps if step]
 
-        def hide(match: re.Match[str]) -> str:
-            quoted.append(match.group(0))
-            return f"\x00{len(quoted) - 1}\x00"
 
-        hidden = _QUOTED.sub(hide, request)
-        parts = [_LEADING.sub("", p.strip(" \t\n,;.!?")) for p in _SPLIT.split(hidden)]
-        steps = []
-        for part in parts:
-            if not part:
-                continue
-            restored = re.sub(r"\x00(\d+)\x00", lambda m: quoted[int(m.group(1))], part)
-            steps.append(restored)
-        return steps
+def _split_onto(parts: list[list[str]], text: str) -> None:
+    """Continue the last part with ``text``'s first piece; each further piece starts a part."""
+    first, *rest = _SPLIT.split(text)
+    parts[-1].append(first)
+    parts.extend([piece] for piece in rest)
 
 
 class JoinAggregator:
@@ -109,7 +116,14 @@ def _text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-_LEAD = re.compile(r"^[\s:,\-]+|[\s?!.]+$")
+_LEAD = re.compile(r"^[\s:,\-]+")
+_TRAIL = re.compile(r"^[\s?!.]+")  # on the reversed text: linear, unlike ``[...]+$``
+
+
+def _trimmed(text: str) -> str:
+    """``text`` without leading ``: , -`` and trailing ``? ! .`` (and whitespace at both ends)."""
+    head = _LEAD.sub("", text, count=1)
+    return _TRAIL.sub("", head[::-1], count=1)[::-1]
 
 
 def payload_from_text(text: str, matched: Sequence[str], input_schema: str) -> Any:
@@ -126,7 +140,7 @@ def payload_from_text(text: str, matched: Sequence[str], input_schema: str) -> A
         if lowered.startswith(keyword.lower()):
             rest = rest[len(keyword) :]
             break
-    rest = _LEAD.sub("", rest)
+    rest = _trimmed(rest)
     if len(rest) >= 2 and rest[0] in "\"'“" and rest[-1] in "\"'”":
         rest = rest[1:-1]
     field = _first_required_string(input_schema)
