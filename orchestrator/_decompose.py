@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ._pipeline import Step, StepResult
-from ._references import find_references
+from ._references import PipelineError, find_references
 from ._registry import AgentInfo
 
 __all__ = [
@@ -196,7 +196,12 @@ def reference_problems(steps: Sequence[str | Step]) -> list[str]:
     for index, step in enumerate(steps):
         if not isinstance(step, Step):
             continue
-        for root, reference in find_references(step.payload):
+        try:
+            references = list(find_references(step.payload))
+        except PipelineError as exc:  # nested too deep
+            problems.append(f"step {index + 1}: {exc}")
+            references = []
+        for root, reference in references:
             if root == "prev" and index == 0:
                 problems.append(f"step 1: {reference!r}: the first step has no previous result")
             elif root.isdigit() and not 1 <= int(root) <= index:
