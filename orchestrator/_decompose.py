@@ -23,6 +23,7 @@ import msgspec
 from ._pipeline import Step, StepResult
 from ._references import PipelineError, find_references
 from ._registry import AgentInfo
+from ._router import GENERIC_WORDS, is_generic, is_operator
 
 __all__ = [
     "Aggregator",
@@ -116,12 +117,13 @@ def _text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-_LEAD = re.compile(r"^[\s:,\-]+")
+_LEAD = re.compile(r"^(?:[\s:,]|-(?![\d(.]))+")  # a minus sign stays: "-5+3"
 _TRAIL = re.compile(r"^[\s?!.]+")  # on the reversed text: linear, unlike ``[...]+$``
 
 
 def _trimmed(text: str) -> str:
-    """``text`` without leading ``: , -`` and trailing ``? ! .`` (and whitespace at both ends)."""
+    """``text`` without leading ``: , -`` (not a minus sign) and trailing ``? ! .``
+    (and whitespace at both ends)."""
     head = _LEAD.sub("", text, count=1)
     return _TRAIL.sub("", head[::-1], count=1)[::-1]
 
@@ -130,21 +132,58 @@ def payload_from_text(text: str, matched: Sequence[str], input_schema: str) -> A
     """Build a capability's payload from a step's text.
 
     The routing keywords at the start of the text are dropped ("calculate
-    6*7" → "6*7"), surrounding quotes removed, and the rest goes into the
-    input's first required string field (``{"expression": "6*7"}``), or is
-    sent as a plain string when the input schema asks for nothing specific.
+    6*7" → "6*7"), and so are question and function words before them when a
+    specific keyword chose the capability ("what is 6*7" → "6*7"; a question
+    routed by "what" alone stays whole). Surrounding quotes are
+    removed, and the rest goes into the input's first required string field
+    (``{"expression": "6*7"}``), or is sent as a plain string when the input
+    schema asks for nothing specific.
     """
-    rest = text.strip()
-    lowered = rest.lower()
-    for keyword in sorted(matched, key=len, reverse=True):
-        if lowered.startswith(keyword.lower()):
-            rest = rest[len(keyword) :]
-            break
-    rest = _trimmed(rest)
+    rest = _trimmed(text[_lead_in_end(text, matched) :])
     if len(rest) >= 2 and rest[0] in "\"'“" and rest[-1] in "\"'”":
         rest = rest[1:-1]
     field = _first_required_string(input_schema)
     return {field: rest} if field else rest
+
+
+_SEPARATORS = re.compile(r"[\s:,]*")
+_LEAD_WORD = re.compile(r"([A-Za-z]+)(?:'[A-Za-z]+)?")
+
+
+def _lead_in_end(text: str, matched: Sequence[str]) -> int:
+    """Where ``text`` starts once its lead-in is dropped: question and function words
+    up to the first routing keyword, then the keywords (but not what follows them).
+
+    It walks forward by index, so a long lead-in costs linear time.
+    """
+    keywords = sorted(
+        (k.lower() for k in matched if not is_generic(k) and not is_operator(k)),
+        key=len,
+        reverse=True,
+    )
+    drop_generic = any(not is_generic(k) for k in matched)
+    start = 0
+    while True:
+        separators = _SEPARATORS.match(text, start)  # ``*``: it always matches
+        start = separators.end() if separators else start
+        keyword = next((k for k in keywords if _word_at(text, k, start)), None)
+        if keyword is not None:
+            start += len(keyword)
+            drop_generic = False  # "summarize what is new": what follows is the input
+            continue
+        word = _LEAD_WORD.match(text, start)
+        if drop_generic and word and word.group(1).lower() in GENERIC_WORDS:
+            start = word.end()
+            continue
+        return start
+
+
+def _word_at(text: str, keyword: str, start: int) -> bool:
+    """``keyword`` (lower case) is at ``start`` as a whole word, whatever the case."""
+    end = start + len(keyword)
+    return text[start:end].lower() == keyword and not (
+        keyword[-1:].isalnum() and text[end : end + 1].isalnum()
+    )
 
 
 def input_object_schema(input_schema: str) -> dict[str, Any] | None:

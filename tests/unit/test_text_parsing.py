@@ -32,6 +32,7 @@ ADVERSARIAL = {
     "mixed whitespace before a question mark": "'what is 1' + '\\t\\n ' * (N // 3) + '?'",
     "unclosed curly quotes": "'“' * N",
     "a run of question marks and spaces": "'calculate 1' + ' ?' * (N // 2) + ' x'",
+    "a lead-in of question words": "'what is ' * (N // 8) + 'calculate 6*7'",
 }
 
 
