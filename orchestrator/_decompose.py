@@ -21,8 +21,9 @@ from typing import Any, Protocol
 import msgspec
 
 from ._pipeline import Step, StepResult
-from ._references import find_references
+from ._references import PipelineError, find_references
 from ._registry import AgentInfo
+from ._router import GENERIC_WORDS, is_generic, is_operator
 
 __all__ = [
     "Aggregator",
@@ -56,9 +57,15 @@ class Aggregator(Protocol):
         ...
 
 
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|“[^”]*”")
+# Every pattern here is linear in the text's length (issue 15.9): a whitespace
+# run is entered only at its first character (the look-behinds), and an opening
+# curly quote stops at the next opening one, so no pattern rescans a run from
+# each of its positions. Quoted passages are found once, and the text between
+# them is split on its own, so no placeholder can collide with the request.
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|“[^“”]*”")
 _SPLIT = re.compile(
-    r"(?:(?<=[.!?;])\s+)|(?:,?\s+(?:and\s+then|after\s+that|and\s+finally|then|finally)\s+)",
+    r"(?:(?<=[.!?;])\s+)"
+    r"|(?:,?(?<!\s)\s+(?:and\s+then|after\s+that|and\s+finally|then|finally)\s+)",
     re.IGNORECASE,
 )
 
@@ -70,21 +77,22 @@ class RuleDecomposer:
 
     async def decompose(self, request: str, agents: Sequence[AgentInfo] = ()) -> list[str]:
         """Split ``request``; quoted passages stay whole (``agents`` is not needed)."""
-        quoted: list[str] = []
+        parts: list[list[str]] = [[]]
+        start = 0
+        for quoted in _QUOTED.finditer(request):
+            _split_onto(parts, request[start : quoted.start()])
+            parts[-1].append(quoted.group(0))
+            start = quoted.end()
+        _split_onto(parts, request[start:])
+        steps = (_LEADING.sub("", "".join(p).strip(" \t\n,;.!?")) for p in parts)
+        return [step for step in steps if step]
 
-        def hide(match: re.Match[str]) -> str:
-            quoted.append(match.group(0))
-            return f"\x00{len(quoted) - 1}\x00"
 
-        hidden = _QUOTED.sub(hide, request)
-        parts = [_LEADING.sub("", p.strip(" \t\n,;.!?")) for p in _SPLIT.split(hidden)]
-        steps = []
-        for part in parts:
-            if not part:
-                continue
-            restored = re.sub(r"\x00(\d+)\x00", lambda m: quoted[int(m.group(1))], part)
-            steps.append(restored)
-        return steps
+def _split_onto(parts: list[list[str]], text: str) -> None:
+    """Continue the last part with ``text``'s first piece; each further piece starts a part."""
+    first, *rest = _SPLIT.split(text)
+    parts[-1].append(first)
+    parts.extend([piece] for piece in rest)
 
 
 class JoinAggregator:
@@ -109,28 +117,73 @@ def _text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-_LEAD = re.compile(r"^[\s:,\-]+|[\s?!.]+$")
+_LEAD = re.compile(r"^(?:[\s:,]|-(?![\d(.]))+")  # a minus sign stays: "-5+3"
+_TRAIL = re.compile(r"^[\s?!.]+")  # on the reversed text: linear, unlike ``[...]+$``
+
+
+def _trimmed(text: str) -> str:
+    """``text`` without leading ``: , -`` (not a minus sign) and trailing ``? ! .``
+    (and whitespace at both ends)."""
+    head = _LEAD.sub("", text, count=1)
+    return _TRAIL.sub("", head[::-1], count=1)[::-1]
 
 
 def payload_from_text(text: str, matched: Sequence[str], input_schema: str) -> Any:
     """Build a capability's payload from a step's text.
 
     The routing keywords at the start of the text are dropped ("calculate
-    6*7" → "6*7"), surrounding quotes removed, and the rest goes into the
-    input's first required string field (``{"expression": "6*7"}``), or is
-    sent as a plain string when the input schema asks for nothing specific.
+    6*7" → "6*7"), and so are question and function words before them when a
+    specific keyword chose the capability ("what is 6*7" → "6*7"; a question
+    routed by "what" alone stays whole). Surrounding quotes are
+    removed, and the rest goes into the input's first required string field
+    (``{"expression": "6*7"}``), or is sent as a plain string when the input
+    schema asks for nothing specific.
     """
-    rest = text.strip()
-    lowered = rest.lower()
-    for keyword in sorted(matched, key=len, reverse=True):
-        if lowered.startswith(keyword.lower()):
-            rest = rest[len(keyword) :]
-            break
-    rest = _LEAD.sub("", rest)
+    rest = _trimmed(text[_lead_in_end(text, matched) :])
     if len(rest) >= 2 and rest[0] in "\"'“" and rest[-1] in "\"'”":
         rest = rest[1:-1]
     field = _first_required_string(input_schema)
     return {field: rest} if field else rest
+
+
+_SEPARATORS = re.compile(r"[\s:,]*")
+_LEAD_WORD = re.compile(r"([A-Za-z]+)(?:'[A-Za-z]+)?")
+
+
+def _lead_in_end(text: str, matched: Sequence[str]) -> int:
+    """Where ``text`` starts once its lead-in is dropped: question and function words
+    up to the first routing keyword, then the keywords (but not what follows them).
+
+    It walks forward by index, so a long lead-in costs linear time.
+    """
+    keywords = sorted(
+        (k.lower() for k in matched if not is_generic(k) and not is_operator(k)),
+        key=len,
+        reverse=True,
+    )
+    drop_generic = any(not is_generic(k) for k in matched)
+    start = 0
+    while True:
+        separators = _SEPARATORS.match(text, start)  # ``*``: it always matches
+        start = separators.end() if separators else start
+        keyword = next((k for k in keywords if _word_at(text, k, start)), None)
+        if keyword is not None:
+            start += len(keyword)
+            drop_generic = False  # "summarize what is new": what follows is the input
+            continue
+        word = _LEAD_WORD.match(text, start)
+        if drop_generic and word and word.group(1).lower() in GENERIC_WORDS:
+            start = word.end()
+            continue
+        return start
+
+
+def _word_at(text: str, keyword: str, start: int) -> bool:
+    """``keyword`` (lower case) is at ``start`` as a whole word, whatever the case."""
+    end = start + len(keyword)
+    return text[start:end].lower() == keyword and not (
+        keyword[-1:].isalnum() and text[end : end + 1].isalnum()
+    )
 
 
 def input_object_schema(input_schema: str) -> dict[str, Any] | None:
@@ -182,7 +235,12 @@ def reference_problems(steps: Sequence[str | Step]) -> list[str]:
     for index, step in enumerate(steps):
         if not isinstance(step, Step):
             continue
-        for root, reference in find_references(step.payload):
+        try:
+            references = list(find_references(step.payload))
+        except PipelineError as exc:  # nested too deep
+            problems.append(f"step {index + 1}: {exc}")
+            references = []
+        for root, reference in references:
             if root == "prev" and index == 0:
                 problems.append(f"step 1: {reference!r}: the first step has no previous result")
             elif root.isdigit() and not 1 <= int(root) <= index:

@@ -40,7 +40,13 @@ import msgspec
 
 from bus import CallboardError, DispatchError, ErrorInfo
 
-from ._references import PipelineError, find_references, resolve_references
+from ._references import (
+    MAX_NESTING,
+    PipelineError,
+    find_references,
+    nested_too_deep,
+    resolve_references,
+)
 
 __all__ = [
     "DEFAULT_PIPELINE_CONCURRENCY",
@@ -137,8 +143,9 @@ def load_pipeline(path: str | Path, text: bytes | None = None) -> PipelineFile:
         text: the file's content, when already read (e.g. from stdin).
 
     Raises:
-        PipelineError: the file cannot be read, does not decode, or its steps
-            do not form a valid pipeline (see ``plan_dependencies``).
+        PipelineError: the file cannot be read, does not decode, nests deeper
+            than ``MAX_NESTING`` levels, or its steps do not form a valid
+            pipeline (see ``plan_dependencies``).
     """
     path = Path(path)
     is_toml = path.suffix.lower() == ".toml"
@@ -155,11 +162,21 @@ def load_pipeline(path: str | Path, text: bytes | None = None) -> PipelineFile:
         raise PipelineError(
             f"pipeline file {str(path)!r} is not a valid {kind} pipeline: {exc}"
         ) from exc
+    except RecursionError:  # the decoders give up a few hundred levels deeper than the limit
+        raise PipelineError(_too_deep(path)) from None
+    for seq, step in enumerate(pipeline.steps, 1):
+        if nested_too_deep(step.payload):
+            raise PipelineError(_too_deep(path, step_label(seq, step)))
     try:
         plan_dependencies(pipeline.steps)
     except PipelineError as exc:
         raise PipelineError(f"pipeline file {str(path)!r}: {exc}") from None
     return pipeline
+
+
+def _too_deep(path: Path, step: str = "") -> str:
+    where = f"{step}: the payload is " if step else ""
+    return f"malformed file {str(path)!r}: {where}nested deeper than {MAX_NESTING} levels"
 
 
 def step_label(seq: int, step: Step) -> str:
@@ -212,7 +229,7 @@ def plan_dependencies(steps: Sequence[Step]) -> list[frozenset[int]]:
             if found is None:
                 raise PipelineError(f"{label}: 'after' names no step {key!r}{_known(by_id)}")
             deps.add(found)
-        for root, reference in find_references(step.payload):
+        for root, reference in _references_of(label, step):
             if root == "prev":
                 if index == 0:
                     raise PipelineError(
@@ -229,6 +246,13 @@ def plan_dependencies(steps: Sequence[Step]) -> list[frozenset[int]]:
         plan.append(frozenset(deps))
     _check_acyclic(steps, plan)
     return plan
+
+
+def _references_of(label: str, step: Step) -> list[tuple[str, str]]:
+    try:
+        return list(find_references(step.payload))
+    except PipelineError as exc:  # nested too deep
+        raise PipelineError(f"{label}: {exc}") from None
 
 
 def _known(by_id: Mapping[str, int]) -> str:

@@ -19,7 +19,7 @@ import msgspec
 
 from ._decompose import input_object_schema, reference_problems
 from ._pipeline import Step
-from ._references import find_references
+from ._references import MAX_NESTING, find_references
 from ._registry import AgentInfo
 
 __all__ = [
@@ -121,6 +121,8 @@ def check_plan(answer: str, catalogue: Catalogue, max_steps: int) -> tuple[list[
         data = msgspec.json.decode(text.encode())
     except msgspec.DecodeError as exc:
         return [], [f"the answer is not JSON ({exc}); answer with the JSON object only"]
+    except RecursionError:
+        return [], [f"the answer nests deeper than {MAX_NESTING} levels; send a flat plan"]
     items = data.get("steps") if isinstance(data, dict) else data
     if not isinstance(items, list):
         return [], ['the answer must be a JSON object {"steps": [...]}']

@@ -11,6 +11,10 @@ does not exist is an error that names the reference.
 ``find_references`` lists them (the pipeline's dependencies come from it) and
 ``resolve_references`` replaces them; both read the same two patterns, so a
 string is a reference for one exactly when it is for the other.
+
+Both walk the payload without recursion and refuse one whose arrays and objects
+nest deeper than ``MAX_NESTING``: a payload is data from a file, a model or a
+caller, and a deep one must be a clear error, never a ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,16 @@ import msgspec
 
 from bus import ConfigError
 
-__all__ = ["PipelineError", "find_references", "resolve_references"]
+__all__ = [
+    "MAX_NESTING",
+    "PipelineError",
+    "find_references",
+    "nested_too_deep",
+    "resolve_references",
+]
+
+MAX_NESTING = 256
+"""How deep arrays and objects may nest in a payload (the wire codec allows a few hundred)."""
 
 
 class PipelineError(ConfigError):
@@ -37,21 +50,43 @@ _EMBEDDED = re.compile(r"\$\{(prev|steps\.[A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-]+)*)
 def find_references(payload: Any) -> Iterator[tuple[str, str]]:
     """Each reference in ``payload`` as (``"prev"`` or a step key, the reference's text).
 
-    It finds exactly what ``resolve_references`` replaces.
+    It finds exactly what ``resolve_references`` replaces, in document order.
+
+    Raises:
+        PipelineError: the payload nests deeper than ``MAX_NESTING`` levels.
     """
-    if isinstance(payload, str):
-        whole = _WHOLE.fullmatch(payload)
-        if whole:
-            yield _root_key(whole.group(1)), payload
-        elif "${" in payload:
-            for match in _EMBEDDED.finditer(payload):
-                yield _root_key(match.group(1)), match.group(0)
-    elif isinstance(payload, dict):
-        for value in payload.values():
-            yield from find_references(value)
-    elif isinstance(payload, list):
-        for value in payload:
-            yield from find_references(value)
+    pending: list[tuple[Any, int]] = [(payload, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            whole = _WHOLE.fullmatch(value)
+            if whole:
+                yield _root_key(whole.group(1)), value
+            elif "${" in value:
+                for match in _EMBEDDED.finditer(value):
+                    yield _root_key(match.group(1)), match.group(0)
+        elif isinstance(value, dict | list):
+            _check_depth(depth + 1)
+            items = value.values() if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in reversed(list(items)))
+
+
+def nested_too_deep(value: Any) -> bool:
+    """True when ``value``'s arrays and objects nest deeper than ``MAX_NESTING`` levels."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth >= MAX_NESTING:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _check_depth(depth: int) -> None:
+    if depth > MAX_NESTING:
+        raise PipelineError(f"the payload is nested deeper than {MAX_NESTING} levels")
 
 
 def _root_key(root: str) -> str:
@@ -65,7 +100,15 @@ def resolve_references(payload: Any, results: Mapping[str, Any], *, prev: str | 
         payload: the step's payload (any JSON value).
         results: earlier results by step id and by 1-based position (as text).
         prev: the key of the previous step in ``results``, or None for the first step.
+
+    Raises:
+        PipelineError: a reference names nothing, or the payload nests deeper
+            than ``MAX_NESTING`` levels.
     """
+    return _resolve(payload, results, prev, 0)
+
+
+def _resolve(payload: Any, results: Mapping[str, Any], prev: str | None, depth: int) -> Any:
     if isinstance(payload, str):
         whole = _WHOLE.fullmatch(payload)
         if whole:
@@ -76,10 +119,12 @@ def resolve_references(payload: Any, results: Mapping[str, Any], *, prev: str | 
                 payload,
             )
         return payload
+    if isinstance(payload, dict | list):
+        _check_depth(depth + 1)  # before recursing: the limit keeps the stack shallow
     if isinstance(payload, dict):
-        return {k: resolve_references(v, results, prev=prev) for k, v in payload.items()}
+        return {k: _resolve(v, results, prev, depth + 1) for k, v in payload.items()}
     if isinstance(payload, list):
-        return [resolve_references(v, results, prev=prev) for v in payload]
+        return [_resolve(value, results, prev, depth + 1) for value in payload]
     return payload
 
 

@@ -6,6 +6,15 @@ Unlike the original it never starves anyone: among capabilities with the same
 best score, and among the agents serving the chosen one with the same load,
 it takes turns (round-robin). The ``Router`` protocol lets a semantic or LLM
 router replace it.
+
+Specific keywords win over generic ones. A capability's score is, in order:
+its specific word matches, its operator matches (an arithmetic operator between
+two operands, "6*7", is a word of the text: a keyword ``*`` matches it), and
+all its matches, generic ones included (a keyword made only of question or
+function words such as "what", "how", "is"). So "what is 6*7" goes to the
+capability with the keyword ``*``, not to the one that lists "what" to catch
+questions in general, and "summarize the notes of 2024-05-01" to the one with
+the keyword "summarize", whoever lists ``-``.
 """
 
 from __future__ import annotations
@@ -21,14 +30,57 @@ from bus import CallboardError
 
 from ._registry import AgentInfo
 
-__all__ = ["KeywordRouter", "NoRouteError", "Route", "Router", "words_of"]
+__all__ = [
+    "GENERIC_WORDS",
+    "KeywordRouter",
+    "NoRouteError",
+    "Route",
+    "Router",
+    "is_generic",
+    "is_operator",
+    "words_of",
+]
 
 _WORD = re.compile(r"[a-z0-9]+")
+_OPERATORS = "+-*/^%"
+_OPERATOR = re.compile(rf"(?<=[0-9)])[ \t]*([{re.escape(_OPERATORS)}])(?=[ \t]*[0-9(.])")
+"""An arithmetic operator between two operands ("6*7", "(1 + 2) ^ 3")."""
+
+GENERIC_WORDS = frozenset(
+    "what whats why how who whom whose when where which is are was were be been do does "
+    "did can could would should will shall may might must the a an of to in on at for by "
+    "with from and or me my i you your we us it its this that these those please tell give "
+    "much many s".split()
+)
+"""Question and function words: a keyword made only of these is a weak (generic) match."""
 
 
 def words_of(text: str) -> set[str]:
-    """Lower-case word set of a text (what keyword scoring compares)."""
-    return set(_WORD.findall(text.lower()))
+    """Lower-case word set of a text (what keyword scoring compares).
+
+    The words are runs of letters and digits, plus each arithmetic operator
+    that stands between two operands, so a keyword ``*`` matches "6*7".
+    """
+    lowered = text.lower()
+    return {*_WORD.findall(lowered), *_OPERATOR.findall(lowered)}
+
+
+def is_generic(keyword: str) -> bool:
+    """True when ``keyword`` is made only of question and function words (a weak match)."""
+    words = _keyword_words(keyword)
+    return bool(words) and words <= GENERIC_WORDS
+
+
+def is_operator(keyword: str) -> bool:
+    """True when ``keyword`` is an arithmetic operator (it matches between two operands)."""
+    return len(keyword.strip()) == 1 and keyword.strip() in _OPERATORS
+
+
+def _keyword_words(keyword: str) -> set[str]:
+    stripped = keyword.strip().lower()
+    if is_operator(stripped):
+        return {stripped}
+    return set(_WORD.findall(stripped))
 
 
 class NoRouteError(CallboardError):
@@ -75,18 +127,27 @@ class KeywordRouter:
         self._turns = itertools.count()
 
     def route(self, text: str, agents: Sequence[AgentInfo]) -> Route:
-        """Score every live capability against ``text`` and pick one agent for it."""
+        """Score every live capability against ``text`` and pick one agent for it.
+
+        A capability's score is (specific word matches, operator matches, all
+        matches): the most specific matches win; generic ones only break ties.
+        """
         words = words_of(text)
-        scores: dict[str, tuple[int, tuple[str, ...]]] = {}
+        scores: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {}
         for agent in agents:
             for capability in agent.capabilities:
                 keywords = {
                     capability.lower(),
                     *(k.lower() for k in agent.keywords.get(capability, ())),
                 }
-                matched = tuple(sorted(k for k in keywords if words_of(k) <= words and words_of(k)))
-                if len(matched) > scores.get(capability, (0, ()))[0]:
-                    scores[capability] = (len(matched), matched)
+                matched = tuple(
+                    sorted(k for k in keywords if _keyword_words(k) <= words and _keyword_words(k))
+                )
+                operators = sum(map(is_operator, matched))
+                specific = sum(not is_generic(k) for k in matched) - operators
+                score = (specific, operators, len(matched))
+                if matched and score > scores.get(capability, ((0, 0, 0), ()))[0]:
+                    scores[capability] = (score, matched)
         if not scores:
             known = ", ".join(sorted({c for a in agents for c in a.capabilities})) or "none"
             raise NoRouteError(
@@ -102,7 +163,7 @@ class KeywordRouter:
         return Route(
             capability=capability,
             agent_id=chosen.id if chosen else None,
-            score=float(best),
+            score=float(best[2]),
             matched=scores[capability][1],
         )
 

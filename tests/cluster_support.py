@@ -210,11 +210,18 @@ class NatsNode:
 
     def kill(self) -> None:
         """SIGKILL (no lame-duck mode, no goodbye to the clients or routes) and reap it."""
+        self.send_kill()
+        process = self._process
+        if process is not None:
+            process.wait(STOP_TIMEOUT)
+        self._join_reader()
+
+    def send_kill(self) -> None:
+        """SIGKILL without waiting (safe in an event loop: the fault lands at once);
+        ``kill()`` afterwards reaps the process."""
         process = self._process
         if process is not None and process.poll() is None:
             process.kill()
-            process.wait(STOP_TIMEOUT)
-        self._join_reader()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; idempotent."""

@@ -46,7 +46,10 @@ class MathAgent(Agent):
             input_type=MathInput,
             output_type=MathOutput,
             description="Evaluate an arithmetic expression such as 2*(3+4).",
-            keywords=("math", "calculate", "compute", "arithmetic", "evaluate", "sum", "multiply"),
+            keywords=(
+                *("math", "calculate", "compute", "arithmetic", "evaluate", "sum", "multiply"),
+                *("+", "-", "*", "/", "^", "%"),  # an operator between operands: "what is 6*7"
+            ),
         ),
     )
 
