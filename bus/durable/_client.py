@@ -36,7 +36,7 @@ from ._settings import DurableSettings
 from ._setup import ensure_durable
 from ._store import TRANSIENT, TaskStore
 
-__all__ = ["DEFAULT_SUBMIT_TIMEOUT", "MSG_ID", "DurableTaskClient", "result_of"]
+__all__ = ["DEFAULT_SUBMIT_TIMEOUT", "MSG_ID", "DurableTaskClient", "message_size", "result_of"]
 
 log = logging.getLogger("callboard.durable")
 
@@ -44,6 +44,17 @@ MSG_ID = "Nats-Msg-Id"
 DEFAULT_SUBMIT_TIMEOUT = 30.0
 """Seconds a submission keeps trying while the server is unreachable."""
 _JS_TIMEOUT = 5.0
+
+
+def message_size(headers: dict[str, str], body: bytes) -> int:
+    """Bytes the server counts against ``max_payload``: the header block and the body.
+
+    nats-py checks the body alone; a message over the limit with its headers
+    makes the server close the connection (and a JetStream publish wait for an
+    acknowledgement that never comes).
+    """
+    block = 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    return block + len(body)
 
 
 class DurableTaskClient:
@@ -96,10 +107,14 @@ class DurableTaskClient:
         """Store a task in the work queue of ``capability``; return its record.
 
         Submitting an ID again is safe: the existing record is returned and the
-        task runs once.
+        task runs once, for as long as its record is kept. While no agent has
+        taken it, the job is published again (the first submitter may have died
+        before publishing it); an agent runs one copy and drops the others.
 
         Raises:
             BadInput: the ID or the payload is malformed.
+            PayloadTooLarge: the payload and its headers are above the server's
+                ``max_payload`` (nothing is stored).
             ConnectionFailed: JetStream could not be reached within ``timeout``;
                 the task may not have been stored - submit the same ID again.
         """
@@ -110,6 +125,13 @@ class DurableTaskClient:
             task_id=task_id, sender=self.sender, seq=seq, traceparent=traceparent
         )
         headers[MSG_ID] = task_id
+        size = message_size(headers, body)
+        if size > self.nc.max_payload:
+            raise PayloadTooLarge(
+                f"durable task {task_id} is {size} bytes with its headers, above the NATS "
+                f"server's max_payload ({self.nc.max_payload}): send a reference to the data "
+                "instead"
+            )
         now = time.time()
         record = TaskRecord(
             task_id=task_id,
@@ -140,8 +162,8 @@ class DurableTaskClient:
                     existing = await self.store.get(record.task_id)
                     if existing is not None:
                         record = existing.record
-                        if record.state != TaskState.SUBMITTED:
-                            return record  # already running or done: never twice
+                        if record.state != TaskState.SUBMITTED or record.job:
+                            return record  # an agent has it (or had it): never twice
                 await self.js.publish(subject, body, headers=headers)
                 return record
             except nats.errors.MaxPayloadError as exc:
@@ -202,9 +224,17 @@ class DurableTaskClient:
         return result_of(record)
 
     async def history(self, task_id: str) -> list[TaskRecord]:
-        """Every kept revision of the task's record, oldest first."""
+        """Every kept revision of the task's record, oldest first.
+
+        Raises:
+            CorruptRecord: the task's only record is not a task record.
+        """
         await self.ensure_ready()
-        return [s.record for s in await self.store.history(validate_durable_task_id(task_id))]
+        task_id = validate_durable_task_id(task_id)
+        revisions = [s.record for s in await self.store.history(task_id)]
+        if not revisions:
+            await self.store.get(task_id)  # a value that is not a record says so
+        return revisions
 
 
 def result_of(record: TaskRecord) -> Any:

@@ -25,7 +25,6 @@ log = logging.getLogger("callboard.durable")
 
 _STREAM_NAME_IN_USE = 10058
 """JetStream's "stream name already in use with a different configuration"."""
-_DUPLICATE_WINDOW = 120.0
 
 
 def _storage(settings: DurableSettings) -> api.StorageType:
@@ -51,7 +50,7 @@ def stream_configs(names: DurableNames, settings: DurableSettings) -> list[api.S
             retention=api.RetentionPolicy.WORK_QUEUE,
             discard=api.DiscardPolicy.NEW,
             max_age=settings.task_max_age,
-            duplicate_window=min(_DUPLICATE_WINDOW, settings.task_max_age),
+            duplicate_window=min(settings.duplicate_window, settings.task_max_age),
         ),
         stream(
             name=names.dead_stream,
@@ -68,7 +67,7 @@ def stream_configs(names: DurableNames, settings: DurableSettings) -> list[api.S
             discard=api.DiscardPolicy.NEW,
             max_age=settings.result_ttl,
             max_msgs_per_subject=settings.history,
-            duplicate_window=min(_DUPLICATE_WINDOW, settings.result_ttl),
+            duplicate_window=min(settings.duplicate_window, settings.result_ttl),
             allow_rollup_hdrs=True,
             allow_direct=True,
             deny_delete=True,

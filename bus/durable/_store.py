@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 
 import anyio
-import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -22,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from .._errors import ConnectionFailed
 from ._names import DurableNames
-from ._record import TaskRecord, decode_record, encode_record
+from ._record import CorruptRecord, TaskRecord, decode_record, encode_record
 
 __all__ = ["StoredRecord", "TaskStore"]
 
@@ -74,14 +73,19 @@ class TaskStore:
         )
 
     async def get(self, task_id: str) -> StoredRecord | None:
-        """The current record, or None if there is none (never submitted, or expired)."""
+        """The current record, or None if there is none (never submitted, or expired).
+
+        Raises:
+            CorruptRecord: the key holds something that is not this task's record.
+        """
         try:
             entry = await self.kv.get(task_id)
         except nats.js.errors.KeyNotFoundError:
             return None
         if entry.value is None or entry.revision is None:
             return None
-        return StoredRecord(decode_record(entry.value), entry.revision)
+        record = decode_record(entry.value, task_id=task_id, revision=entry.revision)
+        return StoredRecord(record, entry.revision)
 
     async def create(self, record: TaskRecord) -> int | None:
         """Store a first record; None if the task already has one."""
@@ -101,7 +105,8 @@ class TaskStore:
             return None
 
     async def history(self, task_id: str) -> list[StoredRecord]:
-        """Every revision still kept (``history`` in the settings), oldest first.
+        """Every revision still kept (``history`` in the settings), oldest first;
+        a revision that is not a task record is left out (and logged).
 
         Read one by one ("the key's next revision from sequence N"): nats-py's
         ``KeyValue.history`` may end before the first revision is delivered and
@@ -118,12 +123,23 @@ class TaskStore:
             except nats.js.errors.NotFoundError:
                 return revisions
             if msg.data and not (msg.headers or {}).get(_KV_OPERATION):  # not a delete
-                revisions.append(StoredRecord(decode_record(msg.data), msg.seq or 0))
+                try:
+                    record = decode_record(msg.data, task_id=task_id, revision=msg.seq or 0)
+                except CorruptRecord as exc:
+                    log.warning("%s; left out of the history", exc.message)
+                else:
+                    revisions.append(StoredRecord(record, msg.seq or 0))
             seq = (msg.seq or seq) + 1
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskRecord | None:
         """Wait until the task is done; return its record (the last one seen if
-        ``timeout`` passes first, None if it has none)."""
+        ``timeout`` passes first, None if it has none).
+
+        Raises:
+            CorruptRecord: the key held no task record when the wait ended (an
+                agent dead-letters a queued task whose record is bad, so a
+                waiting reader sees that outcome instead).
+        """
         updates, receive = anyio.create_memory_object_stream[bytes](64)
 
         async def on_update(msg: Msg) -> None:
@@ -134,6 +150,7 @@ class TaskStore:
 
         last: TaskRecord | None = None
         failure: Exception | None = None  # of the last read, if it failed
+        corrupt: CorruptRecord | None = None  # the last read found no task record
         sub = await self.nc.subscribe(self.names.key_subject(task_id), cb=on_update)
         try:
             recheck = _FIRST_RECHECK
@@ -143,6 +160,10 @@ class TaskStore:
                 if timeout is not None and timeout <= 0:
                     raise _unreadable(task_id, exc) from exc
                 stored, failure = None, exc
+            except CorruptRecord as exc:
+                if timeout is not None and timeout <= 0:
+                    raise
+                stored, corrupt = None, exc
             last = stored.record if stored is not None else None
             if last is not None and last.done:
                 return last
@@ -150,7 +171,7 @@ class TaskStore:
                 while True:
                     with anyio.move_on_after(recheck):
                         async for data in receive:
-                            record = _decode_quietly(data)
+                            record = _decode_quietly(data, task_id)
                             if record is not None:
                                 last = record
                                 if record.done:
@@ -162,10 +183,16 @@ class TaskStore:
                         log.debug("reading task %s failed for now: %s", task_id, exc)
                         failure = exc
                         continue
+                    except CorruptRecord as exc:
+                        corrupt = exc
+                        continue
+                    corrupt = None
                     if stored is not None:
                         last = stored.record
                         if last.done:
                             return last
+            if corrupt is not None:
+                raise corrupt
             if last is None and failure is not None:
                 raise _unreadable(task_id, failure)
             return last
@@ -185,11 +212,11 @@ def _unreadable(task_id: str, exc: Exception) -> ConnectionFailed:
     )
 
 
-def _decode_quietly(data: bytes) -> TaskRecord | None:
+def _decode_quietly(data: bytes, task_id: str) -> TaskRecord | None:
     if not data:
         return None  # a delete or purge marker
     try:
-        return decode_record(data)
-    except msgspec.MsgspecError:
-        log.warning("task bucket holds a value that is not a task record; ignored")
+        return decode_record(data, task_id=task_id)
+    except CorruptRecord as exc:
+        log.warning("%s; ignored", exc.message)
         return None
