@@ -205,7 +205,7 @@ class DurableWorker:
             )
             return
         try:
-            stored = await self.store.get(task_id)
+            stored = await self.store.get(capability, task_id)
         except CorruptRecord as exc:
             record = _new_record(task_id, capability, msg)
             error = _info(500, "corrupt_record", f"{exc.message}; the task was not run")
@@ -414,7 +414,7 @@ class DurableWorker:
                     stored = await self.store.replace(record, revision)
                     if stored is not None:
                         return stored
-                    current = await self.store.get(record.task_id)
+                    current = await self.store.get(record.capability, record.task_id)
                 except TRANSIENT as exc:
                     log.info("storing task %s failed for now: %s", record.task_id, exc)
                     await anyio.sleep(delay)

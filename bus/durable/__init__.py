@@ -15,7 +15,7 @@ from ._client import (
     message_size,
     result_of,
 )
-from ._names import DurableNames, validate_durable_task_id
+from ._names import DurableNames, split_task_ref, validate_durable_task_id
 from ._record import (
     TERMINAL_STATES,
     CorruptRecord,
@@ -49,6 +49,7 @@ __all__ = [
     "message_size",
     "replay_status",
     "result_of",
+    "split_task_ref",
     "stream_configs",
     "validate_durable_task_id",
 ]

@@ -30,7 +30,7 @@ from .._errors import (
 )
 from .._ids import new_task_id
 from .._subjects import DEFAULT_PREFIX
-from ._names import DurableNames, validate_durable_task_id
+from ._names import DurableNames, split_task_ref, validate_durable_task_id
 from ._record import TaskRecord, TaskState
 from ._settings import DurableSettings
 from ._setup import ensure_durable
@@ -158,10 +158,10 @@ class DurableTaskClient:
         while True:
             try:
                 await self.ensure_ready()
-                if await self.store.create(record) is None:
-                    existing = await self.store.get(record.task_id)
+                if not await self.store.submit(record):
+                    existing = await self.store.read(record.capability, record.task_id)
                     if existing is not None:
-                        record = existing.record
+                        record = existing
                         if record.state != TaskState.SUBMITTED or record.job:
                             return record  # an agent has it (or had it): never twice
                 await self.js.publish(subject, body, headers=headers)
@@ -178,27 +178,49 @@ class DurableTaskClient:
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    async def record(self, task_id: str) -> TaskRecord:
-        """The task's record now.
+    async def locate(self, task: str, capability: str | None = None) -> tuple[str, str]:
+        """``(capability, task_id)`` of ``TASK_ID`` or ``CAPABILITY.TASK_ID``.
+
+        Raises:
+            BadInput: the reference is malformed, or the ID is under several capabilities.
+            UnknownTask: no task has this ID.
+        """
+        named, task_id = split_task_ref(task)
+        capability = capability or named
+        if capability is None:
+            await self.ensure_ready()
+            capability = await self.store.find(task_id)
+            if capability is None:
+                raise _unknown(task_id)
+        return capability, task_id
+
+    async def record(self, task_id: str, *, capability: str | None = None) -> TaskRecord:
+        """The task's record now (``task_id`` may be ``CAPABILITY.TASK_ID``).
 
         Raises:
             UnknownTask: no record has this ID.
+            CorruptRecord: the bucket holds something else under its key.
         """
+        capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
-        stored = await self.store.get(validate_durable_task_id(task_id))
-        if stored is None:
+        record = await self.store.read(capability, task_id)
+        if record is None:
             raise _unknown(task_id)
-        return stored.record
+        return record
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+    async def wait(
+        self, task_id: str, timeout: float | None, *, capability: str | None = None
+    ) -> TaskRecord:
         """Wait up to ``timeout`` seconds (None: no limit) for the task to be done.
 
         Raises:
             UnknownTask: no record has this ID.
             TaskStillPending: it was not done in time (it goes on; ask again later).
+            CorruptRecord: the bucket holds something else under its key.
         """
+        capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
-        record = await self.store.wait(validate_durable_task_id(task_id), timeout)
+        record = await self.store.wait(capability, task_id, timeout)
         if record is None:
             raise _unknown(task_id)
         if not record.done:
@@ -212,28 +234,31 @@ class DurableTaskClient:
             )
         return record
 
-    async def result(self, task_id: str, *, timeout: float | None = 0) -> Any:
+    async def result(
+        self, task_id: str, *, timeout: float | None = 0, capability: str | None = None
+    ) -> Any:
         """The task's result, waiting up to ``timeout`` seconds for it.
 
         Raises:
-            UnknownTask, TaskStillPending: as ``wait``.
+            UnknownTask, TaskStillPending, CorruptRecord: as ``wait``.
             AgentError: it failed or was dead-lettered (a subclass by code).
             TaskCancelled: it was cancelled.
         """
-        record = await self.wait(task_id, timeout)
+        record = await self.wait(task_id, timeout, capability=capability)
         return result_of(record)
 
-    async def history(self, task_id: str) -> list[TaskRecord]:
+    async def history(self, task_id: str, *, capability: str | None = None) -> list[TaskRecord]:
         """Every kept revision of the task's record, oldest first.
 
         Raises:
+            UnknownTask: no record has this ID.
             CorruptRecord: the task's only record is not a task record.
         """
+        capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
-        task_id = validate_durable_task_id(task_id)
-        revisions = [s.record for s in await self.store.history(task_id)]
+        revisions = [s.record for s in await self.store.history(capability, task_id)]
         if not revisions:
-            await self.store.get(task_id)  # a value that is not a record says so
+            await self.store.read(capability, task_id)  # a value that is not a record says so
         return revisions
 
 

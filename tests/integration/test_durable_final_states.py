@@ -60,7 +60,7 @@ async def test_a_garbage_record_of_a_queued_task_dead_letters_it_unrun(
     names = DurableNames(prefix)
     client = DurableTaskClient(nc, prefix=prefix, settings=FAST)
     queued = await client.submit("echo", {"n": 1})
-    await nc.jetstream().publish(names.key_subject(queued.task_id), b"\xffnot a record")
+    await nc.jetstream().publish(names.key_subject(names.record_key("echo", queued.task_id)), b"\xffnot a record")
     with pytest.raises(CorruptRecord, match="is not a task record"):
         await client.record(queued.task_id)  # readers say so, they do not crash
 
@@ -133,7 +133,7 @@ async def test_a_task_past_its_deadline_fails_at_once_unrun(nc: Client, prefix: 
     agent = CountingEcho("e-1")
     async with AgentHost(nc, [agent], prefix=prefix, durable=FAST):
         with pytest.raises(AgentError) as caught:
-            await client.result(task_id, timeout=10)
+            await client.result(f"echo.{task_id}", timeout=10)  # no record yet: name its key
     assert caught.value.code == 408
     assert "deadline" in caught.value.message and "not run" in caught.value.message
     assert agent.calls[task_id] == 0

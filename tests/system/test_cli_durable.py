@@ -112,7 +112,8 @@ def test_a_record_that_is_not_a_record_is_a_clear_error_not_a_traceback(
     async def write_garbage() -> None:
         options = ConnectOptions(servers=(cli_env["NATS_URL"],), connect_attempts=1)
         async with connect(options=options) as nc:
-            subject = DurableNames(prefix).key_subject(task_id)
+            names = DurableNames(prefix)
+            subject = names.key_subject(names.record_key("echo", task_id))
             await nc.jetstream().publish(subject, b'{"state": 7, "junk": [')
 
     anyio.run(write_garbage)

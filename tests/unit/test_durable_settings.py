@@ -18,6 +18,7 @@ from bus.durable import (
     decode_record,
     encode_record,
     result_of,
+    split_task_ref,
     stream_configs,
     validate_durable_task_id,
 )
@@ -68,8 +69,18 @@ def test_names_follow_the_prefix() -> None:
     assert names.job("math") == "team1.agents.jobs.math"
     assert names.dead("math") == "team1.agents.dead.math"
     assert names.key_subject("abc") == "$KV.TEAM1_AGENTS_TASKS.abc"
+    assert names.record_key("math", "abc") == "math.abc"  # an agent user writes math.*
+    assert names.submission_key("math", "abc") == "math.abc.submitted"
     with pytest.raises(ConfigError):
         names.job("a.b")
+
+
+def test_a_task_is_named_by_its_id_or_by_its_records_key() -> None:
+    assert split_task_ref("abc") == (None, "abc")
+    assert split_task_ref("math.abc") == ("math", "abc")
+    for bad in ("a.b.c", "math.", ".abc", "ma th.abc"):
+        with pytest.raises(BadInput):
+            split_task_ref(bad)
 
 
 @pytest.mark.parametrize("task_id", ["", "a.b", "a b", "x" * 129, "a*", "ü"])
