@@ -218,7 +218,23 @@ class DurableTaskClient:
             TaskStillPending: it was not done in time (it goes on; ask again later).
             CorruptRecord: the bucket holds something else under its key.
         """
-        capability, task_id = await self.locate(task_id, capability)
+        started = time.monotonic()
+        delay = 0.1
+        while True:  # as store.wait does, wait out a server that does not answer for now
+            try:
+                capability, task_id = await self.locate(task_id, capability)
+                break
+            except TRANSIENT as exc:
+                if timeout is not None and time.monotonic() - started + delay > timeout:
+                    raise ConnectionFailed(
+                        f"could not read durable task {task_id}: JetStream did not answer "
+                        f"({type(exc).__name__}); the task is not lost - ask again once the "
+                        "server is back"
+                    ) from exc
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if timeout is not None:
+            timeout = max(timeout - (time.monotonic() - started), 0.0)
         await self.ensure_ready()
         record = await self.store.wait(capability, task_id, timeout)
         if record is None:

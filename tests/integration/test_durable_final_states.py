@@ -60,7 +60,8 @@ async def test_a_garbage_record_of_a_queued_task_dead_letters_it_unrun(
     names = DurableNames(prefix)
     client = DurableTaskClient(nc, prefix=prefix, settings=FAST)
     queued = await client.submit("echo", {"n": 1})
-    await nc.jetstream().publish(names.key_subject(names.record_key("echo", queued.task_id)), b"\xffnot a record")
+    key = names.record_key("echo", queued.task_id)
+    await nc.jetstream().publish(names.key_subject(key), b"\xffnot a record")
     with pytest.raises(CorruptRecord, match="is not a task record"):
         await client.record(queued.task_id)  # readers say so, they do not crash
 
