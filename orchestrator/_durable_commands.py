@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from bus import ConfigError, connect
-from bus.durable import DurableNames, DurableTaskClient, TaskRecord, replay_status
+from bus.durable import DurableNames, DurableTaskClient, TaskRecord, replay_status, split_task_ref
 
 from ._commands import EXIT_AGENT_ERROR, EXIT_OK, connect_options
 from ._monitor import decode_status, format_status
@@ -62,6 +62,7 @@ async def cmd_result(args: argparse.Namespace) -> int:
 async def cmd_history(args: argparse.Namespace) -> int:
     """Print a durable task's record revisions and its kept status events, in time order."""
     since = None if args.since is None else time.time() - parse_duration(args.since)
+    _, wanted = split_task_ref(args.task_id)  # TASK_ID, or CAPABILITY.TASK_ID
     names = DurableNames(args.prefix)
     lines: list[tuple[float, str, Any]] = []
     async with connect(options=connect_options(args)) as nc:
@@ -75,7 +76,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
             task_id = getattr(event, "task_id", None)
             if task_id is None and isinstance(event, dict):
                 task_id = event.get("task_id")
-            if task_id == args.task_id:
+            if task_id == wanted:
                 ts = float(getattr(event, "ts", 0.0) or 0.0)
                 lines.append((ts, f"event   {format_status(event, msg.data)}", msg.data))
     if not lines:

@@ -41,9 +41,7 @@ async def cmd_setup(args: argparse.Namespace) -> int:
         settings, prefix = config.durable or DurableSettings(), config.prefix
     names = DurableNames(prefix)
     async with connect(options=connect_options(args)) as nc:
-        done = await ensure_durable(
-            nc.jetstream(timeout=_JS_TIMEOUT), names, settings, update=True
-        )
+        done = await ensure_durable(nc.jetstream(timeout=_JS_TIMEOUT), names, settings, update=True)
     for line in done:
         print(line)
     return EXIT_OK

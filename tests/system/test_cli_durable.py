@@ -74,6 +74,8 @@ def test_a_durable_task_can_be_followed_by_its_id(
     states = [word for line in lines for word in line.split() if word in {"accepted", "started"}]
     assert states == ["accepted", "started"]
     assert "completed" in lines[-1] or "completed" in lines[-2]
+    # the record's key (CAPABILITY.TASK_ID) names the task as well as its ID
+    assert cli("history", f"math.{task_id}") == (code, out, err)
 
     code, out, err = cli(
         "monitor", "--since", "5m", "--json", "--count", "1", "--state", "completed"
