@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from bus import BadInput, ErrorInfo
-from bus.codec import AGENT_ID, DEADLINE, ERROR, ERROR_CODE, SENDER, TASK_ID
+from bus.codec import DEADLINE, SENDER, TASK_ID
 from bus.durable import (
     MSG_ID,
     TRANSIENT,
@@ -35,23 +35,16 @@ from bus.durable import (
     TaskState,
     TaskStore,
     ensure_consumer,
-    message_size,
     validate_durable_task_id,
 )
 
+from ._dead_letter import ATTEMPTS, PAYLOAD_OMITTED, DeadLetter, publish_dead_letter
 from ._runner import AgentRunner
 
 __all__ = ["ATTEMPTS", "PAYLOAD_OMITTED", "DurableWorker"]
 
 log = logging.getLogger("callboard.durable")
 
-ATTEMPTS = "Agent-Attempts"
-"""On a dead letter: how many times the task was tried."""
-PAYLOAD_OMITTED = "Agent-Payload-Omitted"
-"""On a dead letter: the payload's size in bytes, when it was left out because the
-copy with its headers would not fit under the server's max_payload."""
-_ERROR_HEADER_MAX = 1024
-"""Characters of the error message a dead letter's header keeps."""
 _FETCH_WAIT = 2.0
 _FETCH_MORE = 0.05
 """Seconds a pull may wait for more tasks once it has one: fetch(n) holds the
@@ -360,7 +353,14 @@ class DurableWorker:
         A copy too large for ``max_payload`` with the added headers goes without its
         payload (``Agent-Payload-Omitted``); a copy the server will not keep is
         noted in the record's error: the task is dead-lettered either way."""
-        note = await self._publish_dead_letter(capability, msg, record.task_id, error, attempts)
+        note = await publish_dead_letter(
+            self.js,
+            self.names.dead(capability),
+            msg,
+            DeadLetter(record.task_id, error, attempts, self.agent_id),
+            max_payload=self.runner.nc.max_payload,
+            patience=_COMMIT_PATIENCE,
+        )
         if note:
             error = _info(error.code, error.type, f"{error.message} ({note})")
         dead = record.moved_to(TaskState.DEAD_LETTERED, error=error, attempts=attempts)
@@ -369,40 +369,6 @@ class DurableWorker:
         log.warning(
             "task %s dead-lettered after %d attempt(s): %s", record.task_id, attempts, error.message
         )
-
-    async def _publish_dead_letter(
-        self, capability: str, msg: Msg, task_id: str, error: ErrorInfo, attempts: int
-    ) -> str:
-        """Publish the dead-letter copy; return what it lacks ("" if it is whole)."""
-        ours = {
-            MSG_ID: f"{task_id}.dead",
-            TASK_ID: task_id,
-            ERROR: error.message[:_ERROR_HEADER_MAX].replace("\r", " ").replace("\n", " "),
-            ERROR_CODE: str(error.code),
-            ATTEMPTS: str(attempts),
-            AGENT_ID: self.agent_id,
-        }
-        headers = {**(msg.headers or {}), **ours}
-        body, note = msg.data, ""
-        limit = self.runner.nc.max_payload
-        if message_size(headers, body) > limit:
-            body, note = b"", f"payload of {len(msg.data)} bytes left out of the dead letter"
-            headers[PAYLOAD_OMITTED] = str(len(msg.data))
-            if message_size(headers, body) > limit:
-                headers = {**ours, PAYLOAD_OMITTED: str(len(msg.data))}
-        delay = 0.1
-        with anyio.move_on_after(_COMMIT_PATIENCE):
-            while True:
-                try:
-                    await self.js.publish(self.names.dead(capability), body, headers=headers)
-                    return note
-                except TRANSIENT as exc:
-                    log.info("publishing the dead letter of %s failed for now: %s", task_id, exc)
-                except nats.errors.Error as exc:
-                    return f"its dead-letter copy was refused: {exc}"
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        return f"its dead-letter copy could not be stored within {_COMMIT_PATIENCE:g}s"
 
     async def _commit(self, record: TaskRecord, revision: int | None) -> int | None:
         """Store ``record`` over ``revision``; if another attempt wrote since, store it
