@@ -29,7 +29,7 @@ from nats_security_support import (
 )
 
 from actors import AgentHost, EchoAgent, MathAgent
-from bus import ConnectionFailed, ConnectOptions, EmbeddedServer, connect, new_task_id
+from bus import BadInput, ConnectionFailed, ConnectOptions, EmbeddedServer, connect, new_task_id
 from bus.durable import DurableNames, DurableSettings, DurableTaskClient, TaskState, ensure_durable
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
@@ -170,7 +170,15 @@ async def test_no_role_may_overwrite_or_purge_a_finished_record(
                 await nc.jetstream().publish(record_key, b"", headers=purge)
         assert await client.result(task_id) == {"value": 42}
         assert await client.result(echo_id) == {"n": 1}
-        states = [r.state for r in await client.history(task_id)]
+        # a submitter that claims the ID under another capability makes the bare ID
+        # ambiguous (a clear error), never another capability's outcome
+        async with logged_in(server.url, deploy, "orchestrator") as (nc, _):
+            other = NAMES.key_subject(NAMES.submission_key("echo", task_id))
+            await nc.jetstream().publish(other, forged(task_id, "echo"))
+        with pytest.raises(BadInput, match="under capabilities echo, math"):
+            await client.result(task_id)
+        assert await client.result(f"math.{task_id}") == {"value": 42}
+        states = [r.state for r in await client.history(f"math.{task_id}")]
         assert states == ["submitted", "submitted", "working", "completed"], states
 
 

@@ -11,6 +11,7 @@ from nats.js import api
 from actors import load_config
 from bus import AgentError, BadInput, ConfigError, DeadlineExceeded, ErrorInfo, TaskCancelled
 from bus.durable import (
+    CorruptRecord,
     DurableNames,
     DurableSettings,
     TaskRecord,
@@ -128,3 +129,21 @@ def test_a_failed_record_raises_the_error_of_its_code() -> None:
         result_of(record(TaskState.DEAD_LETTERED, error=boom, attempts=5))
     with pytest.raises(TaskCancelled):
         result_of(record(TaskState.CANCELLED, error=boom))
+
+
+def test_a_record_that_is_not_the_one_its_key_names_is_corrupt() -> None:
+    data = encode_record(
+        TaskRecord(
+            task_id="abc",
+            capability="echo",
+            state=TaskState.COMPLETED,
+            submitted_at=1.0,
+            updated_at=2.0,
+        )
+    )
+    assert decode_record(data, task_id="abc", capability="echo").capability == "echo"
+    for task_id, capability in (("abc", "math"), ("xyz", "echo")):
+        with pytest.raises(CorruptRecord, match="says it is task 'abc' of 'echo'"):
+            decode_record(data, task_id=task_id, capability=capability)
+    with pytest.raises(CorruptRecord, match="is not a task record"):
+        decode_record(b'{"task_id": 1}', task_id="abc")
