@@ -1,10 +1,12 @@
 """Submitting durable tasks and fetching their results by task ID.
 
-A durable task is first recorded (``submitted``) in the task bucket, then
-published to the work-queue stream with ``Nats-Msg-Id`` = task ID, so a
-resubmission of the same ID is dropped by the server's duplicate window and
-finds the record it made the first time. The result is read from the record,
-now or later, by anyone who knows the ID.
+A durable task's submission is first created (if absent) in the task bucket,
+then the task is published to the work-queue stream with ``Nats-Msg-Id`` = task
+ID. A resubmission of the same ID finds the submission and publishes nothing
+once an agent has taken the task; a copy published before that is dropped by
+the server's duplicate window, or past it by the agents, whose record names the
+one job message that owns the task. The result is read from the record, now or
+later, by anyone who knows the ID (or ``CAPABILITY.TASK_ID``).
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ class DurableTaskClient:
         nc: a connected nats-py client.
         prefix: the subject prefix of the system.
         sender: the name put in ``Agent-Sender``.
-        settings: used only to create the streams and the bucket if no daemon
-            has yet (a submitter never changes what exists).
+        settings: used only to create the streams and the bucket if they are
+            missing and this user may (the shipped permissions leave that to
+            ``callboard setup``); a submitter never changes what exists.
     """
 
     def __init__(

@@ -147,9 +147,7 @@ class TaskStore:
             BadInput: the ID has records under more than one capability.
         """
         for key in (f"*.{task_id}.{SUBMITTED_TOKEN}", f"*.{task_id}"):
-            capabilities = {
-                (msg.subject or "").split(".")[2] async for msg in self._revisions(key)
-            }
+            capabilities = {(msg.subject or "").split(".")[2] async for msg in self._revisions(key)}
             if len(capabilities) > 1:
                 raise BadInput(
                     f"durable task {task_id} has records under capabilities "
