@@ -24,13 +24,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from bus import BadInput, ErrorInfo
-from bus.codec import AGENT_ID, ERROR, ERROR_CODE, SENDER, TASK_ID
+from bus.codec import DEADLINE, SENDER, TASK_ID
 from bus.durable import (
     MSG_ID,
     TRANSIENT,
+    CorruptRecord,
     DurableNames,
     DurableSettings,
-    StoredRecord,
     TaskRecord,
     TaskState,
     TaskStore,
@@ -38,14 +38,13 @@ from bus.durable import (
     validate_durable_task_id,
 )
 
+from ._dead_letter import ATTEMPTS, PAYLOAD_OMITTED, DeadLetter, publish_dead_letter
 from ._runner import AgentRunner
 
-__all__ = ["ATTEMPTS", "DurableWorker"]
+__all__ = ["ATTEMPTS", "PAYLOAD_OMITTED", "DurableWorker"]
 
 log = logging.getLogger("callboard.durable")
 
-ATTEMPTS = "Agent-Attempts"
-"""On a dead letter: how many times the task was tried."""
 _FETCH_WAIT = 2.0
 _FETCH_MORE = 0.05
 """Seconds a pull may wait for more tasks once it has one: fetch(n) holds the
@@ -77,6 +76,8 @@ class DurableWorker:
         executed: tasks this worker ran to an outcome.
         skipped: deliveries of tasks already done (redeliveries), acknowledged unrun.
         discarded: outcomes not stored because another execution finished first.
+        duplicates: copies of a task that another job message owns (a resubmission
+            past the duplicate window), acknowledged unrun.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class DurableWorker:
         self.executed = 0
         self.skipped = 0
         self.discarded = 0
+        self.duplicates = 0
         self._slots = anyio.Semaphore(runner.limit)
         self._fetching = anyio.CancelScope()
         self.stopped = anyio.Event()
@@ -195,7 +197,13 @@ class DurableWorker:
                 attempt,
             )
             return
-        stored = await self.store.get(task_id)
+        try:
+            stored = await self.store.get(capability, task_id)
+        except CorruptRecord as exc:
+            record = _new_record(task_id, capability, msg)
+            error = _info(500, "corrupt_record", f"{exc.message}; the task was not run")
+            await self._dead_letter(capability, msg, record, exc.revision, error, attempt - 1)
+            return
         if stored is not None and stored.record.done:
             self.skipped += 1
             log.info(
@@ -203,7 +211,31 @@ class DurableWorker:
             )
             await _settle(msg.ack())
             return
+        job = meta.sequence.stream
+        if stored is not None and stored.record.job not in (0, job):
+            self.duplicates += 1
+            log.info(
+                "task %s belongs to job %d; its copy %d is acknowledged unrun",
+                task_id,
+                stored.record.job,
+                job,
+            )
+            await _settle(msg.ack())
+            return
         record = stored.record if stored is not None else _new_record(task_id, capability, msg)
+        revision = stored.revision if stored is not None else None
+        if _expired(headers):
+            error = _info(
+                408,
+                "timeout",
+                f"task {task_id} reached its deadline (Agent-Deadline) before an agent took "
+                "it; it was not run",
+            )
+            await self.runner.status.failed(task_id, capability, 0.0, error)
+            failed = record.moved_to(TaskState.FAILED, error=error, job=job)
+            await self._commit(failed, revision)
+            await _settle(msg.term())
+            return
         if attempt > self.settings.max_deliver:
             error = _info(
                 500,
@@ -211,15 +243,15 @@ class DurableWorker:
                 f"task {task_id} was delivered {attempt - 1} time(s) and no attempt finished: "
                 f"the agent running it died each time (last: {record.agent or 'unknown'})",
             )
-            await self._dead_letter(capability, msg, record, stored, error, attempt - 1)
+            await self._dead_letter(capability, msg, record, revision, error, attempt - 1)
             return
-        working = record.moved_to(TaskState.WORKING, attempts=attempt, agent=self.agent_id)
-        revision = await self._commit(working, stored.revision if stored else None)
-        if revision is None:
+        working = record.moved_to(TaskState.WORKING, attempts=attempt, agent=self.agent_id, job=job)
+        claimed = await self._commit(working, revision)
+        if claimed is None:
             self.skipped += 1
             await _settle(msg.ack())
             return
-        await self._run(capability, msg, working, revision, attempt)
+        await self._run(capability, msg, working, claimed, attempt)
 
     async def _run(
         self, capability: str, msg: Msg, working: TaskRecord, revision: int, attempt: int
@@ -296,14 +328,12 @@ class DurableWorker:
             await status.cancelled(task_id, capability, elapsed_ms, cancel_reason)
             return
         await status.failed(task_id, capability, elapsed_ms, error)
-        if not retryable(error.code):
+        if not retryable(error.code) or _expired(msg.headers or {}):
             await self._commit(working.moved_to(TaskState.FAILED, error=error), revision)
             await _settle(msg.term())
             return
         if attempt >= self.settings.max_deliver:
-            await self._dead_letter(
-                capability, msg, working, StoredRecord(working, revision), error, attempt
-            )
+            await self._dead_letter(capability, msg, working, revision, error, attempt)
             return
         await self._commit(working.moved_to(TaskState.SUBMITTED, error=error), revision)
         await _settle(msg.nak(delay=self.settings.retry_after(attempt)))
@@ -313,26 +343,28 @@ class DurableWorker:
         capability: str,
         msg: Msg,
         record: TaskRecord,
-        stored: StoredRecord | None,
+        revision: int | None,
         error: ErrorInfo,
         attempts: int,
     ) -> None:
         """Copy the task to ``<prefix>.dead.<capability>`` with its last error, record
-        it ``dead-lettered``, and take it off the work queue."""
-        headers = dict(msg.headers or {})
-        headers.update(
-            {
-                MSG_ID: f"{record.task_id}.dead",
-                TASK_ID: record.task_id,
-                ERROR: error.message,
-                ERROR_CODE: str(error.code),
-                ATTEMPTS: str(attempts),
-                AGENT_ID: self.agent_id,
-            }
+        it ``dead-lettered``, and take it off the work queue.
+
+        A copy too large for ``max_payload`` with the added headers goes without its
+        payload (``Agent-Payload-Omitted``); a copy the server will not keep is
+        noted in the record's error: the task is dead-lettered either way."""
+        note = await publish_dead_letter(
+            self.js,
+            self.names.dead(capability),
+            msg,
+            DeadLetter(record.task_id, error, attempts, self.agent_id),
+            max_payload=self.runner.nc.max_payload,
+            patience=_COMMIT_PATIENCE,
         )
-        await self.js.publish(self.names.dead(capability), msg.data, headers=headers)
+        if note:
+            error = _info(error.code, error.type, f"{error.message} ({note})")
         dead = record.moved_to(TaskState.DEAD_LETTERED, error=error, attempts=attempts)
-        await self._commit(dead, stored.revision if stored else None)
+        await self._commit(dead, revision)
         await _settle(msg.term())
         log.warning(
             "task %s dead-lettered after %d attempt(s): %s", record.task_id, attempts, error.message
@@ -348,14 +380,16 @@ class DurableWorker:
                     stored = await self.store.replace(record, revision)
                     if stored is not None:
                         return stored
-                    current = await self.store.get(record.task_id)
+                    current = await self.store.get(record.capability, record.task_id)
                 except TRANSIENT as exc:
                     log.info("storing task %s failed for now: %s", record.task_id, exc)
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                if current is not None and current.record.done:
-                    return None
+                if current is not None and (
+                    current.record.done or current.record.job not in (0, record.job)
+                ):
+                    return None  # finished, or taken by another copy of the job
                 revision = current.revision if current is not None else None
         raise RuntimeError(
             f"could not store the record of task {record.task_id} for {_COMMIT_PATIENCE:g}s"
@@ -411,6 +445,16 @@ def _new_record(task_id: str, capability: str, msg: Msg) -> TaskRecord:
         submitted_at=submitted,
         updated_at=submitted,
     )
+
+
+def _expired(headers: dict[str, str]) -> bool:
+    """True if the task's ``Agent-Deadline`` has passed: nobody waits for it any more
+    (a malformed deadline is left to the runner, which answers it with a 400)."""
+    try:
+        deadline_ms = int(headers.get(DEADLINE) or 0)
+    except ValueError:
+        return False
+    return 0 < deadline_ms <= time.time() * 1000
 
 
 def _info(code: int, type: str, message: str) -> ErrorInfo:

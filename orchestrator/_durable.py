@@ -58,7 +58,7 @@ class DurableDispatch:
             )
         await self.client.submit(capability, payload, task_id=task_id, seq=seq)
         record = await self.client.wait(
-            task_id, self.default_timeout if timeout is None else timeout
+            task_id, self.default_timeout if timeout is None else timeout, capability=capability
         )
         return AgentMessage(
             type=MessageType.RESULT,

@@ -226,12 +226,15 @@ class Violations:
 
 @asynccontextmanager
 async def logged_in(
-    url: str, copy: DeployCopy, user: str, *, inbox_prefix: str = "_INBOX"
+    url: str, copy: DeployCopy, user: str, *, inbox_prefix: str | None = None
 ) -> AsyncIterator[tuple[Client, Violations]]:
-    """A raw nats-py client logged in as ``user``, with the violations it is told of.
+    """A raw nats-py client logged in as ``user``, with the violations it is told of,
+    replies on the user's own inbox (its ``.env`` file's) unless ``inbox_prefix`` says.
 
     Raw nats-py rather than ``bus.connect``: the test needs the error callback.
     """
+    if inbox_prefix is None:
+        inbox_prefix = copy.env(user).get("NATS_INBOX_PREFIX", "_INBOX")
     violations = Violations()
     nc = Client()
     await nc.connect(

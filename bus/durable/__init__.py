@@ -8,9 +8,22 @@ consumer; every change of the task's state is a revision of its record in the
 
 from __future__ import annotations
 
-from ._client import DEFAULT_SUBMIT_TIMEOUT, MSG_ID, DurableTaskClient, result_of
-from ._names import DurableNames, validate_durable_task_id
-from ._record import TERMINAL_STATES, TaskRecord, TaskState, decode_record, encode_record
+from ._client import (
+    DEFAULT_SUBMIT_TIMEOUT,
+    MSG_ID,
+    DurableTaskClient,
+    message_size,
+    result_of,
+)
+from ._names import DurableNames, split_task_ref, validate_durable_task_id
+from ._record import (
+    TERMINAL_STATES,
+    CorruptRecord,
+    TaskRecord,
+    TaskState,
+    decode_record,
+    encode_record,
+)
 from ._replay import replay_status
 from ._settings import DurableSettings
 from ._setup import ensure_consumer, ensure_durable, stream_configs
@@ -21,6 +34,7 @@ __all__ = [
     "MSG_ID",
     "TERMINAL_STATES",
     "TRANSIENT",
+    "CorruptRecord",
     "DurableNames",
     "DurableSettings",
     "DurableTaskClient",
@@ -32,8 +46,10 @@ __all__ = [
     "encode_record",
     "ensure_consumer",
     "ensure_durable",
+    "message_size",
     "replay_status",
     "result_of",
+    "split_task_ref",
     "stream_configs",
     "validate_durable_task_id",
 ]

@@ -1,10 +1,12 @@
 """Submitting durable tasks and fetching their results by task ID.
 
-A durable task is first recorded (``submitted``) in the task bucket, then
-published to the work-queue stream with ``Nats-Msg-Id`` = task ID, so a
-resubmission of the same ID is dropped by the server's duplicate window and
-finds the record it made the first time. The result is read from the record,
-now or later, by anyone who knows the ID.
+A durable task's submission is first created (if absent) in the task bucket,
+then the task is published to the work-queue stream with ``Nats-Msg-Id`` = task
+ID. A resubmission of the same ID finds the submission and publishes nothing
+once an agent has taken the task; a copy published before that is dropped by
+the server's duplicate window, or past it by the agents, whose record names the
+one job message that owns the task. The result is read from the record, now or
+later, by anyone who knows the ID (or ``CAPABILITY.TASK_ID``).
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from .._errors import (
 )
 from .._ids import new_task_id
 from .._subjects import DEFAULT_PREFIX
-from ._names import DurableNames, validate_durable_task_id
+from ._names import DurableNames, split_task_ref, validate_durable_task_id
 from ._record import TaskRecord, TaskState
 from ._settings import DurableSettings
 from ._setup import ensure_durable
 from ._store import TRANSIENT, TaskStore
 
-__all__ = ["DEFAULT_SUBMIT_TIMEOUT", "MSG_ID", "DurableTaskClient", "result_of"]
+__all__ = ["DEFAULT_SUBMIT_TIMEOUT", "MSG_ID", "DurableTaskClient", "message_size", "result_of"]
 
 log = logging.getLogger("callboard.durable")
 
@@ -46,6 +48,17 @@ DEFAULT_SUBMIT_TIMEOUT = 30.0
 _JS_TIMEOUT = 5.0
 
 
+def message_size(headers: dict[str, str], body: bytes) -> int:
+    """Bytes the server counts against ``max_payload``: the header block and the body.
+
+    nats-py checks the body alone; a message over the limit with its headers
+    makes the server close the connection (and a JetStream publish wait for an
+    acknowledgement that never comes).
+    """
+    block = 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    return block + len(body)
+
+
 class DurableTaskClient:
     """Submits durable tasks and reads their records.
 
@@ -53,8 +66,9 @@ class DurableTaskClient:
         nc: a connected nats-py client.
         prefix: the subject prefix of the system.
         sender: the name put in ``Agent-Sender``.
-        settings: used only to create the streams and the bucket if no daemon
-            has yet (a submitter never changes what exists).
+        settings: used only to create the streams and the bucket if they are
+            missing and this user may (the shipped permissions leave that to
+            ``callboard setup``); a submitter never changes what exists.
     """
 
     def __init__(
@@ -96,10 +110,14 @@ class DurableTaskClient:
         """Store a task in the work queue of ``capability``; return its record.
 
         Submitting an ID again is safe: the existing record is returned and the
-        task runs once.
+        task runs once, for as long as its record is kept. While no agent has
+        taken it, the job is published again (the first submitter may have died
+        before publishing it); an agent runs one copy and drops the others.
 
         Raises:
             BadInput: the ID or the payload is malformed.
+            PayloadTooLarge: the payload and its headers are above the server's
+                ``max_payload`` (nothing is stored).
             ConnectionFailed: JetStream could not be reached within ``timeout``;
                 the task may not have been stored - submit the same ID again.
         """
@@ -110,6 +128,13 @@ class DurableTaskClient:
             task_id=task_id, sender=self.sender, seq=seq, traceparent=traceparent
         )
         headers[MSG_ID] = task_id
+        size = message_size(headers, body)
+        if size > self.nc.max_payload:
+            raise PayloadTooLarge(
+                f"durable task {task_id} is {size} bytes with its headers, above the NATS "
+                f"server's max_payload ({self.nc.max_payload}): send a reference to the data "
+                "instead"
+            )
         now = time.time()
         record = TaskRecord(
             task_id=task_id,
@@ -136,12 +161,12 @@ class DurableTaskClient:
         while True:
             try:
                 await self.ensure_ready()
-                if await self.store.create(record) is None:
-                    existing = await self.store.get(record.task_id)
+                if not await self.store.submit(record):
+                    existing = await self.store.read(record.capability, record.task_id)
                     if existing is not None:
-                        record = existing.record
-                        if record.state != TaskState.SUBMITTED:
-                            return record  # already running or done: never twice
+                        record = existing
+                        if record.state != TaskState.SUBMITTED or record.job:
+                            return record  # an agent has it (or had it): never twice
                 await self.js.publish(subject, body, headers=headers)
                 return record
             except nats.errors.MaxPayloadError as exc:
@@ -156,27 +181,65 @@ class DurableTaskClient:
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    async def record(self, task_id: str) -> TaskRecord:
-        """The task's record now.
+    async def locate(self, task: str, capability: str | None = None) -> tuple[str, str]:
+        """``(capability, task_id)`` of ``TASK_ID`` or ``CAPABILITY.TASK_ID``.
+
+        Raises:
+            BadInput: the reference is malformed, or the ID is under several capabilities.
+            UnknownTask: no task has this ID.
+        """
+        named, task_id = split_task_ref(task)
+        capability = capability or named
+        if capability is None:
+            await self.ensure_ready()
+            capability = await self.store.find(task_id)
+            if capability is None:
+                raise _unknown(task_id)
+        return capability, task_id
+
+    async def record(self, task_id: str, *, capability: str | None = None) -> TaskRecord:
+        """The task's record now (``task_id`` may be ``CAPABILITY.TASK_ID``).
 
         Raises:
             UnknownTask: no record has this ID.
+            CorruptRecord: the bucket holds something else under its key.
         """
+        capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
-        stored = await self.store.get(validate_durable_task_id(task_id))
-        if stored is None:
+        record = await self.store.read(capability, task_id)
+        if record is None:
             raise _unknown(task_id)
-        return stored.record
+        return record
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+    async def wait(
+        self, task_id: str, timeout: float | None, *, capability: str | None = None
+    ) -> TaskRecord:
         """Wait up to ``timeout`` seconds (None: no limit) for the task to be done.
 
         Raises:
             UnknownTask: no record has this ID.
             TaskStillPending: it was not done in time (it goes on; ask again later).
+            CorruptRecord: the bucket holds something else under its key.
         """
+        started = time.monotonic()
+        delay = 0.1
+        while True:  # as store.wait does, wait out a server that does not answer for now
+            try:
+                capability, task_id = await self.locate(task_id, capability)
+                break
+            except TRANSIENT as exc:
+                if timeout is not None and time.monotonic() - started + delay > timeout:
+                    raise ConnectionFailed(
+                        f"could not read durable task {task_id}: JetStream did not answer "
+                        f"({type(exc).__name__}); the task is not lost - ask again once the "
+                        "server is back"
+                    ) from exc
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if timeout is not None:
+            timeout = max(timeout - (time.monotonic() - started), 0.0)
         await self.ensure_ready()
-        record = await self.store.wait(validate_durable_task_id(task_id), timeout)
+        record = await self.store.wait(capability, task_id, timeout)
         if record is None:
             raise _unknown(task_id)
         if not record.done:
@@ -190,21 +253,32 @@ class DurableTaskClient:
             )
         return record
 
-    async def result(self, task_id: str, *, timeout: float | None = 0) -> Any:
+    async def result(
+        self, task_id: str, *, timeout: float | None = 0, capability: str | None = None
+    ) -> Any:
         """The task's result, waiting up to ``timeout`` seconds for it.
 
         Raises:
-            UnknownTask, TaskStillPending: as ``wait``.
+            UnknownTask, TaskStillPending, CorruptRecord: as ``wait``.
             AgentError: it failed or was dead-lettered (a subclass by code).
             TaskCancelled: it was cancelled.
         """
-        record = await self.wait(task_id, timeout)
+        record = await self.wait(task_id, timeout, capability=capability)
         return result_of(record)
 
-    async def history(self, task_id: str) -> list[TaskRecord]:
-        """Every kept revision of the task's record, oldest first."""
+    async def history(self, task_id: str, *, capability: str | None = None) -> list[TaskRecord]:
+        """Every kept revision of the task's record, oldest first.
+
+        Raises:
+            UnknownTask: no record has this ID.
+            CorruptRecord: the task's only record is not a task record.
+        """
+        capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
-        return [s.record for s in await self.store.history(validate_durable_task_id(task_id))]
+        revisions = [s.record for s in await self.store.history(capability, task_id)]
+        if not revisions:
+            await self.store.read(capability, task_id)  # a value that is not a record says so
+        return revisions
 
 
 def result_of(record: TaskRecord) -> Any:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 
-from .._errors import BadInput
+from .._errors import BadInput, ConfigError
 from .._subjects import DEFAULT_PREFIX, Subjects, validate_capability
 
-__all__ = ["DurableNames", "validate_durable_task_id"]
+__all__ = ["SUBMITTED_TOKEN", "DurableNames", "split_task_ref", "validate_durable_task_id"]
+
+SUBMITTED_TOKEN = "submitted"
+"""The last token of a submission's key."""
 
 _KEY = re.compile(r"[A-Za-z0-9_=-]{1,128}")
 
@@ -25,6 +28,21 @@ def validate_durable_task_id(task_id: str) -> str:
             "or '=' (it is the task's key in the result bucket)"
         )
     return task_id
+
+
+def split_task_ref(ref: str) -> tuple[str | None, str]:
+    """``(capability, task_id)`` of ``TASK_ID`` or ``CAPABILITY.TASK_ID`` (a record's key)."""
+    capability, dot, task_id = ref.rpartition(".")
+    if not dot:
+        return None, validate_durable_task_id(ref)
+    return _capability(capability), validate_durable_task_id(task_id)
+
+
+def _capability(capability: str) -> str:
+    try:
+        return validate_capability(capability)
+    except ConfigError as exc:
+        raise BadInput(exc.message) from None
 
 
 class DurableNames:
@@ -66,6 +84,16 @@ class DurableNames:
         """The durable pull consumer that every replica of a capability shares."""
         return validate_capability(capability)
 
-    def key_subject(self, task_id: str) -> str:
-        """The subject a record update of ``task_id`` is published on (``$KV...``)."""
-        return f"$KV.{self.bucket}.{task_id}"
+    def record_key(self, capability: str, task_id: str) -> str:
+        """``<capability>.<task_id>``: the task's record, written by the agents of its
+        capability only (``$KV.<bucket>.<capability>.*`` is what their users may write)."""
+        return f"{validate_capability(capability)}.{task_id}"
+
+    def submission_key(self, capability: str, task_id: str) -> str:
+        """``<capability>.<task_id>.submitted``: the submitter's first record of a task,
+        a key no agent user may write and whose record no submitter may overwrite."""
+        return f"{self.record_key(capability, task_id)}.{SUBMITTED_TOKEN}"
+
+    def key_subject(self, key: str) -> str:
+        """The subject a revision of ``key`` is stored on (``$KV.<bucket>.<key>``)."""
+        return f"$KV.{self.bucket}.{key}"

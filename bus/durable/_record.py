@@ -12,9 +12,36 @@ import time
 
 import msgspec
 
+from .._errors import DispatchError
 from .._messages import ErrorInfo
 
-__all__ = ["TERMINAL_STATES", "TaskRecord", "TaskState", "decode_record", "encode_record"]
+__all__ = [
+    "TERMINAL_STATES",
+    "CorruptRecord",
+    "TaskRecord",
+    "TaskState",
+    "decode_record",
+    "encode_record",
+]
+
+
+class CorruptRecord(DispatchError):
+    """A value in the task bucket is not a task record (or not the one its key names).
+
+    Something other than callboard wrote it (a stray ``nats kv put``, a bug, an
+    attacker with write access). Readers report it instead of guessing; an agent
+    that finds it for a queued task dead-letters the task.
+
+    Attributes:
+        revision: the bucket revision of the bad value (a compare-and-set replaces it).
+    """
+
+    code = 500
+    type = "corrupt_record"
+
+    def __init__(self, message: str, *, task_id: str, revision: int = 0) -> None:
+        super().__init__(message, task_id=task_id)
+        self.revision = revision
 
 
 class TaskState(enum.StrEnum):
@@ -52,6 +79,9 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
         result: the result's JSON, as the agent encoded it (completed only).
         error: the last error (failed, dead-lettered, cancelled, and a
             submitted task waiting for its retry).
+        job: the stream sequence of the job message that owns the task, once an
+            agent has taken it (0: nobody yet). Another copy of the job (a
+            resubmission past the duplicate window) is acknowledged unrun.
     """
 
     task_id: str
@@ -65,6 +95,7 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     agent: str = ""
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     error: ErrorInfo | None = None
+    job: int = 0
 
     @property
     def done(self) -> bool:
@@ -84,6 +115,31 @@ def encode_record(record: TaskRecord) -> bytes:
     return _encoder.encode(record)
 
 
-def decode_record(data: bytes) -> TaskRecord:
-    """Decode a record; a value nobody could have written is a bug, reported as such."""
-    return _decoder.decode(data)
+def decode_record(
+    data: bytes, *, task_id: str | None = None, capability: str | None = None, revision: int = 0
+) -> TaskRecord:
+    """Decode a record; with ``task_id`` (and ``capability``), the one its key names.
+
+    Raises:
+        CorruptRecord: the value is not a task record, or is another task's.
+    """
+    what = f"durable task {task_id}" if task_id else "a durable task"
+    try:
+        record = _decoder.decode(data)
+    except msgspec.MsgspecError as exc:
+        raise CorruptRecord(
+            f"the record of {what} (revision {revision}) is not a task record ({exc}): "
+            "something other than callboard wrote it",
+            task_id=task_id or "",
+            revision=revision,
+        ) from None
+    names = (record.task_id, record.capability)
+    if (task_id or record.task_id, capability or record.capability) != names:
+        raise CorruptRecord(
+            f"the record stored for {what} (revision {revision}) says it is task "
+            f"{record.task_id[:80]!r} of {record.capability[:80]!r}: something other than "
+            "callboard wrote it",
+            task_id=task_id or "",
+            revision=revision,
+        )
+    return record

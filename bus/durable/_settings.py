@@ -37,6 +37,10 @@ class DurableSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
             agent's ``max_concurrency``. With N replicas set N times that, or
             they cannot all be busy (each never runs more than its own
             ``max_concurrency``).
+        duplicate_window: seconds in which the server drops a second job with
+            the same task ID (``Nats-Msg-Id``) unstored. Past it, the task's
+            record still keeps a resubmitted task from running twice; the
+            window only saves the copy a trip to an agent.
     """
 
     storage: Literal["file", "memory"] = "file"
@@ -50,6 +54,7 @@ class DurableSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     status_max_age: Annotated[float, msgspec.Meta(ge=0)] = 24 * 3600.0
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
     max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    duplicate_window: Annotated[float, msgspec.Meta(ge=0.1)] = 120.0
 
     def retry_after(self, attempt: int) -> float:
         """Seconds before retrying after failed attempt number ``attempt`` (1-based)."""

@@ -1,9 +1,12 @@
 """Creating the streams, the consumers and the bucket of durable dispatch.
 
-Each is created or brought to the settings at start-up, idempotently, so any
-number of daemons may start at once. A submitter only creates what is missing
-(so a task can wait for agents that have never started) and never changes
-what a daemon configured.
+Setting up the streams and the bucket is a step of its own (``callboard
+setup``, run by a user that may create and update them), so that no running
+role needs that power: a running daemon or submitter looks at each stream
+(STREAM.INFO), creates one only if it is missing (which the shipped
+permissions refuse it: it then says to run the setup), and never changes one.
+Each capability's pull consumer is its daemons' own, created or updated at
+start-up, idempotently, so any number of daemons may start at once.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ log = logging.getLogger("callboard.durable")
 
 _STREAM_NAME_IN_USE = 10058
 """JetStream's "stream name already in use with a different configuration"."""
-_DUPLICATE_WINDOW = 120.0
 
 
 def _storage(settings: DurableSettings) -> api.StorageType:
@@ -51,7 +53,7 @@ def stream_configs(names: DurableNames, settings: DurableSettings) -> list[api.S
             retention=api.RetentionPolicy.WORK_QUEUE,
             discard=api.DiscardPolicy.NEW,
             max_age=settings.task_max_age,
-            duplicate_window=min(_DUPLICATE_WINDOW, settings.task_max_age),
+            duplicate_window=min(settings.duplicate_window, settings.task_max_age),
         ),
         stream(
             name=names.dead_stream,
@@ -68,8 +70,8 @@ def stream_configs(names: DurableNames, settings: DurableSettings) -> list[api.S
             discard=api.DiscardPolicy.NEW,
             max_age=settings.result_ttl,
             max_msgs_per_subject=settings.history,
-            duplicate_window=min(_DUPLICATE_WINDOW, settings.result_ttl),
-            allow_rollup_hdrs=True,
+            duplicate_window=min(settings.duplicate_window, settings.result_ttl),
+            allow_rollup_hdrs=False,  # a writer could purge a key's history with one
             allow_direct=True,
             deny_delete=True,
         ),
@@ -89,29 +91,79 @@ def stream_configs(names: DurableNames, settings: DurableSettings) -> list[api.S
 
 
 async def ensure_durable(
-    js: JetStreamContext, names: DurableNames, settings: DurableSettings, *, update: bool = True
-) -> None:
-    """Create every stream (and the bucket's), or bring it to ``settings`` if ``update``."""
-    for config in stream_configs(names, settings):
-        await _ensure_stream(js, config, update=update)
+    js: JetStreamContext, names: DurableNames, settings: DurableSettings, *, update: bool = False
+) -> list[str]:
+    """Create every missing stream (and the bucket's); with ``update`` (the setup
+    step), also bring those that exist to ``settings``. Returns one line per stream
+    saying what was done.
+
+    Raises:
+        ConfigError: the server refused a setting.
+        ConnectionFailed: JetStream did not answer (or this user may not ask it:
+            a stream is missing and only the setup step may create it).
+    """
+    return [await _ensure_stream(js, c, update=update) for c in stream_configs(names, settings)]
 
 
-async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig, *, update: bool) -> None:
+async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig, *, update: bool) -> str:
+    name = config.name or ""
     try:
-        await js.add_stream(config)
-        return
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != _STREAM_NAME_IN_USE:
-            raise _setup_error(config.name, exc) from exc
+        info: api.StreamInfo | None = await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        info = None
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-        raise _unavailable(config.name, exc) from exc
-    if not update:
-        return
-    try:
-        await js.update_stream(config)
-        log.info("stream %s updated to the configured settings", config.name)
-    except nats.js.errors.APIError as exc:
-        raise _setup_error(config.name, exc) from exc
+        raise _unavailable(name, exc) from exc
+    if info is None:
+        try:
+            await js.add_stream(config)
+            return f"{name}: created"
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != _STREAM_NAME_IN_USE:  # else another process was first
+                raise _setup_error(name, exc) from exc
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise _unavailable(name, exc, missing=True) from exc
+    if update:
+        try:
+            await js.update_stream(config)
+        except nats.js.errors.APIError as exc:
+            raise _setup_error(name, exc) from exc
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise _unavailable(name, exc) from exc
+        log.info("stream %s brought to the configured settings", name)
+        return f"{name}: up to date with the settings"
+    differences = _differences(info.config, config) if info is not None else []
+    if differences:
+        log.warning(
+            "stream %s differs from this process's [durable] settings (%s): the setup step "
+            "('callboard setup') applies them; running roles never change a stream",
+            name,
+            ", ".join(differences),
+        )
+    return f"{name}: exists"
+
+
+_COMPARED = (
+    "max_age",
+    "max_bytes",
+    "max_msgs_per_subject",
+    "duplicate_window",
+    "num_replicas",
+    "allow_rollup_hdrs",
+)
+
+
+def _differences(actual: api.StreamConfig, wanted: api.StreamConfig) -> list[str]:
+    """``field: actual -> wanted`` for the settings a setup step would change."""
+    found = []
+    for field in _COMPARED:
+        have, want = getattr(actual, field, None), getattr(wanted, field, None)
+        if want is None or have == want or (field == "duplicate_window" and not want):
+            continue  # not set: the server's default
+        if isinstance(have, float | int) and isinstance(want, float | int):
+            if abs(have - want) < 1e-6:
+                continue
+        found.append(f"{field}: {have} -> {want}")
+    return found
 
 
 async def ensure_consumer(
@@ -158,7 +210,14 @@ def _setup_error(what: str | None, exc: nats.js.errors.APIError) -> ConfigError:
     )
 
 
-def _unavailable(what: str | None, exc: Exception) -> ConnectionFailed:
+def _unavailable(what: str | None, exc: Exception, *, missing: bool = False) -> ConnectionFailed:
+    if missing:
+        return ConnectionFailed(
+            f"the JetStream stream {what} does not exist, and creating it got no answer "
+            f"({type(exc).__name__}): run 'callboard setup' as the user that may create "
+            "callboard's streams (deploy/nats/accounts.conf: setup), or check that JetStream "
+            "is enabled for the account"
+        )
     return ConnectionFailed(
         f"JetStream did not answer while setting up {what} ({type(exc).__name__}): "
         "is JetStream enabled on the server and for the account (nats-server -js, "

@@ -1,28 +1,35 @@
-"""The task bucket: one record per durable task, read, changed by compare-and-set,
+"""The task bucket: the records of durable tasks, read, changed by compare-and-set,
 and waited on.
 
-Waiting subscribes to the key's own subject (``$KV.<bucket>.<task_id>``),
-which sees every new revision as it is stored, and reads the key now and then
-as well, so an update missed while the connection was down is still found.
+A task has two keys (layout 2, see ``DurableNames``): its submission,
+``<capability>.<task_id>.submitted``, written once by the submitter, and its
+record, ``<capability>.<task_id>``, written by the agents of its capability
+from the moment one takes it. Readers believe the record first; a submission
+only ever says "submitted", whatever else it holds, so a submitter cannot
+write a task's outcome and an agent cannot write another capability's.
+
+Waiting subscribes to the record's own subject, which sees every new revision
+as it is stored, and reads the keys now and then as well, so an update missed
+while the connection was down is still found.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
-import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from .._errors import ConnectionFailed
-from ._names import DurableNames
-from ._record import TaskRecord, decode_record, encode_record
+from .._errors import BadInput, ConnectionFailed
+from ._names import SUBMITTED_TOKEN, DurableNames
+from ._record import CorruptRecord, TaskRecord, TaskState, decode_record, encode_record
 
 __all__ = ["StoredRecord", "TaskStore"]
 
@@ -65,28 +72,60 @@ class TaskStore:
         self.nc = nc
         self.js = js
         self.names = names
+        self.stream = f"KV_{names.bucket}"
         self.kv = KeyValue(
             name=names.bucket,
-            stream=f"KV_{names.bucket}",
+            stream=self.stream,
             pre=f"$KV.{names.bucket}.",
             js=js,
             direct=True,
         )
 
-    async def get(self, task_id: str) -> StoredRecord | None:
-        """The current record, or None if there is none (never submitted, or expired)."""
+    async def get(self, capability: str, task_id: str) -> StoredRecord | None:
+        """The task's record as its agents keep it, or None if no agent has taken it
+        yet (or it expired).
+
+        Raises:
+            CorruptRecord: the key holds something that is not this task's record.
+        """
         try:
-            entry = await self.kv.get(task_id)
+            entry = await self.kv.get(self.names.record_key(capability, task_id))
         except nats.js.errors.KeyNotFoundError:
             return None
         if entry.value is None or entry.revision is None:
             return None
-        return StoredRecord(decode_record(entry.value), entry.revision)
+        record = decode_record(
+            entry.value, task_id=task_id, capability=capability, revision=entry.revision
+        )
+        return StoredRecord(record, entry.revision)
+
+    async def read(self, capability: str, task_id: str) -> TaskRecord | None:
+        """The task's record, else its submission (as ``submitted``), else None."""
+        stored = await self.get(capability, task_id)
+        if stored is not None:
+            return stored.record
+        try:
+            entry = await self.kv.get(self.names.submission_key(capability, task_id))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return _as_submission(entry.value, capability, task_id, entry.revision or 0)
+
+    async def submit(self, record: TaskRecord) -> bool:
+        """Store a task's submission; False if it has one already."""
+        key = self.names.submission_key(record.capability, record.task_id)
+        try:
+            await self.kv.create(key, encode_record(record))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        return True
 
     async def create(self, record: TaskRecord) -> int | None:
-        """Store a first record; None if the task already has one."""
+        """Store a task's first record; None if it has one already."""
+        key = self.names.record_key(record.capability, record.task_id)
         try:
-            return await self.kv.create(record.task_id, encode_record(record))
+            return await self.kv.create(key, encode_record(record))
         except nats.js.errors.KeyWrongLastSequenceError:
             return None
 
@@ -95,35 +134,85 @@ class TaskStore:
         return the new revision, or None if someone else changed it first."""
         if revision is None:
             return await self.create(record)
+        key = self.names.record_key(record.capability, record.task_id)
         try:
-            return await self.kv.update(record.task_id, encode_record(record), last=revision)
+            return await self.kv.update(key, encode_record(record), last=revision)
         except nats.js.errors.KeyWrongLastSequenceError:
             return None
 
-    async def history(self, task_id: str) -> list[StoredRecord]:
-        """Every revision still kept (``history`` in the settings), oldest first.
+    async def find(self, task_id: str) -> str | None:
+        """The capability a task was submitted to (None: no such task).
+
+        Raises:
+            BadInput: the ID has records under more than one capability.
+        """
+        for key in (f"*.{task_id}.{SUBMITTED_TOKEN}", f"*.{task_id}"):
+            capabilities = {(msg.subject or "").split(".")[2] async for msg in self._revisions(key)}
+            if len(capabilities) > 1:
+                raise BadInput(
+                    f"durable task {task_id} has records under capabilities "
+                    f"{', '.join(sorted(capabilities))}: name one as CAPABILITY.{task_id}"
+                )
+            if capabilities:
+                return capabilities.pop()
+        return None
+
+    async def history(self, capability: str, task_id: str) -> list[StoredRecord]:
+        """Every revision still kept (``history`` in the settings), oldest first:
+        the submission, then the record's; one that is not a task record is left
+        out (and logged).
 
         Read one by one ("the key's next revision from sequence N"): nats-py's
         ``KeyValue.history`` may end before the first revision is delivered and
         report none at all (nats-io/nats.py#842).
         """
-        subject = self.names.key_subject(task_id)
         revisions: list[StoredRecord] = []
+        submission = self.names.submission_key(capability, task_id)
+        async for msg in self._revisions(submission):
+            seq = msg.seq or 0
+            try:
+                record = _as_submission(msg.data or b"", capability, task_id, seq)
+            except CorruptRecord as exc:
+                log.warning("%s; left out of the history", exc.message)
+            else:
+                revisions.append(StoredRecord(record, seq))
+        async for msg in self._revisions(self.names.record_key(capability, task_id)):
+            seq = msg.seq or 0
+            try:
+                record = decode_record(
+                    msg.data or b"", task_id=task_id, capability=capability, revision=seq
+                )
+            except CorruptRecord as exc:
+                log.warning("%s; left out of the history", exc.message)
+            else:
+                revisions.append(StoredRecord(record, seq))
+        return revisions
+
+    async def _revisions(self, key: str) -> AsyncIterator[api.RawStreamMsg]:
+        """The kept values of the keys ``key`` matches (``*`` a token), oldest first,
+        delete markers left out."""
+        subject = self.names.key_subject(key)
         seq = 1
         while True:
             try:
                 msg = await self.js.get_msg(
-                    f"KV_{self.names.bucket}", seq=seq, subject=subject, direct=True, next=True
+                    self.stream, seq=seq, subject=subject, direct=True, next=True
                 )
             except nats.js.errors.NotFoundError:
-                return revisions
-            if msg.data and not (msg.headers or {}).get(_KV_OPERATION):  # not a delete
-                revisions.append(StoredRecord(decode_record(msg.data), msg.seq or 0))
+                return
+            if msg.data and not (msg.headers or {}).get(_KV_OPERATION):
+                yield msg
             seq = (msg.seq or seq) + 1
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord | None:
+    async def wait(self, capability: str, task_id: str, timeout: float | None) -> TaskRecord | None:
         """Wait until the task is done; return its record (the last one seen if
-        ``timeout`` passes first, None if it has none)."""
+        ``timeout`` passes first, None if it has none).
+
+        Raises:
+            CorruptRecord: the key held no task record when the wait ended (an
+                agent dead-letters a queued task whose record is bad, so a
+                waiting reader sees that outcome instead).
+        """
         updates, receive = anyio.create_memory_object_stream[bytes](64)
 
         async def on_update(msg: Msg) -> None:
@@ -134,38 +223,49 @@ class TaskStore:
 
         last: TaskRecord | None = None
         failure: Exception | None = None  # of the last read, if it failed
-        sub = await self.nc.subscribe(self.names.key_subject(task_id), cb=on_update)
+        corrupt: CorruptRecord | None = None  # the last read found no task record
+        subject = self.names.key_subject(self.names.record_key(capability, task_id))
+        sub = await self.nc.subscribe(subject, cb=on_update)
         try:
             recheck = _FIRST_RECHECK
             try:
-                stored = await self.get(task_id)  # read once whatever the timeout: 0 asks "now?"
+                last = await self.read(capability, task_id)  # once whatever the timeout
             except TRANSIENT as exc:  # the server is restarting: wait for it too
                 if timeout is not None and timeout <= 0:
                     raise _unreadable(task_id, exc) from exc
-                stored, failure = None, exc
-            last = stored.record if stored is not None else None
+                failure = exc
+            except CorruptRecord as exc:
+                if timeout is not None and timeout <= 0:
+                    raise
+                corrupt = exc
             if last is not None and last.done:
                 return last
             with anyio.move_on_after(timeout):
                 while True:
                     with anyio.move_on_after(recheck):
                         async for data in receive:
-                            record = _decode_quietly(data)
+                            record = _decode_quietly(data, capability, task_id)
                             if record is not None:
                                 last = record
                                 if record.done:
                                     return record
                     recheck = min(recheck * 1.5, _LAST_RECHECK)
                     try:
-                        stored, failure = await self.get(task_id), None
+                        current, failure = await self.read(capability, task_id), None
                     except TRANSIENT as exc:
                         log.debug("reading task %s failed for now: %s", task_id, exc)
                         failure = exc
                         continue
-                    if stored is not None:
-                        last = stored.record
+                    except CorruptRecord as exc:
+                        corrupt = exc
+                        continue
+                    corrupt = None
+                    if current is not None:
+                        last = current
                         if last.done:
                             return last
+            if corrupt is not None:
+                raise corrupt
             if last is None and failure is not None:
                 raise _unreadable(task_id, failure)
             return last
@@ -178,6 +278,19 @@ class TaskStore:
                 pass
 
 
+def _as_submission(data: bytes, capability: str, task_id: str, revision: int) -> TaskRecord:
+    """A submission's record says only that the task was submitted, when and by whom."""
+    record = decode_record(data, task_id=task_id, capability=capability, revision=revision)
+    return TaskRecord(
+        task_id=task_id,
+        capability=capability,
+        state=TaskState.SUBMITTED,
+        submitted_at=record.submitted_at,
+        updated_at=record.submitted_at,
+        sender=record.sender,
+    )
+
+
 def _unreadable(task_id: str, exc: Exception) -> ConnectionFailed:
     return ConnectionFailed(
         f"could not read durable task {task_id}: JetStream did not answer "
@@ -185,11 +298,11 @@ def _unreadable(task_id: str, exc: Exception) -> ConnectionFailed:
     )
 
 
-def _decode_quietly(data: bytes) -> TaskRecord | None:
+def _decode_quietly(data: bytes, capability: str, task_id: str) -> TaskRecord | None:
     if not data:
         return None  # a delete or purge marker
     try:
-        return decode_record(data)
-    except msgspec.MsgspecError:
-        log.warning("task bucket holds a value that is not a task record; ignored")
+        return decode_record(data, task_id=task_id, capability=capability)
+    except CorruptRecord as exc:
+        log.warning("%s; ignored", exc.message)
         return None

@@ -10,7 +10,8 @@ It writes, and lists when done:
 - ``users.conf``: the bcrypt hash of every user's password, as the variables
   ``accounts.conf`` reads (``ORCHESTRATOR_PASSWORD``, ``AGENT_MATH_PASSWORD``, ...);
 - ``<user>.env``: that user's name and password for clients (``NATS_USER``,
-  ``NATS_PASSWORD``; ``NATS_CA``, ``NATS_CERT`` and ``NATS_KEY`` commented out, for
+  ``NATS_PASSWORD``, and ``NATS_INBOX_PREFIX``, the only inbox its user may
+  read, for a user that has one; ``NATS_CA``, ``NATS_CERT`` and ``NATS_KEY`` commented out, for
   when TLS is on), for ``set -a; . FILE; set +a``, a systemd
   ``EnvironmentFile=`` or a compose ``env_file:``;
 - ``ca.pem`` / ``ca-key.pem``: a throwaway certificate authority;
@@ -53,6 +54,7 @@ from pathlib import Path
 DEFAULT_DIR = Path(__file__).resolve().parent / "secrets"
 
 USERS = (
+    "setup",
     "orchestrator",
     "monitor",
     "agent-math",
@@ -64,6 +66,17 @@ USERS = (
     "llm-agents",
 )
 """The users of accounts.conf; each gets a password, a hash variable and a client cert."""
+
+INBOX_PREFIXES = {
+    "setup": "_INBOX_setup",
+    "orchestrator": "_INBOX_orchestrator",
+    "monitor": "_INBOX_monitor",
+    "agent-researcher": "_INBOX_agent_researcher",
+    "agent-planner": "_INBOX_agent_planner",
+    "agents": "_INBOX_agents",
+    "llm-agents": "_INBOX_llm_agents",
+}
+"""The inbox of each user that has one: accounts.conf lets it read that one only."""
 
 BCRYPT_COST = 11
 """bcrypt's work factor: nats-server checks one hash per connection."""
@@ -224,7 +237,8 @@ def generate(out: Path, *, days: int, hosts: tuple[str, ...]) -> list[Path]:
             env,
             f"# DEVELOPMENT ONLY: the NATS login of {user}\n"
             f"NATS_USER={user}\nNATS_PASSWORD={pw}\n"
-            "# with tls.conf or mtls.conf on (a CA makes the client insist on TLS):\n"
+            + (f"NATS_INBOX_PREFIX={INBOX_PREFIXES[user]}\n" if user in INBOX_PREFIXES else "")
+            + "# with tls.conf or mtls.conf on (a CA makes the client insist on TLS):\n"
             f"# NATS_CA={ca}\n"
             "# with mtls.conf on:\n"
             f"# NATS_CERT={(out / f'{user}-cert.pem').resolve()}\n"

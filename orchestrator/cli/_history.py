@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from bus import connect
-from bus.durable import DurableNames, DurableTaskClient, replay_status
+from bus.durable import DurableNames, DurableTaskClient, replay_status, split_task_ref
 
 from ._common import Subcommands, connect_options, parse_duration
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
@@ -37,6 +37,7 @@ def register(commands: Subcommands) -> None:
 async def cmd_history(args: argparse.Namespace) -> int:
     """Print a durable task's record revisions and its kept status events, in time order."""
     since = None if args.since is None else time.time() - parse_duration(args.since)
+    _, wanted = split_task_ref(args.task_id)  # TASK_ID, or CAPABILITY.TASK_ID
     names = DurableNames(args.prefix)
     lines: list[tuple[float, str, Any]] = []
     async with connect(options=connect_options(args)) as nc:
@@ -50,7 +51,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
             task_id = getattr(event, "task_id", None)
             if task_id is None and isinstance(event, dict):
                 task_id = event.get("task_id")
-            if task_id == args.task_id:
+            if task_id == wanted:
                 ts = float(getattr(event, "ts", 0.0) or 0.0)
                 lines.append((ts, f"event   {format_status(event, msg.data)}", msg.data))
     if not lines:

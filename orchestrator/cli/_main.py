@@ -33,6 +33,7 @@ from . import (
     _result,
     _run,
     _server,
+    _setup,
     _status,
     _submit,
 )
@@ -75,6 +76,7 @@ COMMANDS: tuple[Command, ...] = (
     _agents,
     _pipeline,
     _health,
+    _setup,
     _demo,
 )
 """Every command module, in the order ``callboard --help`` lists them."""

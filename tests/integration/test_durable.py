@@ -36,6 +36,7 @@ from bus.durable import (
     DurableTaskClient,
     TaskState,
     TaskStore,
+    ensure_durable,
     replay_status,
 )
 from orchestrator import Orchestrator
@@ -74,8 +75,8 @@ class CountingEcho(EchoAgent):
         return await super().handle(task)
 
 
-async def states(store: TaskStore, task_id: str) -> list[str]:
-    return [str(s.record.state) for s in await store.history(task_id)]
+async def states(store: TaskStore, task_id: str, capability: str = "echo") -> list[str]:
+    return [str(s.record.state) for s in await store.history(capability, task_id)]
 
 
 async def test_a_durable_task_returns_its_result_and_keeps_its_record(
@@ -93,7 +94,7 @@ async def test_a_durable_task_returns_its_result_and_keeps_its_record(
         assert (record.attempts, record.agent, record.capability) == (1, "m-1", "math")
         assert await orch.result(task_id) == {"value": 42}  # later, by ID
         store = orch.durable.client.store
-        assert await states(store, task_id) == ["submitted", "working", "completed"]
+        assert await states(store, task_id, "math") == ["submitted", "working", "completed"]
 
 
 async def test_a_task_waits_in_the_stream_until_an_agent_starts(nc: Client, prefix: str) -> None:
@@ -297,7 +298,9 @@ async def test_ids_that_cannot_be_keys_and_unknown_ids_are_clear_errors(
         await client.result("never-made")
 
 
-async def test_start_up_creates_and_then_updates_the_settings(nc: Client, prefix: str) -> None:
+async def test_start_up_creates_streams_and_updates_consumers_only_setup_changes_streams(
+    nc: Client, prefix: str
+) -> None:
     names = DurableNames(prefix)
     js = nc.jetstream()
     async with AgentHost(nc, [EchoAgent("e-1")], prefix=prefix, durable=FAST):
@@ -306,7 +309,12 @@ async def test_start_up_creates_and_then_updates_the_settings(nc: Client, prefix
     async with AgentHost(nc, [EchoAgent("e-1", max_concurrency=3)], prefix=prefix, durable=changed):
         consumer = await js.consumer_info(names.tasks_stream, names.consumer("echo"))
         bucket = await js.stream_info(f"KV_{names.bucket}")
-    assert consumer.config.ack_wait == 7
+    assert consumer.config.ack_wait == 7  # the consumer is the daemon's own
     assert consumer.config.max_ack_pending == 3
     assert consumer.config.max_deliver == changed.max_deliver + 1
+    assert bucket.config.max_age == FAST.result_ttl  # a running role never changes a stream
+    done = await ensure_durable(js, names, changed, update=True)  # the setup step
+    assert f"KV_{names.bucket}: up to date with the settings" in done
+    bucket = await js.stream_info(f"KV_{names.bucket}")
     assert bucket.config.max_age == 600
+    assert not bucket.config.allow_rollup_hdrs  # no writer may purge a key's history

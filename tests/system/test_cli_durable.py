@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import anyio
 import pytest
 from system_support import Daemon, run_cli
 
-from bus import new_agent_suffix, new_task_id
+from bus import ConnectOptions, connect, new_agent_suffix, new_task_id
+from bus.durable import DurableNames
 from orchestrator.cli import EXIT_AGENT_ERROR, EXIT_NO_AGENT, EXIT_OK, EXIT_USAGE
 from orchestrator.cli._common import parse_duration
 
@@ -72,6 +74,8 @@ def test_a_durable_task_can_be_followed_by_its_id(
     states = [word for line in lines for word in line.split() if word in {"accepted", "started"}]
     assert states == ["accepted", "started"]
     assert "completed" in lines[-1] or "completed" in lines[-2]
+    # the record's key (CAPABILITY.TASK_ID) names the task as well as its ID
+    assert cli("history", f"math.{task_id}") == (code, out, err)
 
     code, out, err = cli(
         "monitor", "--since", "5m", "--json", "--count", "1", "--state", "completed"
@@ -100,6 +104,26 @@ def test_failures_and_unknown_ids_have_their_exit_codes(
     assert code != EXIT_OK and "invalid durable task id" in err
     code, _, err = cli("monitor", "--since", "ten minutes")
     assert code == EXIT_USAGE and "invalid duration" in err
+
+
+def test_a_record_that_is_not_a_record_is_a_clear_error_not_a_traceback(
+    cli: Callable[..., tuple[int, str, str]], cli_env: dict[str, str], prefix: str
+) -> None:
+    task_id = new_task_id()
+
+    async def write_garbage() -> None:
+        options = ConnectOptions(servers=(cli_env["NATS_URL"],), connect_attempts=1)
+        async with connect(options=options) as nc:
+            names = DurableNames(prefix)
+            subject = names.key_subject(names.record_key("echo", task_id))
+            await nc.jetstream().publish(subject, b'{"state": 7, "junk": [')
+
+    anyio.run(write_garbage)
+    for command in (["status", task_id], ["result", task_id], ["history", task_id]):
+        code, out, err = cli(*command)
+        assert code == EXIT_AGENT_ERROR, (command, out, err)
+        assert "Traceback" not in err, err
+        assert f"the record of durable task {task_id}" in err and "is not a task record" in err
 
 
 def test_durations() -> None:

@@ -5,10 +5,10 @@ Every test runs real nats-servers on a copy of deploy/nats with fresh dev
 secrets (``gen_dev_secrets.py``, which also writes each server's JetStream
 store_dir), and clients that log in as the users of ``accounts.conf``:
 
-- single.conf: ``callboard submit --durable`` as ``orchestrator`` creates the
-  streams and queues a task before any agent runs; a daemon logged in as
-  ``agents`` with a ``[durable]`` section brings the streams to its settings
-  and serves it; ``result``, ``status`` and ``history`` find it as
+- single.conf: ``callboard setup`` as ``setup`` creates the streams with a
+  daemon config's settings; ``callboard submit --durable`` as ``orchestrator``
+  queues a task before any agent runs; a daemon logged in as ``agents`` with a
+  ``[durable]`` section serves it; ``result``, ``status`` and ``history`` find it as
   ``orchestrator``; ``monitor`` replays its events with ``--since`` (also past a
   flow-control window) and may not submit one; a daemon logged in as
   ``agent-math`` (no ``_INBOX.>``) cannot serve durable tasks; no other
@@ -49,7 +49,15 @@ from system_support import Daemon, Proc, wait_exit, watch_status
 from system_support import run_cli_async as cli
 
 from bus import ConnectOptions, EmbeddedServer, connect, new_task_id
-from bus.durable import DurableNames, DurableTaskClient, TaskRecord, TaskState, replay_status
+from bus.durable import (
+    DurableNames,
+    DurableSettings,
+    DurableTaskClient,
+    TaskRecord,
+    TaskState,
+    ensure_durable,
+    replay_status,
+)
 from orchestrator.cli import EXIT_NO_AGENT, EXIT_OK
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
@@ -57,10 +65,16 @@ pytestmark = [pytest.mark.system, pytest.mark.anyio]
 NAMES = DurableNames("agents")
 """accounts.conf names the default prefix's subjects and streams."""
 STREAMS = {NAMES.tasks_stream, NAMES.dead_stream, NAMES.status_stream, f"KV_{NAMES.bucket}"}
+STREAMS_IN_ORDER = [
+    NAMES.tasks_stream,
+    NAMES.dead_stream,
+    f"KV_{NAMES.bucket}",
+    NAMES.status_stream,
+]
 JETSTREAM_TIMEOUT = 20.0
 """Seconds a cluster may take to elect its JetStream meta leader."""
 RESULT_TTL = 3600
-"""The daemon's result_ttl: not the submitter's default, so the daemon updates the bucket."""
+"""The daemon config's result_ttl: not the default, so the setup step sets the bucket's."""
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +98,15 @@ def options(urls: Sequence[str], deploy: DeployCopy, user: str) -> ConnectOption
         servers=tuple(urls),
         connect_attempts=1,
         reconnect_wait=0.2,
-        inbox_prefix=INBOX_PREFIXES.get(user),
+        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
         **deploy.login(user),
     )
 
 
-INBOX_PREFIXES = {"agents": "_INBOX_agents"}
+async def set_up(deploy: DeployCopy, urls: Sequence[str], settings: DurableSettings) -> None:
+    """The setup step, as the ``setup`` user: create the streams with ``settings``."""
+    async with connect(options=options(urls, deploy, "setup")) as nc:
+        await ensure_durable(nc.jetstream(timeout=10), NAMES, settings, update=True)
 
 
 def violations(*servers: EmbeddedServer) -> list[str]:
@@ -107,8 +124,17 @@ async def test_durable_tasks_run_under_the_roles_users_on_one_node(
     deploy = single
     async with secure_server(deploy.config("single.conf")) as server:
         assert any("Starting JetStream" in line for line in server.log_lines)
+        # the setup step applies the [durable] section of the daemon's config
+        config = deploy.root / "daemon.toml"
+        config.write_text(
+            f'prefix = "agents"\n[durable]\nresult_ttl = {RESULT_TTL}\n[[agents]]\ntype = "math"\n'
+        )
+        setup = cli_env_for(server.url, deploy, "setup")
+        made = await cli(callboard_cmd, setup, ["setup", str(config)])
+        assert made.returncode == EXIT_OK, made.stderr
+        assert made.stdout.splitlines() == [f"{stream}: created" for stream in STREAMS_IN_ORDER]
         orchestrator = cli_env_for(server.url, deploy, "orchestrator")
-        # no daemon yet: the submitter creates the streams, the task waits in the queue
+        # no daemon yet: the task waits in the queue
         task_id = new_task_id()
         six_times_seven = ["math", '{"expression": "6*7"}', "--task-id", task_id]
         queued = await cli(
@@ -131,7 +157,7 @@ async def test_durable_tasks_run_under_the_roles_users_on_one_node(
                 durable={"storage": "file", "result_ttl": RESULT_TTL},
             )
         )
-        # the daemon brought the bucket to its settings (STREAM.UPDATE)
+        # the setup step gave the bucket the config's settings
         kv = monitoring(server, "jsz?accounts=true&streams=true&config=true")
         (bucket,) = (
             stream
@@ -189,14 +215,14 @@ async def test_durable_tasks_run_under_the_roles_users_on_one_node(
         assert refused.returncode != EXIT_OK, refused.stdout
         assert "Traceback" not in refused.stderr
         # the server's refusal, named (the client then gives up on its unanswered request)
-        refusal = 'permissions violation for publish to "$js.api.stream.create.agents_tasks"'
+        refusal = 'permissions violation for publish to "$js.api.stream.info.agents_tasks"'
         assert refusal in refused.stderr.lower(), refused.stderr
         unknown = await cli(callboard_cmd, orchestrator, ["status", refused_id])
         assert unknown.returncode == EXIT_NO_AGENT, unknown.stderr
         assert f"no durable task {refused_id}" in unknown.stderr
         logged = violations(server)
         assert logged and all("monitor" in line for line in logged), "\n".join(logged)
-        assert all("$JS.API.STREAM.CREATE." in line for line in logged), "\n".join(logged)
+        assert all("$JS.API.STREAM.INFO." in line for line in logged), "\n".join(logged)
 
         daemon.proc.stop()
     assert "violation" not in daemon.proc.stderr.text.lower(), daemon.proc.output()
@@ -240,11 +266,8 @@ async def test_the_monitor_replays_more_than_a_flow_control_window(single: Deplo
     monitor may publish to (accounts.conf)."""
     deploy = single
     async with secure_server(deploy.config("single.conf")) as server:
-        async with connect(options=options([server.url], deploy, "orchestrator")) as nc:
-            await DurableTaskClient(nc, prefix="agents").ensure_ready()  # creates the streams
-        async with logged_in(
-            server.url, deploy, "agents", inbox_prefix=INBOX_PREFIXES["agents"]
-        ) as (agent, _):
+        await set_up(deploy, [server.url], DurableSettings())
+        async with logged_in(server.url, deploy, "agents") as (agent, _):
             js = agent.jetstream()
             for n in range(EVENTS):
                 event = {"state": "heartbeat", "agent": "math", "n": n, "pad": "x" * EVENT_PAD}
@@ -344,6 +367,7 @@ async def test_durable_tasks_survive_a_cluster_node_killed_mid_run(
                 f"{name} seeing a JetStream meta leader",
             )
         urls = [node.url for node in nodes.values()]
+        await set_up(deploy, urls, DurableSettings(**DURABLE_R3))
         daemon = await anyio.to_thread.run_sync(
             partial(
                 start_daemon,

@@ -155,7 +155,8 @@ async def bucket_histories(nc: Client, prefix: str) -> dict[str, list[TaskRecord
         while True:
             msg = await sub.next_msg(timeout=20)
             if msg.data:  # not a delete or purge marker
-                histories[msg.subject.removeprefix(key_prefix)].append(decode_record(msg.data))
+                record = decode_record(msg.data)  # a submission, then the record's revisions
+                histories[record.task_id].append(record)
             if msg.metadata.num_pending == 0:
                 return histories
     finally:

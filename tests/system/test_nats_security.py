@@ -72,8 +72,14 @@ def options(
     (``user``'s own password unless another is given)."""
     if user is not None and password is None:
         password = deploy.passwords[user]
+    inbox_prefix = deploy.env(user).get("NATS_INBOX_PREFIX") if user is not None else None
     return ConnectOptions(
-        servers=(url,), connect_attempts=1, user=user, password=password, tls_ca=tls_ca
+        servers=(url,),
+        connect_attempts=1,
+        user=user,
+        password=password,
+        tls_ca=tls_ca,
+        inbox_prefix=inbox_prefix,
     )
 
 

@@ -11,6 +11,7 @@ from nats.js import api
 from actors import load_config
 from bus import AgentError, BadInput, ConfigError, DeadlineExceeded, ErrorInfo, TaskCancelled
 from bus.durable import (
+    CorruptRecord,
     DurableNames,
     DurableSettings,
     TaskRecord,
@@ -18,6 +19,7 @@ from bus.durable import (
     decode_record,
     encode_record,
     result_of,
+    split_task_ref,
     stream_configs,
     validate_durable_task_id,
 )
@@ -68,8 +70,18 @@ def test_names_follow_the_prefix() -> None:
     assert names.job("math") == "team1.agents.jobs.math"
     assert names.dead("math") == "team1.agents.dead.math"
     assert names.key_subject("abc") == "$KV.TEAM1_AGENTS_TASKS.abc"
+    assert names.record_key("math", "abc") == "math.abc"  # an agent user writes math.*
+    assert names.submission_key("math", "abc") == "math.abc.submitted"
     with pytest.raises(ConfigError):
         names.job("a.b")
+
+
+def test_a_task_is_named_by_its_id_or_by_its_records_key() -> None:
+    assert split_task_ref("abc") == (None, "abc")
+    assert split_task_ref("math.abc") == ("math", "abc")
+    for bad in ("a.b.c", "math.", ".abc", "ma th.abc"):
+        with pytest.raises(BadInput):
+            split_task_ref(bad)
 
 
 @pytest.mark.parametrize("task_id", ["", "a.b", "a b", "x" * 129, "a*", "ü"])
@@ -117,3 +129,21 @@ def test_a_failed_record_raises_the_error_of_its_code() -> None:
         result_of(record(TaskState.DEAD_LETTERED, error=boom, attempts=5))
     with pytest.raises(TaskCancelled):
         result_of(record(TaskState.CANCELLED, error=boom))
+
+
+def test_a_record_that_is_not_the_one_its_key_names_is_corrupt() -> None:
+    data = encode_record(
+        TaskRecord(
+            task_id="abc",
+            capability="echo",
+            state=TaskState.COMPLETED,
+            submitted_at=1.0,
+            updated_at=2.0,
+        )
+    )
+    assert decode_record(data, task_id="abc", capability="echo").capability == "echo"
+    for task_id, capability in (("abc", "math"), ("xyz", "echo")):
+        with pytest.raises(CorruptRecord, match="says it is task 'abc' of 'echo'"):
+            decode_record(data, task_id=task_id, capability=capability)
+    with pytest.raises(CorruptRecord, match="is not a task record"):
+        decode_record(b'{"task_id": 1}', task_id="abc")
