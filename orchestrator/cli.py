@@ -59,6 +59,7 @@ from ._health_command import add_health_arguments, cmd_health
 from ._live import DEFAULT_HEARTBEAT_TIMEOUT
 from ._logging import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, configure_logging, resolve_log_format
 from ._monitor_command import cmd_monitor
+from .gateway._command import add_gateway_arguments, cmd_gateway
 
 __all__ = [
     "EXIT_AGENT_ERROR",
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         "say whether a daemon is connected and serving, by exit code (for probes)",
     )
     add_health_arguments(p)
+
+    p = command("gateway", cmd_gateway, "serve the live capabilities over MCP and A2A")
+    add_gateway_arguments(p)
 
     command("demo", cmd_demo, "start a server and agents, run a pipeline, show the events")
     return parser
