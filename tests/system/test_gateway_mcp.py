@@ -4,6 +4,9 @@ over streamable HTTP and over stdio, against agents on a real nats-server.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -273,3 +276,47 @@ async def test_stdio_lists_calls_relays_progress_and_errors(
     assert seen == ["step 1 of 2", "step 2 of 2"]
     assert refused.isError and refused.structuredContent is not None
     assert refused.structuredContent["error"]["code"] == 418
+
+
+INTEROP = ROOT / "tests" / "interop"
+
+
+def _require_node() -> str:
+    """node, with the interop packages installed; skip without them, but never on CI."""
+    node = shutil.which("node")
+    installed = (INTEROP / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir()
+    if node is not None and installed:
+        return node
+    why = "node and `npm ci --prefix tests/interop` are needed for the Node.js MCP client"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why} (CI=true: the interop test must run on CI)")
+    pytest.skip(why)
+
+
+async def test_node_mcp_sdk_client_lists_calls_cancels_and_is_refused_without_token(
+    gateway: Running, mesh: Mesh
+) -> None:
+    node = _require_node()
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [node, str(INTEROP / "mcp_client.mjs"), gateway.url, gateway.token],
+            cwd=INTEROP,
+            check=False,
+        )
+        await mesh.steps.cancelled.wait()  # the client's abort reached the agent
+    assert done.returncode == 0, done.stderr.decode()
+    out = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert out["tools"] == ["math", "refuse", "steps"]
+    assert "expression" in out["math_schema"]["properties"]
+    assert out["math"]["structuredContent"] == {"value": 42}
+    assert out["math"].get("isError", False) is False
+    assert out["refuse"]["isError"] is True
+    assert out["refuse"]["structuredContent"]["error"] == {
+        "code": 418,
+        "type": "teapot",
+        "message": "the answer is no",
+    }
+    assert out["progress"] == [{"progress": 1, "message": "step 1 of 1"}]
+    assert out["cancel"] != "not cancelled"
+    assert "401" in out["without_token"]
+    assert not mesh.steps.released.is_set()
