@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
-from actors import Agent, Capability
+from actors import Agent, AgentHost, Capability
 from bus import AgentMessage, TaskError
 
 GATEWAY_READY = "callboard gateway ready"
@@ -79,6 +80,23 @@ class RefusingAgent(Agent):
 
     async def handle(self, task: AgentMessage) -> Any:
         raise TaskError("the answer is no", code=418, type="teapot")
+
+
+@dataclass
+class Mesh:
+    """The agents behind a gateway under test."""
+
+    host: AgentHost
+    steps: StepsAgent
+
+
+@dataclass
+class Running:
+    """A running gateway process: where it serves, and its token."""
+
+    url: str
+    token: str
+    proc: Any
 
 
 def gateway_toml(prefix: str, nats_url: str, exposed: Sequence[str], **settings: Any) -> str:

@@ -10,74 +10,22 @@ import shutil
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from gateway_support import (
-    GATEWAY_READY,
-    TOKEN_ENV,
-    RefusingAgent,
-    StepsAgent,
-    gateway_url,
-    new_token,
-    write_gateway_config,
-)
+from gateway_support import TOKEN_ENV, Mesh, Running, new_token
 from mcp import ClientSession, StdioServerParameters, stdio_client, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 from nats.aio.client import Client
-from system_support import ROOT, Proc
+from system_support import ROOT
 
-from actors import AgentHost, EchoAgent, MathAgent, SummarizeAgent
+from actors import AgentHost, SummarizeAgent
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
-
-EXPOSED = ("math", "steps", "refuse", "summarize")
-
-
-@dataclass
-class Mesh:
-    host: AgentHost
-    steps: StepsAgent
-
-
-@dataclass
-class Running:
-    url: str
-    token: str
-    proc: Proc
-
-
-@pytest.fixture
-async def mesh(nc: Client, prefix: str) -> AsyncIterator[Mesh]:
-    steps = StepsAgent("steps-1")
-    agents = [MathAgent("math-1"), steps, RefusingAgent("refuse-1"), EchoAgent("echo-1")]
-    async with AgentHost(nc, agents, prefix=prefix) as host:
-        yield Mesh(host, steps)
-
-
-@pytest.fixture
-def config(tmp_path: Path, prefix: str, nats_url: str) -> Path:
-    return write_gateway_config(tmp_path / "gateway.toml", prefix, nats_url, EXPOSED)
-
-
-@pytest.fixture
-async def gateway(
-    mesh: Mesh,
-    config: Path,
-    cli_env: dict[str, str],
-    callboard_cmd: list[str],
-    procs: Callable[..., Proc],
-) -> Running:
-    token = new_token()
-    env = {**cli_env, TOKEN_ENV: token}
-    proc = procs([*callboard_cmd, "gateway", str(config)], env=env, name="gateway")
-    line = await anyio.to_thread.run_sync(proc.stderr.wait_for, GATEWAY_READY)
-    return Running(gateway_url(line), token, proc)
 
 
 @asynccontextmanager
