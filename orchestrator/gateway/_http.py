@@ -34,6 +34,8 @@ __all__ = ["BearerAuth", "HttpServer", "build_http_app"]
 
 log = logging.getLogger("callboard.gateway.http")
 
+_GRACEFUL_SHUTDOWN = 5
+"""Seconds open requests (an SSE stream, a long tool call) get to end on shutdown."""
 OPEN_PATHS = frozenset({"/healthz"})
 """Paths served without the token: a probe needs no secret."""
 
@@ -146,7 +148,13 @@ class HttpServer:
         self.port = sock.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN,
+        )
         server = self._server = _Uvicorn(config)
 
         async def serve() -> None:
@@ -174,8 +182,6 @@ class HttpServer:
         if self._server is not None:
             self._server.should_exit = True
         if self._task_group is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(10) as scope:
-                await self._task_group.__aexit__(None, None, None)
-            if scope.cancelled_caught:
-                self._task_group.cancel_scope.cancel()
-            self._task_group = None
+            task_group, self._task_group = self._task_group, None
+            # uvicorn closes its connections within _GRACEFUL_SHUTDOWN, so this ends
+            await task_group.__aexit__(exc_type, exc, tb)
