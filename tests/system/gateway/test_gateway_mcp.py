@@ -122,6 +122,17 @@ async def test_http_cancel_reaches_the_agent(gateway: Running, mesh: Mesh) -> No
     assert len(failures) == 1, failures
 
 
+async def test_http_the_callers_deadline_reaches_the_agent(gateway: Running, mesh: Mesh) -> None:
+    async with http_session(gateway) as session:
+        with anyio.fail_after(20):
+            result = await session.call_tool(
+                "steps", {"count": 0, "hold": True}, meta={"timeout": 0.5}
+            )
+            await mesh.steps.cancelled.wait()  # cut at the deadline, not left to run
+    assert result.isError and result.structuredContent is not None
+    assert result.structuredContent["error"]["code"] == 408
+
+
 async def test_http_agent_errors_are_tool_errors_with_code_and_message(
     gateway: Running,
 ) -> None:
