@@ -20,6 +20,7 @@ from bus.micro import SERVICE_NAME_RULE, valid_service_name
 from ._agent import Agent
 from ._host import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
 from ._runner import DEFAULT_MAX_DELEGATION_DEPTH, DEFAULT_MAX_PAYLOAD
+from .bridges import BRIDGE_AGENTS, bridge_agent_type
 from .builtins import BUILTIN_AGENTS
 
 __all__ = [
@@ -109,6 +110,8 @@ def resolve_agent_type(name: str) -> type[Agent]:
     """A built-in agent by name, or a class by import path ``module:Class``."""
     if name in BUILTIN_AGENTS:
         return BUILTIN_AGENTS[name]
+    if name in BRIDGE_AGENTS:
+        return bridge_agent_type(name)
     if ":" not in name:
         known = ", ".join(sorted(BUILTIN_AGENTS))
         raise ConfigError(

@@ -88,6 +88,10 @@ class LLMAgent(Agent):
         discovery_wait: seconds a discovery listens for agents' replies.
         max_concurrency: tasks run at once before refusing with 503.
         default_timeout: seconds a task may run when its sender set no deadline.
+
+    Attributes:
+        text_tool_calls: model replies whose tool calls came written as text
+            and were run as calls (see ``AgentLoop``), since the agent started.
     """
 
     kind = "llm"
@@ -122,6 +126,7 @@ class LLMAgent(Agent):
                 "progress_interval and catalog_ttl must be >= 0 and discovery_wait > 0"
             )
         self.output = OutputContract.create(output_schema=output_schema, output_type=output_type)
+        self.text_tool_calls = 0
         specs = [
             c if isinstance(c, Capability) else self._capability(c, description, keywords)
             for c in ([capability] if capabilities is None else capabilities)
@@ -181,11 +186,14 @@ class LLMAgent(Agent):
             progress_interval=self.progress_interval,
         )
         messages = [ChatMessage.system(self.system_prompt), ChatMessage.user(_user_text(prompt))]
-        if context is None:
-            return await loop.run(messages)
-        return await loop.run(
-            messages, report=context.progress, deadline_ms=context.task.deadline_ms
-        )
+        try:
+            if context is None:
+                return await loop.run(messages)
+            return await loop.run(
+                messages, report=context.progress, deadline_ms=context.task.deadline_ms
+            )
+        finally:
+            self.text_tool_calls += loop.text_tool_calls
 
     async def _bus_tools(self, context: TaskContext | None) -> list[CapabilityTool]:
         """The capabilities to offer as tools for this task."""

@@ -19,6 +19,7 @@ from bus import CallboardError, ConfigError, TaskCancelled, TaskTimeout, now_ms
 from ._errors import ToolError, ToolRoundsExceeded, UnknownTool
 from ._output import InvalidOutput, OutputContract
 from ._progress import DEFAULT_PROGRESS_INTERVAL, ProgressReport, TokenProgress
+from ._text_calls import text_tool_calls
 from ._tools import Tool
 from .models import ChatMessage, ChatModel, ModelResponseError, ToolCall
 
@@ -45,6 +46,10 @@ class AgentLoop:
             answer; one more turn that still calls tools fails the task.
         output: the shape the final answer must have; free text when None.
         progress_interval: least seconds between two streamed-text events.
+
+    Attributes:
+        text_tool_calls: replies whose tool calls came written as text (see
+            ``_text_calls``), run as calls; counted since the loop was made.
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class AgentLoop:
         self.max_tool_rounds = max_tool_rounds
         self.output = output
         self.progress_interval = progress_interval
+        self.text_tool_calls = 0
 
     async def run(
         self,
@@ -108,6 +114,11 @@ class AgentLoop:
             if stream is not None:
                 await stream.flush()
             message = reply.message
+            if not message.tool_calls and (written := text_tool_calls(message.content, self.tools)):
+                # the model wrote its calls as text: run them as the calls they are
+                self.text_tool_calls += 1
+                log.info("model %s wrote %d tool call(s) as text", self.model.name, len(written))
+                message = ChatMessage.assistant(tool_calls=written)
             history.append(message)
             if message.tool_calls:
                 if tool_rounds >= self.max_tool_rounds:

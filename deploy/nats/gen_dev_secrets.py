@@ -64,6 +64,7 @@ USERS = (
     "agent-planner",
     "agents",
     "llm-agents",
+    "gateway",
 )
 """The users of accounts.conf; each gets a password, a hash variable and a client cert."""
 

@@ -26,6 +26,7 @@ from . import (
     _agents,
     _ask,
     _demo,
+    _gateway,
     _health,
     _history,
     _monitor,
@@ -77,6 +78,7 @@ COMMANDS: tuple[Command, ...] = (
     _pipeline,
     _health,
     _setup,
+    _gateway,
     _demo,
 )
 """Every command module, in the order ``callboard --help`` lists them."""

@@ -1,0 +1,206 @@
+"""The gateway as an A2A agent (the official ``a2a-sdk``'s JSON-RPC server).
+
+Its card (``/.well-known/agent-card.json``) lists the exposed, live
+capabilities as skills. ``message/send`` and ``message/stream`` run one:
+
+- the skill is the message's ``metadata.skill`` (or the request's), or the
+  only skill when there is one;
+- the payload is the first data part's ``data``, else the text parts, read as
+  JSON when they parse (``{"input": ...}`` for a skill that does not take an
+  object); ``metadata.timeout`` is the caller's deadline in seconds.
+
+Task states, callboard → A2A: the gateway took it → ``submitted``; dispatched,
+and each ``accepted``/``started``/``progress`` event → ``working`` (a status
+message with the event); a result → ``completed`` with a ``result`` artifact
+(the result, or ``{"result": value}`` when it is not an object); an error
+reply, a timeout or no agent → ``failed`` (a data part ``{"error": {code,
+type, message}}``); an unknown skill or unreadable message → ``rejected``;
+``tasks/cancel`` → ``canceled``, and callboard's cancel reaches the agent.
+``tasks/get`` reads the gateway's in-memory task store (tasks of this run).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.apps import A2AStarletteApplication
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentSkill,
+    DataPart,
+    HTTPAuthSecurityScheme,
+    Message,
+    Part,
+    SecurityScheme,
+    TaskState,
+    TextPart,
+)
+from starlette.routing import BaseRoute
+
+from bus import CallboardError, Progress
+
+from ._catalog import WRAPPED_ARGUMENT
+from ._config import GatewayConfig
+from ._events import RelayedEvent
+from ._gateway import Gateway, NotExposed
+
+__all__ = ["A2A_PATH", "AGENT_CARD_PATH", "CapabilityExecutor", "a2a_routes", "agent_card"]
+
+log = logging.getLogger("callboard.gateway.a2a")
+
+A2A_PATH = "/a2a"
+"""Where A2A's JSON-RPC requests go."""
+AGENT_CARD_PATH = "/.well-known/agent-card.json"
+
+
+class _Unreadable(Exception):
+    """The message names no skill the gateway offers, or has no usable payload."""
+
+
+def agent_card(gateway: Gateway, config: GatewayConfig, base_url: str) -> AgentCard:
+    """The card: the gateway, its live skills, and the bearer scheme it requires."""
+    from importlib.metadata import version
+
+    skills = [
+        AgentSkill(id=t.name, name=t.name, description=t.description, tags=list(t.keywords))
+        for t in gateway.tools
+    ]
+    return AgentCard(
+        name=f"callboard gateway ({config.prefix})",
+        description="The capabilities of a callboard agent mesh; each skill is a capability.",
+        url=f"{base_url.rstrip('/')}{A2A_PATH}",
+        version=version("callboard"),
+        capabilities=AgentCapabilities(streaming=True),
+        default_input_modes=["application/json", "text/plain"],
+        default_output_modes=["application/json"],
+        skills=skills,
+        preferred_transport="JSONRPC",
+        security_schemes={"bearer": SecurityScheme(root=HTTPAuthSecurityScheme(scheme="bearer"))},
+        security=[{"bearer": []}],
+    )
+
+
+class CapabilityExecutor(AgentExecutor):
+    """Runs an A2A task as a callboard task (see the module docstring for the mapping)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Run the message's skill and publish the task's states."""
+        assert context.task_id is not None and context.context_id is not None
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        if context.current_task is None:
+            await updater.submit()
+        try:
+            name, arguments, timeout = self._read(context)
+            self.gateway.tool(name)
+        except (_Unreadable, NotExposed) as exc:
+            await updater.reject(message=updater.new_agent_message([_text(str(exc))]))
+            return
+        await updater.start_work()
+
+        async def on_event(event: RelayedEvent) -> None:
+            state = type(event).__name__.lower()
+            text = event.message if isinstance(event, Progress) and event.message else state
+            data: dict[str, Any] = {"state": state, "agent": event.agent}
+            if isinstance(event, Progress) and event.data is not None:
+                data["data"] = event.data
+            await updater.update_status(
+                TaskState.working,
+                message=updater.new_agent_message([_text(text), _data(data)]),
+            )
+
+        try:
+            result = await self.gateway.call(
+                name, arguments, protocol="a2a", timeout=timeout, on_event=on_event
+            )
+        except CallboardError as exc:
+            error = {"code": exc.code, "type": exc.type, "message": exc.message}
+            await updater.failed(
+                message=updater.new_agent_message(
+                    [
+                        _text(f"error {exc.code} ({exc.type}): {exc.message}"),
+                        _data({"error": error}),
+                    ]
+                )
+            )
+            return
+        value = result if isinstance(result, dict) else {"result": result}
+        await updater.add_artifact([_data(value)], name="result")
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Say ``canceled``; the request handler then cancels ``execute``, and with it
+        the callboard task (its cancel reaches the agent)."""
+        assert context.task_id is not None and context.context_id is not None
+        await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
+
+    def _read(self, context: RequestContext) -> tuple[str, Any, float | None]:
+        message = context.message
+        if message is None:
+            raise _Unreadable("the request has no message")
+        meta = {**(context.metadata or {}), **(message.metadata or {})}
+        name = meta.get("skill")
+        if not isinstance(name, str):
+            tools = self.gateway.tools
+            if len(tools) != 1:
+                offered = ", ".join(t.name for t in tools) or "none"
+                raise _Unreadable(f"say which skill in the message's metadata.skill ({offered})")
+            name = tools[0].name
+        timeout = meta.get("timeout")
+        return (
+            name,
+            _arguments(message),
+            float(timeout) if isinstance(timeout, int | float) else None,
+        )
+
+
+def _arguments(message: Message) -> Any:
+    for part in message.parts:
+        if isinstance(part.root, DataPart):
+            return part.root.data
+    text = "\n".join(p.root.text for p in message.parts if isinstance(p.root, TextPart))
+    if not text:
+        raise _Unreadable("the message has no data or text part")
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        value = text
+    return value if isinstance(value, dict) else {WRAPPED_ARGUMENT: value}
+
+
+def _text(text: str) -> Part:
+    return Part(root=TextPart(text=text))
+
+
+def _data(data: dict[str, Any]) -> Part:
+    return Part(root=DataPart(data=data))
+
+
+def a2a_routes(
+    gateway: Gateway, config: GatewayConfig, base_url: Callable[[], str]
+) -> list[BaseRoute]:
+    """The A2A routes: the card (its skills as live as the tools) and JSON-RPC.
+
+    ``base_url`` is asked at each request for the card's ``url`` (the port is
+    known only once the server listens).
+    """
+    card = agent_card(gateway, config, base_url())
+
+    def live_card(_card: AgentCard) -> AgentCard:
+        return agent_card(gateway, config, base_url())
+
+    handler = DefaultRequestHandler(
+        agent_executor=CapabilityExecutor(gateway), task_store=InMemoryTaskStore()
+    )
+    app = A2AStarletteApplication(agent_card=card, http_handler=handler, card_modifier=live_card)
+    return list(app.routes(agent_card_url=AGENT_CARD_PATH, rpc_url=A2A_PATH))
