@@ -17,6 +17,12 @@ from ._connect import (
     split_servers,
     unsubscribe_all,
 )
+from ._connection_health import (
+    CONNECTION_STATUSES,
+    DEFAULT_MAX_REFUSALS,
+    connection_status,
+    wait_until_lost,
+)
 from ._connection_metrics import ConnectionMetrics, ConnectionState
 from ._errors import (
     AgentError,
@@ -75,6 +81,8 @@ from ._server import EmbeddedServer, find_nats_server
 from ._subjects import DEFAULT_PREFIX, QUEUE_GROUP, Subjects, validate_agent_id, validate_capability
 
 __all__ = [
+    "CONNECTION_STATUSES",
+    "DEFAULT_MAX_REFUSALS",
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
@@ -133,6 +141,7 @@ __all__ = [
     "close_connection",
     "codec",
     "connect",
+    "connection_status",
     "dispatch_outcome",
     "env_fields",
     "find_nats_server",
@@ -145,4 +154,5 @@ __all__ = [
     "validate_agent_id",
     "validate_capability",
     "validate_task_id",
+    "wait_until_lost",
 ]
