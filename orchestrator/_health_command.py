@@ -62,7 +62,8 @@ DEFAULT_HEALTH_TIMEOUT = 3.0
 DISCOVERY_WAIT = 0.5
 """Seconds ``--capability`` collects the INFO replies of the agents before pinging them."""
 EXIT_UNHEALTHY = 1
-"""``/healthz`` answered, but not 200: draining, disconnected or no agent serving."""
+"""``/healthz`` answered, but not 200: draining, disconnected (reconnecting, the login
+refused, the connection closed for good) or no agent serving."""
 HEALTH_EXIT_CODES = (
     "0 healthy (or the agents answered), 1 unhealthy (/healthz said 503: draining, "
     "disconnected, no agent serving), 2 usage error, 3 no such agent or capability, "
@@ -189,7 +190,12 @@ def _health_summary(document: dict[str, Any]) -> str:
         return f"{document['status']}: {document['error']}"
     parts = [str(document.get("status", "unknown"))]
     if "connected" in document:
-        parts.append("connected" if document["connected"] else "not connected to NATS")
+        why = document.get("connection")  # reconnecting, refused (the login), closed
+        parts.append(
+            "connected"
+            if document["connected"]
+            else "not connected to NATS" + (f" ({why})" if why else "")
+        )
     agents = document.get("agents")
     if isinstance(agents, dict):
         listed = ", ".join(f"{agent} {state}" for agent, state in sorted(agents.items()))

@@ -127,4 +127,3 @@ async def test_a_connection_closed_for_good_ends_the_daemon_with_an_error(
     assert code == EXIT_CONNECTION, daemon.proc.output()
     assert "closed for good" in daemon.proc.stderr.text
     assert "daemon stopped" not in daemon.proc.stderr.text
-

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors import AgentHost
 from actors._daemon import DaemonMetrics
 from bus import (
+    DEFAULT_MAX_REFUSALS,
     DISPATCH_OUTCOMES,
     DURATION_BUCKETS,
     AgentError,
@@ -46,6 +47,7 @@ from bus import (
     dispatch_outcome,
     parse_metrics_address,
 )
+from bus._connection_health import lost_reason
 
 # The spec (issue 5): family name -> (type, labels). The dashboard and alerts use these.
 CONTRACT: dict[str, tuple[str, set[str]]] = {
@@ -244,16 +246,46 @@ def test_connection_downtime_grows_during_an_outage_and_stops_after() -> None:
     assert value("callboard_nats_pending_bytes", labels) == 0
 
 
+def test_a_refused_or_closed_connection_is_unhealthy_and_ends_the_wait_for_loss() -> None:
+    daemon = DaemonMetrics("127.0.0.1:0", "callboard-daemon")
+    daemon.host = cast(AgentHost, SimpleNamespace(agent_states={"m-1": "serving"}))
+    connection = daemon.connections.track("callboard-daemon")
+    connection.on_connected(_Client(0))
+    assert lost_reason(connection) is None
+    connection.on_disconnected()
+    assert daemon.health()[1]["connection"] == "reconnecting"
+    for refusal in range(1, DEFAULT_MAX_REFUSALS + 1):
+        assert lost_reason(connection) is None
+        connection.on_refused()
+        healthy, details = daemon.health()
+        assert (healthy, details["connection"]) == (False, "refused"), refusal
+    assert "refused the login 3 times" in (lost_reason(connection) or "")
+    connection.on_reconnected()  # a success in between starts the count again
+    assert daemon.health()[0] and lost_reason(connection) is None
+    connection.on_lost()
+    healthy, details = daemon.health()
+    assert (healthy, details["connection"], details["connected"]) == (False, "closed", False)
+    assert lost_reason(connection) == "the NATS connection was closed for good"
+
+
 def test_the_daemon_is_healthy_when_connected_and_serving() -> None:
     daemon = DaemonMetrics("127.0.0.1:0", "callboard-daemon")  # nothing listens before entry
-    assert daemon.health() == (False, {"status": "unhealthy", "connected": False, "agents": {}})
+    assert daemon.health() == (
+        False,
+        {"status": "unhealthy", "connected": False, "connection": "connecting", "agents": {}},
+    )
     connection = daemon.connections.track("callboard-daemon")
     connection.on_connected(_Client(0))
     host = SimpleNamespace(agent_states={"m-1": "serving"})
     daemon.host = cast(AgentHost, host)
     assert daemon.health() == (
         True,
-        {"status": "ok", "connected": True, "agents": {"m-1": "serving"}},
+        {
+            "status": "ok",
+            "connected": True,
+            "connection": "connected",
+            "agents": {"m-1": "serving"},
+        },
     )
     connection.on_disconnected()
     assert daemon.health()[1]["status"] == "unhealthy"
@@ -261,7 +293,12 @@ def test_the_daemon_is_healthy_when_connected_and_serving() -> None:
     host.agent_states = {"m-1": "draining"}
     assert daemon.health() == (
         False,
-        {"status": "draining", "connected": True, "agents": {"m-1": "draining"}},
+        {
+            "status": "draining",
+            "connected": True,
+            "connection": "connected",
+            "agents": {"m-1": "draining"},
+        },
     )
     host.agent_states = {"m-1": "serving"}
     daemon.stopping = True
