@@ -45,7 +45,7 @@ from ._errors import (
     UnknownTask,
 )
 from ._exposition import HealthCheck, MetricsServer, parse_metrics_address
-from ._fleet_metrics import FleetMetrics
+from ._fleet_metrics import REJECTION_TYPES, FleetMetrics, rejection_reason
 from ._ids import new_agent_suffix, new_task_id, validate_task_id
 from ._messages import (
     PROTOCOL_VERSION,
@@ -90,6 +90,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "PROTOCOL_VERSION",
     "QUEUE_GROUP",
+    "REJECTION_TYPES",
     "STATUS_EVENT_TYPES",
     "Accepted",
     "AgentError",
@@ -149,6 +150,7 @@ __all__ = [
     "new_task_id",
     "now_ms",
     "parse_metrics_address",
+    "rejection_reason",
     "split_servers",
     "unsubscribe_all",
     "validate_agent_id",

@@ -54,7 +54,7 @@ from ._commands import (
     exit_code_for,
 )
 from ._durable_commands import cmd_history, cmd_result, cmd_status
-from ._fleet_view import DEFAULT_FORGET_AFTER
+from ._fleet_view import DEFAULT_FORGET_AFTER, DEFAULT_MAX_AGENTS, DEFAULT_MAX_CAPABILITIES
 from ._health_command import add_health_arguments, cmd_health
 from ._live import DEFAULT_HEARTBEAT_TIMEOUT
 from ._logging import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, configure_logging, resolve_log_format
@@ -240,6 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds an offline or expired agent stays in the table and in /metrics "
         f"(default {DEFAULT_FORGET_AFTER:g})",
+    )
+    p.add_argument(
+        "--max-agents",
+        type=int,
+        default=DEFAULT_MAX_AGENTS,
+        metavar="N",
+        help="agents tracked at most; beyond, events of new agents are left out and counted "
+        f"in callboard_fleet_left_out_total (default {DEFAULT_MAX_AGENTS})",
+    )
+    p.add_argument(
+        "--max-capabilities",
+        type=int,
+        default=DEFAULT_MAX_CAPABILITIES,
+        metavar="N",
+        help="capabilities tracked at most, likewise (default "
+        f"{DEFAULT_MAX_CAPABILITIES}); one unheard of for --forget-after is forgotten",
     )
 
     p = command("ask", cmd_ask, "run a request in plain words: decompose, route, aggregate")

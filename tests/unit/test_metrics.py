@@ -78,6 +78,8 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "callboard_fleet_live_agents": ("gauge", {"capability"}),
     "callboard_fleet_tasks": ("counter", {"agent", "capability", "outcome"}),
     "callboard_fleet_tasks_failed": ("counter", {"agent", "capability", "code"}),
+    "callboard_fleet_tasks_rejected": ("counter", {"agent", "capability", "reason"}),
+    "callboard_fleet_left_out": ("counter", {"what"}),
     "callboard_fleet_task_duration_seconds": ("histogram", {"capability"}),
     "callboard_fleet_status_events": ("counter", {"state"}),
 }
@@ -101,6 +103,9 @@ def populated_registry() -> CollectorRegistry:
     fleet = FleetMetrics(registry)
     fleet.observe(Online(agent="m-1", ts=1.0, capabilities=("math",), max_concurrency=4))
     fleet.observe(Failed(agent="m-1", ts=1.0, task_id="t", capability="math", error=_error(400)))
+    overloaded = ErrorInfo(code=503, type="overloaded", message="busy")
+    fleet.observe(Failed(agent="m-1", ts=1.0, task_id="u", capability="math", error=overloaded))
+    fleet.left_out.labels("agent").inc()
     return registry
 
 
