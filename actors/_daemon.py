@@ -52,8 +52,8 @@ class DaemonMetrics:
     """The daemon's own registry (its agents, its connection, the process) and
     the server of ``/metrics`` and ``/healthz``.
 
-    ``health`` runs in the metrics server's thread, so it reads only plain
-    values the event loop replaces whole (the connection state, the host's
+    ``health`` runs on the event loop (a loop too busy to answer cannot say
+    "ok"); it reads only plain values (the connection state, the host's
     ``agent_states``), never the connection or the host's runners.
 
     Args:

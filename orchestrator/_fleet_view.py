@@ -23,8 +23,11 @@ and at most ``max_agents`` agents and ``max_capabilities`` capabilities are
 tracked. At the agent cap, the longest-gone agent is forgotten early to make
 room, or, with none gone, the newcomer's event is left out; at the capability
 cap, events of a new capability are left out. ``Tracked`` says what was left
-out, for the monitor to count. A capability unheard of for ``forget_after``
-seconds is forgotten too (``forget_capabilities``), and its series with it.
+out, for the monitor to count. A capability that no tracked agent shows, and
+that nobody has named for ``forget_after`` seconds, is forgotten too
+(``forget_capabilities``), and its series with it: one whose agents have all
+gone stays (``callboard_fleet_live_agents`` 0, for the alert that says nobody
+serves it) until ``forget_after`` after the last of them is forgotten.
 """
 
 from __future__ import annotations
@@ -194,8 +197,10 @@ class FleetView:
         # live agents, least recently heard of first; gone ones, longest gone first
         self._live: OrderedDict[str, _Agent] = OrderedDict()
         self._gone: OrderedDict[str, _Agent] = OrderedDict()
-        # capability -> when last heard of, least recently first
-        self._capabilities: OrderedDict[str, float] = OrderedDict()
+        # capability -> how many tracked agents show it; those none shows -> when
+        # last named, least recently first (each capability is in one of the two)
+        self._claims: dict[str, int] = {}
+        self._unclaimed: OrderedDict[str, float] = OrderedDict()
 
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._agents
@@ -206,7 +211,7 @@ class FleetView:
     @property
     def capability_count(self) -> int:
         """Capabilities tracked now."""
-        return len(self._capabilities)
+        return len(self._claims) + len(self._unclaimed)
 
     def _has_room(self, agent_id: str) -> bool:
         """Whether ``agent_id`` is tracked or can be (forgetting a gone agent if need be)."""
@@ -221,17 +226,34 @@ class FleetView:
         forgotten: tuple[str, ...] = ()
         if len(self._agents) >= self.max_agents:
             oldest = next(iter(self._gone))
-            self._forget(oldest)
+            self._forget(oldest, now)
             forgotten = (oldest,)
         agent = _Agent(agent_id, now, TaskWindow(now, window=self.window))
         self._agents[agent_id] = agent
         self._live[agent_id] = agent
         return agent, forgotten
 
-    def _forget(self, agent_id: str) -> None:
-        self._agents.pop(agent_id, None)
+    def _forget(self, agent_id: str, now: float) -> None:
+        agent = self._agents.pop(agent_id)
         self._live.pop(agent_id, None)
         self._gone.pop(agent_id, None)
+        self._claim(agent.capabilities, (), now)
+
+    def _claim(self, before: Sequence[str], after: Sequence[str], now: float) -> None:
+        """An agent shows ``after`` instead of ``before``: a capability no agent
+        shows any more starts ageing from ``now``."""
+        if before == after:
+            return
+        claims, unclaimed = self._claims, self._unclaimed
+        kept = set(before)
+        for name in set(after) - kept:
+            claims[name] = claims.get(name, 0) + 1
+            unclaimed.pop(name, None)
+        for name in kept - set(after):
+            claims[name] -= 1
+            if not claims[name]:
+                del claims[name]
+                unclaimed[name] = now
 
     def _go(self, agent: _Agent, state: str, now: float) -> None:
         agent.go(state, now)
@@ -239,8 +261,12 @@ class FleetView:
         self._gone.pop(agent.id, None)
         self._gone[agent.id] = agent  # gone_since is now: the newest gone
 
-    def _live_again(self, agent: _Agent, capabilities: Sequence[str], max_concurrency: int) -> None:
+    def _live_again(
+        self, agent: _Agent, capabilities: Sequence[str], max_concurrency: int, now: float
+    ) -> None:
+        before = agent.capabilities
         agent.live(capabilities, max_concurrency)
+        self._claim(before, agent.capabilities, now)
         if self._gone.pop(agent.id, None) is not None:
             self._live[agent.id] = agent
 
@@ -251,16 +277,18 @@ class FleetView:
 
     def _admit(self, names: Sequence[str], now: float) -> tuple[tuple[str, ...], int]:
         """The names of ``names`` that are (or now become) tracked, and how many were not."""
-        capabilities = self._capabilities
+        unclaimed = self._unclaimed
         admitted: list[str] = []
         refused = max(0, len(names) - MAX_CAPABILITIES_PER_AGENT)
         for name in names[:MAX_CAPABILITIES_PER_AGENT]:
-            if name in capabilities:
-                capabilities.move_to_end(name)
-            elif len(capabilities) >= self.max_capabilities:
-                refused += 1
-                continue
-            capabilities[name] = now
+            if name in unclaimed:
+                unclaimed.move_to_end(name)
+            elif name not in self._claims:
+                if self.capability_count >= self.max_capabilities:
+                    refused += 1
+                    continue
+            if name not in self._claims:
+                unclaimed[name] = now
             admitted.append(name)
         return tuple(admitted), refused
 
@@ -276,7 +304,7 @@ class FleetView:
         names, refused = self._admit(tuple(capabilities), now)
         agent, forgotten = self._agent(agent_id, now)
         left_out = ("capability",) * refused
-        self._live_again(agent, names, max_concurrency)
+        self._live_again(agent, names, max_concurrency, now)
         return Tracked(True, names, forgotten, left_out)
 
     def observe(self, event: StatusEvent, now: float) -> Tracked:
@@ -295,12 +323,12 @@ class FleetView:
         agent, forgotten = self._agent(event.agent, now)
         self._heard(agent, now)
         if isinstance(event, Online):
-            self._live_again(agent, names, event.max_concurrency)
+            self._live_again(agent, names, event.max_concurrency, now)
             agent.state = "online"  # a restart under the same id: it serves again
             agent.running.clear()
             agent.unseen_running = 0
         elif isinstance(event, Heartbeat):
-            self._live_again(agent, names, event.max_concurrency)
+            self._live_again(agent, names, event.max_concurrency, now)
             if event.in_flight == 0:
                 agent.running.clear()
             agent.unseen_running = max(0, event.in_flight - len(agent.running))
@@ -316,6 +344,7 @@ class FleetView:
             shown = agent.capabilities
             if capability and len(shown) < MAX_CAPABILITIES_PER_AGENT and capability not in shown:
                 agent.capabilities = (*shown, capability)
+                self._claim(shown, agent.capabilities, now)
         return Tracked(True, names, forgotten, left_out)
 
     def _ended(self, agent: _Agent, event: Completed | Failed | Cancelled, now: float) -> None:
@@ -351,19 +380,19 @@ class FleetView:
                 break
             forgotten.append(agent.id)
         for agent_id in forgotten:
-            self._forget(agent_id)
+            self._forget(agent_id, now)
         return Sweep(expired, forgotten)
 
     def forget_capabilities(self, now: float) -> list[str]:
-        """Forget the capabilities unheard of for ``forget_after`` seconds (no event
-        names them, no live agent heartbeats them); returns them."""
+        """Forget the capabilities no tracked agent shows and nobody has named for
+        ``forget_after`` seconds; returns them."""
         forgotten: list[str] = []
-        for name, heard in self._capabilities.items():
+        for name, heard in self._unclaimed.items():
             if now - heard < self.forget_after:
                 break
             forgotten.append(name)
         for name in forgotten:
-            del self._capabilities[name]
+            del self._unclaimed[name]
         return forgotten
 
     def live_count(self) -> int:

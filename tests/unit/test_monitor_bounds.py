@@ -154,9 +154,13 @@ def test_twenty_thousand_capabilities_keep_the_series_bounded_then_age_out() -> 
     value = monitor.registry.get_sample_value
     assert value("callboard_fleet_left_out_total", {"what": "capability"}) == 20_000 - 999
     assert len(monitor.view.rows(T0 + 1)[0].capabilities) <= 64
-    # m-1 keeps beating: its own capability stays, the junk is forgotten
+    # m-1 beats, showing only its own capability: the junk no agent shows is forgotten
+    # forget_after after it was last named; what m-1 showed until now, as long after that
     monitor.observe(online("m-1"), T0 + FORGET_AFTER)
     monitor.sweep(T0 + FORGET_AFTER + 2)
+    assert monitor.view.capability_count == 64
+    monitor.observe(online("m-1"), T0 + 2 * FORGET_AFTER)
+    monitor.sweep(T0 + 2 * FORGET_AFTER + 2)
     assert monitor.view.capability_count == 1
     junk = [
         sample
