@@ -396,3 +396,34 @@ async def test_a_busy_port_is_a_config_error_and_the_server_closes() -> None:
     # closed on exit: nothing listens there any more
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", first.port), timeout=5):
         pass
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_capped_timed_out_and_make_way_for_a_probe() -> None:
+    server = MetricsServer("127.0.0.1:0", CollectorRegistry(), max_connections=4, timeout=1.0)
+    async with server:
+        idle = [await anyio.connect_tcp("127.0.0.1", server.port) for _ in range(20)]
+        try:
+            # each newcomer replaces the oldest idle one: the probe, last, is answered
+            status, _, body = await get(server.url + "/healthz")
+            assert status == 200 and msgspec.json.decode(body) == {"status": "ok"}
+            assert server.open_connections <= server.max_connections == 4
+            # an idle connection the server kept is closed once its request is overdue
+            with anyio.fail_after(10):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await idle[-1].receive()
+        finally:
+            for stream in idle:
+                await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_malformed_request_gets_400_and_the_server_goes_on() -> None:
+    async with MetricsServer("127.0.0.1:0", CollectorRegistry()) as server:
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+            await stream.send(b"\x16\x03\x01 not http at all\r\n\r\n")
+            with anyio.fail_after(10):
+                answer = await stream.receive()
+        assert answer.startswith(b"HTTP/1.1 400")
+        status, _, _ = await get(server.url + "/healthz")
+        assert status == 200
