@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from system_support import Daemon, run_cli, wait_exit, wait_line
+from system_support import Daemon, Proc, run_cli, wait_exit, wait_line
 
 from bus import EmbeddedServer, new_agent_suffix
 from orchestrator.cli import EXIT_CONNECTION
@@ -127,3 +127,30 @@ async def test_a_connection_closed_for_good_ends_the_daemon_with_an_error(
     assert code == EXIT_CONNECTION, daemon.proc.output()
     assert "closed for good" in daemon.proc.stderr.text
     assert "daemon stopped" not in daemon.proc.stderr.text
+
+
+async def test_a_revoked_login_ends_the_monitor_serving_metrics_with_an_error(
+    password_server: tuple[EmbeddedServer, Path],
+    procs: Callable[..., Proc],
+    prefix: str,
+    callboard_cmd: list[str],
+) -> None:
+    server, config = password_server
+    env = {
+        **os.environ,
+        "NATS_URL": server.url,
+        "NATS_USER": "agent",
+        "NATS_PASSWORD": "first",
+        "PYTHONUNBUFFERED": "1",
+    }
+    args = ["monitor", "--prefix", prefix, "--follow", "--metrics", "127.0.0.1:0"]
+    monitor = procs([*callboard_cmd, *args], env=env, name="monitor")
+    await wait_line(monitor.stderr, "following ", timeout=20)
+
+    config.write_text(_AUTH.format(user="agent", password="second"))
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGHUP)
+
+    code = await wait_exit(monitor, timeout=60)
+    assert code == EXIT_CONNECTION, monitor.output()
+    assert "supervisor restarts it" in monitor.stderr.text, monitor.output()
