@@ -75,7 +75,7 @@ that restarts with new ids do not accumulate."""
 DEFAULT_MAX_AGENTS = 10_000
 """Agents tracked at most (rows, and series of each): far above a real fleet, far
 below what makes a sweep or a scrape slow."""
-DEFAULT_MAX_CAPABILITIES = 1_000
+DEFAULT_MAX_CAPABILITIES = 256
 """Capabilities tracked at most (each has series of its own, and per agent)."""
 MAX_CAPABILITIES_PER_AGENT = 64
 """Capabilities one agent is shown with at most; more in its events are left out."""
