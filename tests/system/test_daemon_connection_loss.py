@@ -80,7 +80,7 @@ async def test_a_revoked_login_makes_healthz_503_then_ends_the_daemon_with_an_er
         start_daemon,
         server.url,
         prefix=prefix,
-        nats={"user": "agent", "password": "first", "reconnect_wait": 0.2},
+        nats={"user": "agent", "password": "first", "reconnect_wait": 0.5},
     )
     match = _METRICS_LINE.search(daemon.proc.stderr.text)
     assert match, daemon.proc.output()
