@@ -79,6 +79,9 @@ DEFAULT_MAX_CAPABILITIES = 256
 """Capabilities tracked at most (each has series of its own, and per agent)."""
 MAX_CAPABILITIES_PER_AGENT = 64
 """Capabilities one agent is shown with at most; more in its events are left out."""
+MAX_RUNNING_PER_AGENT = 10_000
+"""Task ids kept per agent to count its tasks in flight: accepted events that never
+end (invented, or lost) cannot grow it further; its next heartbeat corrects it."""
 AGENT_STATES = ("online", "draining", "offline", "expired")
 _GONE = ("offline", "expired")
 
@@ -335,7 +338,7 @@ class FleetView:
         elif isinstance(event, Offline):
             self._go(agent, "offline", now)
         elif isinstance(event, Accepted | Started):
-            if agent.state not in _GONE:
+            if agent.state not in _GONE and len(agent.running) < MAX_RUNNING_PER_AGENT:
                 agent.running.add(event.task_id)
         elif isinstance(event, Completed | Failed | Cancelled):
             self._ended(agent, event, now)

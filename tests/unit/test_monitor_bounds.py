@@ -17,8 +17,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bus import Completed, ErrorInfo, Failed, FleetMetrics, Online
-from orchestrator._fleet_view import FleetView
+from bus import Accepted, Completed, ErrorInfo, Failed, FleetMetrics, Online
+from orchestrator._fleet_view import MAX_RUNNING_PER_AGENT, FleetView
 
 T0 = 1000.0
 HEARTBEAT_TIMEOUT = 15.0
@@ -188,3 +188,13 @@ def test_refusals_are_counted_apart_and_left_out_of_latency() -> None:
     assert value("callboard_fleet_tasks_rejected_total", rejected) == 9
     failed = {"agent": "m-1", "capability": "math", "code": "503"}
     assert value("callboard_fleet_tasks_failed_total", failed) == 9
+
+
+def test_accepted_events_that_never_end_cannot_grow_an_agent_without_bound() -> None:
+    monitor = Monitor()
+    monitor.observe(online("m-1"), T0)
+    for n in range(MAX_RUNNING_PER_AGENT + 5_000):
+        accepted = Accepted(agent="m-1", ts=1.0, task_id=f"never-ends-{n}", capability="math")
+        monitor.view.observe(accepted, T0 + 1)
+    [row] = monitor.view.rows(T0 + 1)
+    assert row.in_flight == MAX_RUNNING_PER_AGENT
