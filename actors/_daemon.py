@@ -2,7 +2,10 @@
 
 It hosts the configured agents until SIGTERM or SIGINT, then shuts down
 gracefully; nats-py reconnects on its own when the server restarts, and the
-host's subscriptions come back with it. SIGHUP reloads the config file
+host's subscriptions come back with it. A connection that will not come back
+(closed for good, or the login refused ``DEFAULT_MAX_REFUSALS`` times in a row:
+a revoked password) ends the daemon with ``ConnectionFailed`` (exit code 5),
+so that systemd or Kubernetes restarts it. SIGHUP reloads the config file
 (``actors._reload``). With ``metrics_address`` set it also serves ``/metrics``
 and ``/healthz``, from before it connects until after it has drained, so a
 scrape sees the drain and a health check sees it coming.
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -22,11 +25,15 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from bus import (
     AgentMetrics,
+    ConnectionFailed,
     ConnectionMetrics,
+    ConnectionState,
     ConnectOptions,
     MetricsServer,
     connect,
+    connection_status,
     env_fields,
+    wait_until_lost,
 )
 
 from ._config import DaemonConfig, agent_slots, build_agent
@@ -45,8 +52,8 @@ class DaemonMetrics:
     """The daemon's own registry (its agents, its connection, the process) and
     the server of ``/metrics`` and ``/healthz``.
 
-    ``health`` runs in the metrics server's thread, so it reads only plain
-    values the event loop replaces whole (the connection state, the host's
+    ``health`` runs on the event loop (a loop too busy to answer cannot say
+    "ok"); it reads only plain values (the connection state, the host's
     ``agent_states``), never the connection or the host's runners.
 
     Args:
@@ -65,19 +72,20 @@ class DaemonMetrics:
         PlatformCollector(registry=self.registry)
         self.agents = AgentMetrics(self.registry)
         self.connections = ConnectionMetrics(self.registry)
-        self._connection = self.connections.track(connection_name)
+        self.connection = self.connections.track(connection_name)
         self.server = MetricsServer(address, self.registry, health=self.health)
         self.host: AgentHost | None = None
         self.stopping = False
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """200 when connected and serving; 503 ``draining`` once the agents stop, else
-        ``unhealthy``.
+        ``unhealthy`` (``connection`` says why: reconnecting, refused, closed).
 
         An agent that a config reload removes drains alone: the daemon still
         serves with the others, so it stays healthy meanwhile.
         """
-        connected = self._connection.connected
+        connection = connection_status(self.connection)
+        connected = connection == "connected"
         host = self.host
         agents = dict(host.agent_states) if host is not None else {}
         states = set(agents.values())
@@ -87,7 +95,8 @@ class DaemonMetrics:
             status = "unhealthy"
         else:
             status = "ok"
-        return status == "ok", {"status": status, "connected": connected, "agents": agents}
+        details = {"status": status, "connected": connected, "connection": connection}
+        return status == "ok", {**details, "agents": agents}
 
 
 def _print_stderr(line: str) -> None:
@@ -118,14 +127,15 @@ async def run_daemon(
     metrics = None
     if config.metrics_address is not None:
         metrics = DaemonMetrics(config.metrics_address, options.name)
+    # the connection's fortunes are followed even when no one scrapes them
+    connections = metrics.connections if metrics else ConnectionMetrics(CollectorRegistry())
+    lost: list[str] = []
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with AsyncExitStack() as stack:
             if metrics is not None:
                 url = (await stack.enter_async_context(metrics.server)).url
                 announce(f"callboard daemon metrics on {url}/metrics (health on {url}/healthz)")
-            nc = await stack.enter_async_context(
-                connect(options=options, metrics=metrics.connections if metrics else None)
-            )
+            nc = await stack.enter_async_context(connect(options=options, metrics=connections))
             host = AgentHost(
                 nc,
                 agents,
@@ -151,21 +161,50 @@ async def run_daemon(
             announce(f"{READY_LINE}: {len(agents)} agent(s): {ids}")
             async with anyio.create_task_group() as tg:
                 tg.start_soon(reloader.run)
-                async for signum in signals:
-                    if signum != signal.SIGHUP:
-                        break
-                    if reload is None:
-                        log.warning("SIGHUP: this daemon has no config file to reload; ignoring")
-                    else:
-                        log.info("SIGHUP: reloading the config")
-                        reloader.request()
+                why = "connection lost"
+                with anyio.CancelScope() as serving:
+                    tg.start_soon(_end_when_lost, connections.track(options.name), serving, lost)
+                    why = await _until_stop_signal(signals, reloader, has_config=reload is not None)
                 if metrics is not None:
                     metrics.stopping = True
+                if lost:
+                    why = lost[0]
+                    host.grace_period = 0.0  # no reply could reach a caller any more
                 log.info(
                     "%s: shutting down (grace period %gs, %d task(s) in flight)",
-                    signal.Signals(signum).name,
+                    why,
                     host.grace_period,
                     host.in_flight,
                 )
                 await reloader.close()
+                tg.cancel_scope.cancel()
+    if lost:
+        raise ConnectionFailed(
+            f"{lost[0]}: the daemon stops so that its supervisor restarts it "
+            "(check the NATS credentials and the server's authorization config)"
+        )
     log.info("daemon stopped")
+
+
+async def _until_stop_signal(
+    signals: AsyncIterator[int], reloader: ConfigReloader, *, has_config: bool
+) -> str:
+    """Reload on every SIGHUP; return the name of the signal that stops the daemon."""
+    async for signum in signals:
+        if signum != signal.SIGHUP:
+            return signal.Signals(signum).name
+        if not has_config:
+            log.warning("SIGHUP: this daemon has no config file to reload; ignoring")
+        else:
+            log.info("SIGHUP: reloading the config")
+            reloader.request()
+    return "end of signals"
+
+
+async def _end_when_lost(
+    connection: ConnectionState, serving: anyio.CancelScope, lost: list[str]
+) -> None:
+    """Stop serving once the connection will not come back, saying why in ``lost``."""
+    lost.append(await wait_until_lost(connection))
+    log.error("%s; shutting down", lost[0])
+    serving.cancel()

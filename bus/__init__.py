@@ -65,9 +65,15 @@ from ._messages import (
 )
 from ._server import EmbeddedServer, find_nats_server
 from ._subjects import DEFAULT_PREFIX, QUEUE_GROUP, Subjects, validate_agent_id, validate_capability
+from .observability._connection_health import (
+    CONNECTION_STATUSES,
+    DEFAULT_MAX_REFUSALS,
+    connection_status,
+    wait_until_lost,
+)
 from .observability._connection_metrics import ConnectionMetrics, ConnectionState
 from .observability._exposition import HealthCheck, MetricsServer, parse_metrics_address
-from .observability._fleet_metrics import FleetMetrics
+from .observability._fleet_metrics import REJECTION_TYPES, FleetMetrics, rejection_reason
 from .observability._metrics import (
     DISPATCH_OUTCOMES,
     DURATION_BUCKETS,
@@ -79,6 +85,8 @@ from .observability._metrics import (
 )
 
 __all__ = [
+    "CONNECTION_STATUSES",
+    "DEFAULT_MAX_REFUSALS",
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
@@ -86,6 +94,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "PROTOCOL_VERSION",
     "QUEUE_GROUP",
+    "REJECTION_TYPES",
     "STATUS_EVENT_TYPES",
     "WIRE_ERRORS",
     "Accepted",
@@ -141,6 +150,7 @@ __all__ = [
     "close_connection",
     "codec",
     "connect",
+    "connection_status",
     "dispatch_outcome",
     "env_fields",
     "find_nats_server",
@@ -148,9 +158,11 @@ __all__ = [
     "new_task_id",
     "now_ms",
     "parse_metrics_address",
+    "rejection_reason",
     "split_servers",
     "unsubscribe_all",
     "validate_agent_id",
     "validate_capability",
     "validate_task_id",
+    "wait_until_lost",
 ]

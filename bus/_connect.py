@@ -367,7 +367,7 @@ async def connect(
     kwargs = _client_kwargs(opts)
     url_list = ", ".join(opts.servers)
 
-    connected = False
+    connected = closing = False
     state = metrics.track(opts.name) if metrics is not None else None
     last_failure: BaseException | None = None
 
@@ -375,6 +375,8 @@ async def connect(
         nonlocal last_failure
         if state is not None and isinstance(exc, SlowConsumerError):
             state.on_slow_consumer()
+        if connected and state is not None and _is_final(exc):
+            state.on_refused()  # a revoked login: before the line that reports it
         # before the first connection the final ConnectionFailed says it all
         log.log(logging.WARNING if connected else logging.DEBUG, "NATS connection error: %s", exc)
         if not connected:
@@ -394,6 +396,13 @@ async def connect(
             state.on_disconnected()
         log.warning("disconnected from NATS (%s); reconnecting", url_list)
 
+    async def on_closed() -> None:
+        # closed by nats-py itself (a refusal, reconnects used up): gone for good
+        if connected and not closing:
+            if state is not None:
+                state.on_lost()
+            log.error("the NATS connection is closed for good: %s", nc.last_error or "closed")
+
     async def on_reconnect() -> None:
         if state is not None:
             state.on_reconnected()
@@ -409,6 +418,7 @@ async def connect(
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
+            closed_cb=on_closed,
             **kwargs,
         )
     except Exception as exc:
@@ -432,6 +442,7 @@ async def connect(
     try:
         yield nc
     finally:
+        closing = True
         try:
             await close_connection(nc)
         finally:

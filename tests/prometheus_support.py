@@ -89,6 +89,9 @@ def populated_registry() -> CollectorRegistry:
     fleet.observe(Online(agent="math-1", ts=1.0, capabilities=("math",), max_concurrency=4))
     error = ErrorInfo(code=400, type="bad_input", message="bad")
     fleet.observe(Failed(agent="math-1", ts=1.0, task_id="t", capability="math", error=error))
+    refused = ErrorInfo(code=503, type="overloaded", message="busy")
+    fleet.observe(Failed(agent="math-1", ts=1.0, task_id="u", capability="math", error=refused))
+    fleet.left_out.labels("agent").inc()
     return registry
 
 

@@ -11,7 +11,7 @@ scraping thread, and nothing is done per message.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -42,22 +42,57 @@ class ConnectionState:
         connected: True while the client is connected.
         reconnects: reconnections so far.
         slow_consumer_events: slow-consumer errors the client reported.
+        refusals: logins the server refused in a row since the last connection
+            (a revoked password, say): retrying will not fix it by itself.
+        lost: the client closed the connection for good (a refusal on a live
+            connection, reconnect attempts used up), not the program: it will
+            not come back.
     """
 
-    __slots__ = ("_client", "_downtime", "connected", "name", "reconnects", "slow_consumer_events")
+    __slots__ = (
+        "_client",
+        "_downtime",
+        "_listeners",
+        "connected",
+        "lost",
+        "name",
+        "reconnects",
+        "refusals",
+        "slow_consumer_events",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.connected = False
         self.reconnects = 0
         self.slow_consumer_events = 0
+        self.refusals = 0
+        self.lost = False
         self._downtime: tuple[float, float | None] = (0.0, None)
         self._client: _Pending | None = None
+        self._listeners: tuple[Callable[[], None], ...] = ()
+
+    def listen(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the event loop) after every change of the connection's
+        fortunes; returns the function that stops it."""
+        self._listeners = (*self._listeners, listener)
+
+        def stop() -> None:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return stop
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def on_connected(self, client: _Pending) -> None:
         """The first connection is up (the client is read for pending bytes from now on)."""
         self._client = client
         self.connected = True
+        self.refusals = 0
+        self.lost = False
+        self._changed()
 
     def on_disconnected(self) -> None:
         """The connection broke; the client is reconnecting."""
@@ -65,6 +100,19 @@ class ConnectionState:
         total, since = self._downtime
         if since is None:
             self._downtime = (total, time.monotonic())
+        self._changed()
+
+    def on_refused(self) -> None:
+        """The server refused the client's login while it tried to reconnect."""
+        self.on_disconnected()
+        self.refusals += 1
+        self._changed()
+
+    def on_lost(self) -> None:
+        """The client closed the connection for good without being asked to."""
+        self.on_disconnected()
+        self.lost = True
+        self._changed()
 
     def on_reconnected(self) -> None:
         """The client is connected again."""
@@ -73,6 +121,8 @@ class ConnectionState:
             self._downtime = (total + time.monotonic() - since, None)
         self.reconnects += 1
         self.connected = True
+        self.refusals = 0
+        self._changed()
 
     def on_slow_consumer(self) -> None:
         """The client dropped messages of a subscription that fell behind."""

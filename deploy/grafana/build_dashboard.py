@@ -393,9 +393,14 @@ def rows() -> list[Row]:
                         Query(
                             f"sum by (state) (rate(callboard_fleet_status_events_total[{RATE}]))",
                             "{{state}}",
-                        )
+                        ),
+                        Query(
+                            f"sum by (what) (rate(callboard_fleet_left_out_total[{RATE}]))",
+                            "left out: new {{what}}",
+                        ),
                     ],
-                    "Events on the status stream, by state.",
+                    "Events on the status stream, by state; and those the monitor left "
+                    "out at its cap of agents or capabilities (--max-agents, --max-capabilities).",
                     unit="ops",
                     width=6,
                 ),
@@ -406,9 +411,15 @@ def rows() -> list[Row]:
                             "sum by (capability, outcome) "
                             f"(rate(callboard_fleet_tasks_total{{{CAP}}}[{RATE}]))",
                             "{{capability}} {{outcome}}",
-                        )
+                        ),
+                        Query(
+                            "sum by (capability, reason) "
+                            f"(rate(callboard_fleet_tasks_rejected_total{{{CAP}}}[{RATE}]))",
+                            "{{capability}} refused ({{reason}})",
+                        ),
                     ],
-                    "Tasks every agent on the stream ended: completed, failed, cancelled.",
+                    "Tasks every agent on the stream ended: completed, failed, cancelled; "
+                    "and the failed ones refused before running (overloaded, draining).",
                     unit="reqps",
                 ),
                 Panel(
@@ -428,7 +439,7 @@ def rows() -> list[Row]:
                     quantiles(
                         "callboard_fleet_task_duration_seconds", CAP, "capability", (0.5, 0.9, 0.99)
                     ),
-                    "From the elapsed_ms of completed and failed events.",
+                    "From the elapsed_ms of completed and failed events; refusals left out.",
                     unit="s",
                 ),
             ],

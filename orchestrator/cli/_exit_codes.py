@@ -71,7 +71,10 @@ _MEANINGS: Mapping[int, str] = {
 
 _HEALTH_MEANINGS: Mapping[int, str] = {
     EXIT_OK: "healthy (or the agents answered)",
-    EXIT_UNHEALTHY: "unhealthy (/healthz said 503: draining, disconnected, no agent serving)",
+    EXIT_UNHEALTHY: (
+        "unhealthy (/healthz said 503: draining, disconnected (reconnecting, the login "
+        "refused, the connection closed for good) or no agent serving)"
+    ),
     EXIT_USAGE: "usage error",
     EXIT_NO_AGENT: "no such agent or capability",
     EXIT_TIMEOUT: "no answer within --timeout",

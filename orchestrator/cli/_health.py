@@ -182,7 +182,12 @@ def _health_summary(document: dict[str, Any]) -> str:
         return f"{document['status']}: {document['error']}"
     parts = [str(document.get("status", "unknown"))]
     if "connected" in document:
-        parts.append("connected" if document["connected"] else "not connected to NATS")
+        why = document.get("connection")  # reconnecting, refused (the login), closed
+        parts.append(
+            "connected"
+            if document["connected"]
+            else "not connected to NATS" + (f" ({why})" if why else "")
+        )
     agents = document.get("agents")
     if isinstance(agents, dict):
         listed = ", ".join(f"{agent} {state}" for agent, state in sorted(agents.items()))

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from bus import (
     ConfigError,
+    ConnectionFailed,
     ConnectionMetrics,
     ConnectOptions,
     FleetMetrics,
@@ -38,7 +39,9 @@ from bus import (
     StatusEvent,
     Subjects,
     connect,
+    connection_status,
     env_fields,
+    wait_until_lost,
 )
 
 from .._live import DEFAULT_HEARTBEAT_TIMEOUT
@@ -47,8 +50,11 @@ from ._common import Subcommands, connect_flags, parse_duration
 from ._exit_codes import EXIT_OK
 from .monitor import (
     DEFAULT_FORGET_AFTER,
+    DEFAULT_MAX_AGENTS,
+    DEFAULT_MAX_CAPABILITIES,
     FleetView,
     LiveScreen,
+    Tracked,
     fleet_totals,
     follow_status,
     format_status,
@@ -118,6 +124,22 @@ def register(commands: Subcommands) -> None:
         help="seconds an offline or expired agent stays in the table and in /metrics "
         f"(default {DEFAULT_FORGET_AFTER:g})",
     )
+    p.add_argument(
+        "--max-agents",
+        type=int,
+        default=DEFAULT_MAX_AGENTS,
+        metavar="N",
+        help="agents tracked at most; beyond, events of new agents are left out and counted "
+        f"in callboard_fleet_left_out_total (default {DEFAULT_MAX_AGENTS})",
+    )
+    p.add_argument(
+        "--max-capabilities",
+        type=int,
+        default=DEFAULT_MAX_CAPABILITIES,
+        metavar="N",
+        help="capabilities tracked at most, likewise (default "
+        f"{DEFAULT_MAX_CAPABILITIES}); one unheard of for --forget-after is forgotten",
+    )
 
 
 def output_mode(args: argparse.Namespace, *, tty: bool) -> str:
@@ -147,15 +169,18 @@ class MonitorMetrics:
         PlatformCollector(registry=self.registry)
         self.fleet = FleetMetrics(self.registry)
         self.connections = ConnectionMetrics(self.registry)
-        self._connection = self.connections.track(connection_name)
+        self.connection = self.connections.track(connection_name)
         self.server = MetricsServer(address, self.registry, health=self.health)
         self.live_agents = 0
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """200 while connected to NATS (the stream is being read), else 503."""
-        connected = self._connection.connected
+        """200 while connected to NATS (the stream is being read), else 503 (``connection``
+        says why: reconnecting, refused, closed)."""
+        connection = connection_status(self.connection)
+        connected = connection == "connected"
         status = "ok" if connected else "unhealthy"
-        return connected, {"status": status, "connected": connected, "agents": self.live_agents}
+        details = {"status": status, "connected": connected, "connection": connection}
+        return connected, {**details, "agents": self.live_agents}
 
 
 async def cmd_monitor(args: argparse.Namespace) -> int:
@@ -163,6 +188,9 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
     for flag in ("heartbeat_timeout", "forget_after"):
         if not getattr(args, flag) > 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a positive number of seconds")
+    for flag in ("max_agents", "max_capabilities"):
+        if not getattr(args, flag) > 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a positive number")
     if args.since is not None:
         parse_duration(args.since)  # a bad duration is a usage error before connecting
     mode = output_mode(args, tty=sys.stdout.isatty())
@@ -181,7 +209,12 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
         nc = await stack.enter_async_context(
             connect(options=options, metrics=None if metrics is None else metrics.connections)
         )
-        code = await _Monitor(nc, args, mode, metrics).run()
+        monitor = _Monitor(nc, args, mode, metrics)
+        code = await monitor.run()
+    if monitor.lost is not None:
+        raise ConnectionFailed(
+            f"{monitor.lost}: the monitor stops so that its supervisor restarts it"
+        )
     return code
 
 
@@ -199,13 +232,19 @@ class _Monitor:
         self.shown_subject = status_subject(self.subjects, args.agent, args.state)
         tracked = mode == "live" or metrics is not None
         self.view = (
-            FleetView(heartbeat_timeout=args.heartbeat_timeout, forget_after=args.forget_after)
+            FleetView(
+                heartbeat_timeout=args.heartbeat_timeout,
+                forget_after=args.forget_after,
+                max_agents=args.max_agents,
+                max_capabilities=args.max_capabilities,
+            )
             if tracked
             else None
         )
         self.clock: Callable[[], float] = time.monotonic
         self.subscribed = anyio.Event()
         self.screen: LiveScreen | None = None
+        self.lost: str | None = None
 
     async def run(self) -> int:
         # the screen is left after the task group has stopped every task that draws
@@ -217,10 +256,18 @@ class _Monitor:
                     self.screen = stack.enter_context(LiveScreen(sys.stdout))
                 if self.view is not None:
                     tg.start_soon(self._tick)
+                if self.metrics is not None:
+                    tg.start_soon(self._end_when_lost, tg.cancel_scope)
                 async for _ in signals:  # SIGTERM: stop as cleanly as Ctrl-C
                     break
                 tg.cancel_scope.cancel()
         return EXIT_OK
+
+    async def _end_when_lost(self, scope: anyio.CancelScope) -> None:
+        """A monitor serving metrics ends once its connection will not come back."""
+        assert self.metrics is not None
+        self.lost = await wait_until_lost(self.metrics.connection)
+        scope.cancel()
 
     def _ready(self) -> None:
         self.subscribed.set()
@@ -259,10 +306,22 @@ class _Monitor:
         return (self.args.agent in (None, agent)) and (self.args.state in (None, state))
 
     def _observe(self, event: StatusEvent) -> None:
-        if self.view is not None:
-            self.view.observe(event, self.clock())
+        if self.view is None:
+            return
+        tracked = self.view.observe(event, self.clock())
         if self.metrics is not None:
-            self.metrics.fleet.observe(event)
+            self._count(tracked)
+            if tracked:
+                self.metrics.fleet.observe(event, tracked.capabilities)
+
+    def _count(self, tracked: Tracked) -> None:
+        """Forget the agents the view forgot to make room; count what it left out."""
+        assert self.metrics is not None
+        fleet = self.metrics.fleet
+        for agent_id in tracked.forgotten:
+            fleet.forget(agent_id)
+        for what in tracked.left_out:
+            fleet.left_out.labels(what).inc()
 
     async def _discover(self) -> None:
         """Agents already up when the monitor starts say nothing until their next beat,
@@ -272,8 +331,10 @@ class _Monitor:
             found = self.view.discovered(
                 agent.id, agent.capabilities, agent.max_concurrency, self.clock()
             )
-            if found and self.metrics is not None:
-                self.metrics.fleet.live(agent.id, agent.capabilities, agent.max_concurrency)
+            if self.metrics is not None:
+                self._count(found)
+                if found:
+                    self.metrics.fleet.live(agent.id, found.capabilities, agent.max_concurrency)
 
     async def _tick(self) -> None:
         while True:
@@ -283,12 +344,16 @@ class _Monitor:
 
     def _sweep(self) -> None:
         assert self.view is not None
-        expired, forgotten = self.view.sweep(self.clock())
+        now = self.clock()
+        expired, forgotten = self.view.sweep(now)
+        capabilities = self.view.forget_capabilities(now)
         if self.metrics is not None:
             for agent_id in expired:
                 self.metrics.fleet.expire(agent_id)
             for agent_id in forgotten:
                 self.metrics.fleet.forget(agent_id)
+            for capability in capabilities:
+                self.metrics.fleet.forget_capability(capability)
             self.metrics.live_agents = self.view.live_count()
 
     def _draw(self) -> None:

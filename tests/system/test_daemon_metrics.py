@@ -112,6 +112,7 @@ async def test_metrics_pass_promtool_and_count_the_tasks(
     assert msgspec.json.decode(body) == {
         "status": "ok",
         "connected": True,
+        "connection": "connected",
         "agents": {math_id: "serving", echo_id: "serving"},
     }
 

@@ -71,6 +71,7 @@ async def test_health_follows_a_daemon_from_serving_to_draining_to_gone(
     assert json.loads(as_json.stdout) == {
         "status": "ok",
         "connected": True,
+        "connection": "connected",
         "agents": {echo_id: "serving"},
         "http_status": 200,
     }

@@ -140,7 +140,12 @@ async def test_monitor_metrics_count_the_tasks_sent_and_pass_promtool(
 
     status, body = await anyio.to_thread.run_sync(fetch, url + "/healthz")
     assert status == 200, body
-    assert msgspec.json.decode(body) == {"status": "ok", "connected": True, "agents": 2}
+    assert msgspec.json.decode(body) == {
+        "status": "ok",
+        "connected": True,
+        "connection": "connected",
+        "agents": 2,
+    }
 
 
 async def test_a_stopped_agent_goes_down_then_its_series_are_deleted(

@@ -17,12 +17,14 @@ from typing import Any, cast
 import anyio
 import msgspec
 import pytest
+from bus.observability._connection_health import lost_reason
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors import AgentHost
 from actors._daemon import DaemonMetrics
 from bus import (
+    DEFAULT_MAX_REFUSALS,
     DISPATCH_OUTCOMES,
     DURATION_BUCKETS,
     AgentError,
@@ -76,6 +78,8 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "callboard_fleet_live_agents": ("gauge", {"capability"}),
     "callboard_fleet_tasks": ("counter", {"agent", "capability", "outcome"}),
     "callboard_fleet_tasks_failed": ("counter", {"agent", "capability", "code"}),
+    "callboard_fleet_tasks_rejected": ("counter", {"agent", "capability", "reason"}),
+    "callboard_fleet_left_out": ("counter", {"what"}),
     "callboard_fleet_task_duration_seconds": ("histogram", {"capability"}),
     "callboard_fleet_status_events": ("counter", {"state"}),
 }
@@ -99,6 +103,9 @@ def populated_registry() -> CollectorRegistry:
     fleet = FleetMetrics(registry)
     fleet.observe(Online(agent="m-1", ts=1.0, capabilities=("math",), max_concurrency=4))
     fleet.observe(Failed(agent="m-1", ts=1.0, task_id="t", capability="math", error=_error(400)))
+    overloaded = ErrorInfo(code=503, type="overloaded", message="busy")
+    fleet.observe(Failed(agent="m-1", ts=1.0, task_id="u", capability="math", error=overloaded))
+    fleet.left_out.labels("agent").inc()
     return registry
 
 
@@ -244,16 +251,46 @@ def test_connection_downtime_grows_during_an_outage_and_stops_after() -> None:
     assert value("callboard_nats_pending_bytes", labels) == 0
 
 
+def test_a_refused_or_closed_connection_is_unhealthy_and_ends_the_wait_for_loss() -> None:
+    daemon = DaemonMetrics("127.0.0.1:0", "callboard-daemon")
+    daemon.host = cast(AgentHost, SimpleNamespace(agent_states={"m-1": "serving"}))
+    connection = daemon.connections.track("callboard-daemon")
+    connection.on_connected(_Client(0))
+    assert lost_reason(connection) is None
+    connection.on_disconnected()
+    assert daemon.health()[1]["connection"] == "reconnecting"
+    for refusal in range(1, DEFAULT_MAX_REFUSALS + 1):
+        assert lost_reason(connection) is None
+        connection.on_refused()
+        healthy, details = daemon.health()
+        assert (healthy, details["connection"]) == (False, "refused"), refusal
+    assert "refused the login 3 times" in (lost_reason(connection) or "")
+    connection.on_reconnected()  # a success in between starts the count again
+    assert daemon.health()[0] and lost_reason(connection) is None
+    connection.on_lost()
+    healthy, details = daemon.health()
+    assert (healthy, details["connection"], details["connected"]) == (False, "closed", False)
+    assert lost_reason(connection) == "the NATS connection was closed for good"
+
+
 def test_the_daemon_is_healthy_when_connected_and_serving() -> None:
     daemon = DaemonMetrics("127.0.0.1:0", "callboard-daemon")  # nothing listens before entry
-    assert daemon.health() == (False, {"status": "unhealthy", "connected": False, "agents": {}})
+    assert daemon.health() == (
+        False,
+        {"status": "unhealthy", "connected": False, "connection": "connecting", "agents": {}},
+    )
     connection = daemon.connections.track("callboard-daemon")
     connection.on_connected(_Client(0))
     host = SimpleNamespace(agent_states={"m-1": "serving"})
     daemon.host = cast(AgentHost, host)
     assert daemon.health() == (
         True,
-        {"status": "ok", "connected": True, "agents": {"m-1": "serving"}},
+        {
+            "status": "ok",
+            "connected": True,
+            "connection": "connected",
+            "agents": {"m-1": "serving"},
+        },
     )
     connection.on_disconnected()
     assert daemon.health()[1]["status"] == "unhealthy"
@@ -261,7 +298,12 @@ def test_the_daemon_is_healthy_when_connected_and_serving() -> None:
     host.agent_states = {"m-1": "draining"}
     assert daemon.health() == (
         False,
-        {"status": "draining", "connected": True, "agents": {"m-1": "draining"}},
+        {
+            "status": "draining",
+            "connected": True,
+            "connection": "connected",
+            "agents": {"m-1": "draining"},
+        },
     )
     host.agent_states = {"m-1": "serving"}
     daemon.stopping = True
@@ -354,3 +396,34 @@ async def test_a_busy_port_is_a_config_error_and_the_server_closes() -> None:
     # closed on exit: nothing listens there any more
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", first.port), timeout=5):
         pass
+
+
+@pytest.mark.anyio
+async def test_idle_connections_are_capped_timed_out_and_make_way_for_a_probe() -> None:
+    server = MetricsServer("127.0.0.1:0", CollectorRegistry(), max_connections=4, timeout=1.0)
+    async with server:
+        idle = [await anyio.connect_tcp("127.0.0.1", server.port) for _ in range(20)]
+        try:
+            # each newcomer replaces the oldest idle one: the probe, last, is answered
+            status, _, body = await get(server.url + "/healthz")
+            assert status == 200 and msgspec.json.decode(body) == {"status": "ok"}
+            assert server.open_connections <= server.max_connections == 4
+            # an idle connection the server kept is closed once its request is overdue
+            with anyio.fail_after(10):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await idle[-1].receive()
+        finally:
+            for stream in idle:
+                await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_malformed_request_gets_400_and_the_server_goes_on() -> None:
+    async with MetricsServer("127.0.0.1:0", CollectorRegistry()) as server:
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+            await stream.send(b"\x16\x03\x01 not http at all\r\n\r\n")
+            with anyio.fail_after(10):
+                answer = await stream.receive()
+        assert answer.startswith(b"HTTP/1.1 400")
+        status, _, _ = await get(server.url + "/healthz")
+        assert status == 200

@@ -141,6 +141,17 @@ def test_lifetimes_online_draining_offline_expired_then_forgotten() -> None:
     assert [(r.agent, r.state) for r in view.rows(T0 + 316)] == [("b", "expired")]
 
 
+def test_a_capability_stays_until_forget_after_once_its_last_agent_is_forgotten() -> None:
+    view = FleetView(heartbeat_timeout=15, forget_after=300)
+    view.observe(online("a", "math"), T0)
+    view.observe(Offline(agent="a", ts=1.0), T0 + 1)
+    assert view.forget_capabilities(T0 + 400) == []  # a still shows it (offline, not forgotten)
+    assert view.sweep(T0 + 301).forgotten == ["a"]
+    assert view.forget_capabilities(T0 + 600) == []  # nobody serves math: the alert's 0
+    assert view.forget_capabilities(T0 + 601) == ["math"]
+    assert view.capability_count == 0
+
+
 def test_a_draining_agent_is_shown_draining_until_it_says_offline() -> None:
     view = FleetView()
     view.observe(online("a", "math"), T0)

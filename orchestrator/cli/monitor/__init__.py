@@ -18,10 +18,13 @@ from ._fleet_table import COLUMNS, format_latency, render_table
 from ._fleet_view import (
     AGENT_STATES,
     DEFAULT_FORGET_AFTER,
+    DEFAULT_MAX_AGENTS,
+    DEFAULT_MAX_CAPABILITIES,
     AgentRow,
     FleetTotals,
     FleetView,
     Sweep,
+    Tracked,
     fleet_totals,
 )
 from ._fleet_window import DEFAULT_WINDOW, TaskWindow, quantile
@@ -31,6 +34,8 @@ __all__ = [
     "AGENT_STATES",
     "COLUMNS",
     "DEFAULT_FORGET_AFTER",
+    "DEFAULT_MAX_AGENTS",
+    "DEFAULT_MAX_CAPABILITIES",
     "DEFAULT_WINDOW",
     "AgentRow",
     "FleetTotals",
@@ -38,6 +43,7 @@ __all__ = [
     "LiveScreen",
     "Sweep",
     "TaskWindow",
+    "Tracked",
     "decode_status",
     "fleet_totals",
     "follow_status",

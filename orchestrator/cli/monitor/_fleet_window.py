@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import NamedTuple
 
 __all__ = ["DEFAULT_WINDOW", "TaskWindow", "quantile"]
 
@@ -18,14 +17,31 @@ DEFAULT_WINDOW = 60.0
 """Seconds of history behind the table's rates and percentiles."""
 
 
-class _Ended(NamedTuple):
-    at: float
-    elapsed_ms: float | None  # None: no handler time to count (a cancelled task)
-    failed: bool
+MAX_SAMPLES_PER_SECOND = 256
+"""Handler times kept per agent and second for the percentiles: an agent that ends
+more tasks than that in a second is counted in full, but its percentiles are
+those of its first tasks of each second. Bounds the window's memory whatever an
+agent (or anyone sending events in its name) reports."""
+
+
+class _Second:
+    """The tasks that ended within one second."""
+
+    __slots__ = ("at", "ended", "failed", "latencies")
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.ended = 0
+        self.failed = 0
+        self.latencies: list[float] = []
 
 
 class TaskWindow:
     """The tasks one agent ended within the last ``window`` seconds.
+
+    Kept as one bucket per second, so its memory is bounded by the window's
+    length, not by how many events arrive; a task leaves the window when the
+    second it ended in is a whole window old.
 
     Args:
         since: when observation started; until a whole window has passed, rates
@@ -33,28 +49,38 @@ class TaskWindow:
         window: the window's length in seconds.
     """
 
-    __slots__ = ("_ended", "since", "window")
+    __slots__ = ("_seconds", "since", "window")
 
     def __init__(self, since: float, *, window: float = DEFAULT_WINDOW) -> None:
         self.since = since
         self.window = window
-        self._ended: deque[_Ended] = deque()
+        self._seconds: deque[_Second] = deque()
 
     def add(self, now: float, *, elapsed_ms: float | None, failed: bool) -> None:
-        """Record a task that ended at ``now``; ``elapsed_ms`` None if it has no latency."""
-        self._ended.append(_Ended(now, elapsed_ms, failed))
+        """Record a task that ended at ``now``; ``elapsed_ms`` None if it has no latency
+        (cancelled, or refused before it ran)."""
+        at = math.floor(now)
+        seconds = self._seconds
+        if not seconds or seconds[-1].at < at:
+            self.prune(now)
+            seconds.append(_Second(at))
+        second = seconds[-1]
+        second.ended += 1
+        second.failed += failed
+        if elapsed_ms is not None and len(second.latencies) < MAX_SAMPLES_PER_SECOND:
+            second.latencies.append(elapsed_ms)
 
     def prune(self, now: float) -> None:
         """Drop what ended more than a window before ``now``."""
         cutoff = now - self.window
-        ended = self._ended
-        while ended and ended[0].at <= cutoff:
-            ended.popleft()
+        seconds = self._seconds
+        while seconds and seconds[0].at <= cutoff:
+            seconds.popleft()
 
     def count(self, now: float) -> int:
         """Tasks ended within the window."""
         self.prune(now)
-        return len(self._ended)
+        return sum(second.ended for second in self._seconds)
 
     def rate(self, now: float) -> float:
         """Tasks per second over the window (or over the time observed, if shorter)."""
@@ -66,12 +92,12 @@ class TaskWindow:
         total = self.count(now)
         if not total:
             return None
-        return sum(1 for e in self._ended if e.failed) / total
+        return sum(second.failed for second in self._seconds) / total
 
     def latency_ms(self, now: float, *quantiles: float) -> tuple[float | None, ...]:
         """The given quantiles (0..1) of the window's handler times, in ms (None if none)."""
         self.prune(now)
-        values = sorted(e.elapsed_ms for e in self._ended if e.elapsed_ms is not None)
+        values = sorted(ms for second in self._seconds for ms in second.latencies)
         return tuple(quantile(values, q) for q in quantiles)
 
 
