@@ -56,16 +56,8 @@ from bus import (
     unsubscribe_all,
     validate_task_id,
 )
-from bus.codec import (
-    AGENT_ID,
-    CAPABILITY,
-    OPERATION,
-    TASK_ID,
-    decode_task,
-    encode_error,
-    encode_json,
-)
-from bus.wire import wire_for
+from bus.codec import CAPABILITY, OPERATION, TASK_ID, decode_task, encode_json
+from bus.wire import ReplyFrames, wire_for
 
 from ._agent import Agent
 from ._context import TaskContext, reset_context, set_context
@@ -128,8 +120,7 @@ class AgentRunner:
         counters = self.series.status_events if self.series is not None else None
         self.status = StatusPublisher(nc, subjects, agent.id, counters=counters)
         self._wire = wire_for(nc)
-        self._reply_head = f"NATS/1.0\r\n{TASK_ID}: "
-        self._reply_tail = f"\r\n{AGENT_ID}: {agent.id}\r\n\r\n"
+        self._replies = ReplyFrames(self._wire, agent.id)
         self.counters = {name: EndpointCounters() for name in agent.capability_names}
         self.discovery = ServiceResponder(nc, agent, subjects, self.counters)
         self._decoders = {c.name: c.decoder() for c in agent.capability_specs}
@@ -176,7 +167,7 @@ class AgentRunner:
     async def _lead(self, intake: Intake, slot: Running) -> None:
         """Take ``intake``'s messages and run them, until one waits (then an idle
         worker takes the lead over) or the subscription ends."""
-        queue, sub, capability, series = intake.queue, intake.sub, intake.capability, intake.series
+        queue, capability, series = intake.queue, intake.capability, intake.series
         while True:
             try:
                 msg = await queue.get()
@@ -185,8 +176,6 @@ class AgentRunner:
                 raise
             if msg is None:
                 return
-            sub._pending_size -= len(msg.data)
-            queue.task_done()
             if not (self._accepting and self.in_flight < self.limit):
                 self._jobs.put(intake)  # refusing may wait on the connection
                 await self._admit(capability, msg)
@@ -550,8 +539,7 @@ class AgentRunner:
         frames = status.completed_frame(task_id, capability, elapsed_ms)
         if msg.reply:
             try:
-                headers = f"{self._reply_head}{task_id}{self._reply_tail}".encode()
-                frames = self._wire.hpub(msg.reply, "", headers, body) + frames
+                frames = self._replies.result(msg.reply, task_id, body) + frames
             except nats.errors.MaxPayloadError:
                 await self._reply_too_large(msg, task_id, capability, len(body), elapsed_ms, begun)
                 return
@@ -594,9 +582,8 @@ class AgentRunner:
 
     async def _reply_error(self, msg: Msg, task_id: str, error: ErrorInfo) -> None:
         if msg.reply:
-            headers, body = encode_error(error, task_id=task_id, agent_id=self.agent.id)
             try:
-                await self.nc.publish(msg.reply, body, headers=headers)
+                await self._wire.write(self._replies.error(msg.reply, task_id, error))
             except Exception as exc:
                 task_logger(self.agent.id, task_id).warning("its error reply was lost: %s", exc)
 
