@@ -38,6 +38,7 @@ from nats.aio.subscription import Subscription
 
 __all__ = [
     "NATS_PY_RANGE",
+    "BadHeaderError",
     "NatsClient",
     "Outbox",
     "TLSNotOffered",
@@ -52,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger("callboard.bus")
 
-NATS_PY_RANGE = ((2, 13), (2, 17))
+NATS_PY_RANGE = ((2, 15), (2, 17))
 """The nats-py versions the seam is tested against: at least the first, below the second."""
 
 
@@ -96,6 +97,11 @@ def check_nats_py_version(version: str | None = None) -> str:
 
 
 NATS_PY_VERSION = check_nats_py_version()
+
+BadHeaderError: type[nats.errors.Error] = getattr(nats.errors, "BadHeaderError", None) or type(
+    "BadHeaderError", (nats.errors.Error,), {"__doc__": "A header key that is not a token."}
+)
+"""nats-py's error for a header key that is not a token (2.16 added it; 2.15 has none)."""
 
 # --- parsing headers fast ---------------------------------------------------
 

@@ -25,9 +25,10 @@ from nats.aio.client import Client
 
 from ._codec import AGENT_ID, TASK_HEADERS, TASK_ID, encode_error
 from ._messages import ErrorInfo
-from ._natspy import Outbox, parse_header_lines, use_fast_header_parser
+from ._natspy import BadHeaderError, Outbox, parse_header_lines, use_fast_header_parser
 
 __all__ = [
+    "BadHeaderError",
     "EventFrames",
     "ReplyFrames",
     "Wire",
@@ -51,7 +52,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     stripped and their CR/LF turned into spaces, so no value can end the block.
 
     Raises:
-        nats.errors.BadHeaderError: a key is not a token.
+        BadHeaderError: a key is not a token (``nats.errors.BadHeaderError`` in nats-py 2.16).
     """
     lines = ["NATS/1.0"]
     for name, value in headers.items():
@@ -60,7 +61,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
             continue
         if key not in _known_keys:
             if not _KEY.fullmatch(key):
-                raise nats.errors.BadHeaderError(key)
+                raise BadHeaderError(key)
             if len(_known_keys) < _MAX_KNOWN_KEYS:
                 _known_keys.add(key)
         lines.append(f"{key}: {value.strip().translate(_NEWLINES)}")

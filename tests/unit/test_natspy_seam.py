@@ -10,6 +10,7 @@ import inspect
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from nats.aio.subscription import Subscription
 
 from bus import _natspy
 from bus._natspy import NATS_PY_RANGE, NatsClient, check_nats_py_version
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _source(function: object) -> str:
@@ -122,10 +125,10 @@ def test_closing_finds_the_buffer_and_the_subscriptions() -> None:
 @pytest.mark.parametrize(
     ("version", "ok"),
     [
-        ("2.13.0", True),
+        ("2.15.0", True),
         ("2.16.0", True),
         ("2.16.9", True),
-        ("2.12.0", False),
+        ("2.14.0", False),
         ("2.9.0", False),
         ("2.17.0", False),
         ("2.17.0rc1", False),
@@ -135,23 +138,22 @@ def test_closing_finds_the_buffer_and_the_subscriptions() -> None:
 )
 def test_the_version_check_admits_the_tested_range_only(version: str, ok: bool) -> None:
     low, high = NATS_PY_RANGE
-    assert low == (2, 13) and high == (2, 17)
+    assert low == (2, 15) and high == (2, 17)
     if ok:
         assert check_nats_py_version(version) == version
     else:
-        with pytest.raises(ImportError, match=r"nats-py >=2\.13,<2\.17") as caught:
+        with pytest.raises(ImportError, match=r"nats-py >=2\.15,<2\.17") as caught:
             check_nats_py_version(version)
-        assert "pip install 'nats-py[nkeys]>=2.13,<2.17'" in str(caught.value)
+        assert "pip install 'nats-py[nkeys]>=2.15,<2.17'" in str(caught.value)
 
 
-@pytest.mark.parametrize("version", ["2.9.0", "2.17.0"])
+@pytest.mark.parametrize("version", ["2.9.0", "2.14.0", "2.17.0"])
 def test_an_untested_nats_py_is_refused_at_import(tmp_path: Path, version: str) -> None:
     # a dist-info first on sys.path is what importlib.metadata finds for nats-py
     dist = tmp_path / f"nats_py-{version}.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: nats-py\nVersion: {version}\n")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     done = subprocess.run(
         [sys.executable, "-c", "import bus"],
         env=env,
@@ -161,6 +163,15 @@ def test_an_untested_nats_py_is_refused_at_import(tmp_path: Path, version: str) 
     )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: callboard needs nats-py >=2.13,<2.17"), done.stderr
+    assert last.startswith("ImportError: callboard needs nats-py >=2.15,<2.17"), done.stderr
     assert f"nats-py {version} is installed" in last
-    assert "pip install 'nats-py[nkeys]>=2.13,<2.17'" in last
+    assert "pip install 'nats-py[nkeys]>=2.15,<2.17'" in last
+
+
+def test_the_pin_is_the_range_the_seam_checks() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("nats-py")]
+    (low_major, low_minor), (high_major, high_minor) = NATS_PY_RANGE
+    assert pins == [f"nats-py[nkeys]>={low_major}.{low_minor},<{high_major}.{high_minor}"]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "NATS_PY_RANGE" in ci and "tests/unit/test_natspy_seam.py" in ci

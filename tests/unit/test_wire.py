@@ -10,14 +10,13 @@ import itertools
 import random
 import re
 
-import nats.errors
 import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from bus._metrics import DURATION_BUCKETS, _Counter, _Histogram
 from bus.codec import CAPABILITY, TASK_HEADERS, TASK_ID, task_headers
-from bus.wire import header_block, parse_header_lines, task_header_block
+from bus.wire import BadHeaderError, header_block, parse_header_lines, task_header_block
 
 
 def _corpus() -> list[bytes]:
@@ -42,7 +41,7 @@ def test_header_blocks_are_built_as_nats_py_builds_them() -> None:
     block = header_block({" Agent-Task-Id ": " t-1 ", "": "skipped", "X": "a\r\nb"})
     # nats-py: keys stripped, empty keys skipped, values stripped, CR/LF -> space
     assert block == b"NATS/1.0\r\nAgent-Task-Id: t-1\r\nX: a  b\r\n\r\n"
-    with pytest.raises(nats.errors.BadHeaderError):
+    with pytest.raises(BadHeaderError):
         header_block({"bad key": "v"})
     assert header_block({}) == b"NATS/1.0\r\n\r\n"
     assert header_block({"A": "é"}) == "NATS/1.0\r\nA: é\r\n\r\n".encode()
