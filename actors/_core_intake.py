@@ -149,8 +149,8 @@ class CoreIntake:
     async def _lead(self, intake: Intake, slot: Running) -> None:
         """Take ``intake``'s messages and run them, until one waits (then an idle
         worker takes the lead over) or the subscription ends."""
-        queue, capability, series = intake.queue, intake.capability, intake.series
-        executor = self._executor
+        queue, took = intake.taken.queue, intake.taken.took
+        capability, series, executor = intake.capability, intake.series, self._executor
         while True:
             try:
                 msg = await queue.get()
@@ -159,6 +159,7 @@ class CoreIntake:
                 raise
             if msg is None:
                 return
+            took(msg)
             if not (self._accepting and executor.in_flight < executor.limit):
                 self._jobs.put(intake)  # refusing may wait on the connection
                 await self.admit(capability, msg)

@@ -146,15 +146,16 @@ class Executor:
             self._write_begun(begun)
         return error, cancel_reason, body
 
-    async def execute_in(
+    def execute_in(
         self, slot: Running, capability: str, msg: Msg, task_id: str, started_ns: int
-    ) -> tuple[ErrorInfo | None, str, bytes, bytes]:
+    ) -> Coroutine[Any, Any, tuple[ErrorInfo | None, str, bytes, bytes]]:
         """``execute`` in a pool worker's ``slot``, whose scope (entered before any
         of its tasks) a cancel or deadline unwinds to: the worker answers such a
         task (``cut_short``). The ``accepted`` and ``started`` events of a handler
         that answered without waiting come back unwritten (the last item), for
-        the caller to write ahead of the reply in one go."""
-        return await self._execute(capability, msg, task_id, slot, started_ns)
+        the caller to write ahead of the reply in one go. (The coroutine itself,
+        not one awaiting it: a coroutine less per task.)"""
+        return self._execute(capability, msg, task_id, slot, started_ns)
 
     def new_slot(self) -> Running:
         """A fresh cancel scope for a pool worker."""

@@ -28,17 +28,17 @@ class Intake:
     leader takes them off that queue directly (``bus.take_over_queue``).
     """
 
-    __slots__ = ("capability", "queue", "series", "sub")
+    __slots__ = ("capability", "series", "sub", "taken")
 
     def __init__(self, capability: str, sub: Subscription, series: CapabilitySeries | None) -> None:
         self.capability = capability
         self.sub = sub
-        self.queue = take_over_queue(sub)
+        self.taken = take_over_queue(sub)
         self.series = series
 
     def stop(self) -> None:
         """Send its leader back to the pool (the subscription is drained or gone)."""
-        self.queue.stop()
+        self.taken.stop()
 
 
 class Jobs:

@@ -275,11 +275,6 @@ class Outbox:
         self._nc = nc
         self._kick: asyncio.Future[None] | None = None
 
-    @property
-    def max_payload(self) -> int:
-        """The server's limit on headers + payload of one message."""
-        return self._nc._max_payload
-
     def append(self, commands: bytes, messages: int) -> bool:
         """Append ``commands`` (``messages`` messages) and make sure the flusher runs.
 
@@ -340,25 +335,27 @@ class Outbox:
 
 class Taken:
     """A callback-less subscription's queue, read by its owner instead of
-    ``next_msg``: ``get`` returns the next message (or None once ``stop`` is
-    called) with the bookkeeping nats-py's own reader does."""
+    ``next_msg``: ``await queue.get()``, then ``took(msg)`` for each message
+    (the bookkeeping nats-py's own reader does), and None once ``stop`` is called.
 
-    __slots__ = ("_queue", "_sub")
+    The two steps stay apart so that the hot path awaits the queue itself,
+    with no coroutine of its own per message.
+    """
+
+    __slots__ = ("_sub", "queue")
 
     def __init__(self, sub: Subscription) -> None:
         self._sub = sub
-        self._queue: asyncio.Queue[Msg | None] = sub._pending_queue  # type: ignore[assignment]
+        self.queue: asyncio.Queue[Msg | None] = sub._pending_queue  # type: ignore[assignment]
 
-    async def get(self) -> Msg | None:
-        msg = await self._queue.get()
-        if msg is not None:
-            self._sub._pending_size -= len(msg.data)
-            self._queue.task_done()
-        return msg
+    def took(self, msg: Msg) -> None:
+        """Count ``msg`` (from ``queue.get()``) as no longer pending."""
+        self._sub._pending_size -= len(msg.data)
+        self.queue.task_done()
 
     def stop(self) -> None:
         """Wake the reader with None (the subscription is drained or gone)."""
-        self._queue.put_nowait(None)
+        self.queue.put_nowait(None)
 
 
 def take_over_queue(sub: Subscription, on_message: Callable[[Msg], None] | None = None) -> Taken:

@@ -40,9 +40,16 @@ __all__ = [
 
 _KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """The header key nats-py accepts (its ``_HEADER_KEY_RE``)."""
-_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 _known_keys: set[str] = set()
 _MAX_KNOWN_KEYS = 1024
+
+
+def _header_value(value: str) -> str:
+    """``value`` stripped, its CR and LF turned into spaces (so it cannot end the block)."""
+    value = value.strip()
+    if "\r" in value or "\n" in value:  # rare: str.translate would cost µs on every value
+        value = value.replace("\r", " ").replace("\n", " ")
+    return value
 
 
 def header_block(headers: Mapping[str, str]) -> bytes:
@@ -64,7 +71,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
                 raise BadHeaderError(key)
             if len(_known_keys) < _MAX_KNOWN_KEYS:
                 _known_keys.add(key)
-        lines.append(f"{key}: {value.strip().translate(_NEWLINES)}")
+        lines.append(f"{key}: {_header_value(value)}")
     lines.append("\r\n")
     return "\r\n".join(lines).encode()
 
@@ -86,7 +93,7 @@ def task_header_block(**fields: Any) -> bytes:
         value = fields.get(header.field)
         if value is None or value == "" or value == ():
             continue
-        lines.append(f"{header.name}: {header.text(value).strip().translate(_NEWLINES)}")
+        lines.append(f"{header.name}: {_header_value(header.text(value))}")
     lines.append("\r\n")
     return "\r\n".join(lines).encode()
 
@@ -109,7 +116,7 @@ class Wire:
     @property
     def max_payload(self) -> int:
         """The server's limit on one message (headers included)."""
-        return self._outbox.max_payload
+        return self.nc.max_payload
 
     def hpub(self, subject: str, reply: str, headers: bytes, payload: bytes) -> bytes:
         """An ``HPUB`` command (``headers`` from ``header_block``).
@@ -119,7 +126,7 @@ class Wire:
         """
         size = len(payload)
         hsize = len(headers)
-        if hsize + size > self._outbox.max_payload:  # the server counts headers too
+        if hsize + size > self.nc.max_payload:  # the server counts headers too
             raise nats.errors.MaxPayloadError
         head = (
             f"HPUB {subject} {reply} {hsize} {hsize + size}\r\n"
@@ -135,7 +142,7 @@ class Wire:
             nats.errors.MaxPayloadError: the payload is above the server's limit.
         """
         size = len(payload)
-        if size > self._outbox.max_payload:
+        if size > self.nc.max_payload:
             raise nats.errors.MaxPayloadError
         return b"".join((f"PUB {subject} {size}\r\n".encode(), payload, b"\r\n"))
 
@@ -184,7 +191,7 @@ class ReplyFrames:
         self.wire = wire
         self.agent_id = agent_id
         self._head = f"NATS/1.0\r\n{TASK_ID}: "
-        self._tail = f"\r\n{AGENT_ID}: {agent_id.strip().translate(_NEWLINES)}\r\n\r\n"
+        self._tail = f"\r\n{AGENT_ID}: {_header_value(agent_id)}\r\n\r\n"
 
     def result(self, reply: str, task_id: str, body: bytes) -> bytes:
         """A success reply (``task_id`` already valid: no CR/LF, no edge spaces).
@@ -212,10 +219,11 @@ class EventFrames:
         subject_prefix: ``<prefix>.status.<agent_id>.`` (``Subjects.status_prefix``).
     """
 
-    __slots__ = ("_heads", "_prefix", "wire")
+    __slots__ = ("_heads", "_nc", "_prefix", "wire")
 
     def __init__(self, wire: Wire, subject_prefix: str) -> None:
         self.wire = wire
+        self._nc = wire.nc
         self._prefix = subject_prefix
         self._heads: dict[str, bytes] = {}
 
@@ -225,7 +233,7 @@ class EventFrames:
         Raises:
             nats.errors.MaxPayloadError: the event is above the server's limit.
         """
-        if len(body) > self.wire.max_payload:
+        if len(body) > self._nc.max_payload:
             raise nats.errors.MaxPayloadError
         head = self._heads.get(state)
         if head is None:

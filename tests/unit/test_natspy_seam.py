@@ -31,7 +31,7 @@ def test_outbox_append_finds_the_buffer_the_flusher_writes() -> None:
     nc = Client()
     for name in ("_pending", "_pending_data_size", "_max_pending_size", "_flush_queue"):
         assert hasattr(nc, name), name
-    for name in ("_flusher_task", "_status", "_max_payload", "stats"):
+    for name in ("_flusher_task", "_status", "stats"):
         assert hasattr(nc, name), name
     assert isinstance(nc._pending, list)
     assert {"out_msgs", "out_bytes"} <= nc.stats.keys()
