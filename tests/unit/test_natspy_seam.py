@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus import _natspy
@@ -175,3 +176,30 @@ def test_the_pin_is_the_range_the_seam_checks() -> None:
     assert pins == [f"nats-py[nkeys]>={low_major}.{low_minor},<{high_major}.{high_minor}"]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "NATS_PY_RANGE" in ci and "tests/unit/test_natspy_seam.py" in ci
+
+
+def test_a_taken_queue_does_the_readers_bookkeeping() -> None:
+    sub = Subscription(Client(), 1, "s")
+    taken = _natspy.take_over_queue(sub)
+    assert taken.queue is sub._pending_queue
+    msg = Msg(Client(), subject="s", data=b"12345")
+    sub._pending_size += len(msg.data)  # as nats-py's reader does
+    taken.queue.put_nowait(msg)
+    got = taken.queue.get_nowait()
+    assert got is msg
+    taken.took(msg)
+    assert sub._pending_size == 0
+    taken.stop()
+    assert taken.queue.get_nowait() is None
+
+
+def test_a_handed_over_queue_passes_each_message_on_at_once() -> None:
+    sub = Subscription(Client(), 1, "s")
+    handed: list[Msg] = []
+    _natspy.take_over_queue(sub, handed.append)
+    msg = Msg(Client(), subject="s", data=b"123")
+    sub._pending_size += len(msg.data)
+    sub._pending_queue.put_nowait(msg)  # what nats-py's reader calls
+    assert handed == [msg]
+    assert sub._pending_size == 0
+    assert sub._pending_queue.empty() and sub._pending_queue.qsize() == 0
