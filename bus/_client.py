@@ -5,9 +5,10 @@ The orchestrator's ``dispatch`` and an agent's delegation both go through
 same everywhere. It lives in ``bus`` so that agents can delegate without
 depending on the orchestrator.
 
-A request's header block is framed here and sent through the connection's
-``Inbox`` (see ``_inbox`` and ``_wire``): the same ``HPUB`` nats-py would
-send, for a fraction of ``Client.request``'s cost.
+A request's header block is framed from the one table of task headers
+(``bus.wire.task_header_block``) and sent through the connection's ``Inbox``
+(``_inbox``): the same ``HPUB`` nats-py would send, for a fraction of
+``Client.request``'s cost.
 """
 
 from __future__ import annotations
