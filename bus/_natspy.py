@@ -169,6 +169,14 @@ def use_fast_header_parser(nc: Client) -> None:
 # --- the client, corrected --------------------------------------------------
 
 
+_STATUS_AT = len(b"NATS/1.0")
+"""Where a status (``NATS/1.0 503``) starts, after a space; otherwise the line ends."""
+_SPACE = ord(" ")
+_FIRST_LINE = len(b"NATS/1.0\r\n")
+_PLAIN_BLOCK_MIN = _FIRST_LINE
+"""Shorter blocks hold no header: nats-py's own path answers them."""
+
+
 class TLSNotOffered(nats.errors.Error):
     """The server answered without TLS although the client asked for it."""
 
@@ -227,6 +235,10 @@ class NatsClient(Client):
         return msg
 
     async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
+        if headers and len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
+            # the usual block, no inline status: what nats-py returns for it, with
+            # neither its slicing and checks nor a coroutine of its own
+            return parse_header_lines(headers[_FIRST_LINE:]) or None
         try:
             parsed: dict[str, str] | None = await super()._process_headers(headers)
         except Exception as exc:

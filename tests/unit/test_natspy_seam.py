@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 import subprocess
 import sys
 import tomllib
@@ -203,3 +204,25 @@ def test_a_handed_over_queue_passes_each_message_on_at_once() -> None:
     assert handed == [msg]
     assert sub._pending_size == 0
     assert sub._pending_queue.empty() and sub._pending_queue.qsize() == 0
+
+
+def _blocks() -> list[bytes]:
+    pieces = [b"a", b"K", b":", b" ", b"\t", b"\r", b"\n", b"\r\n", b"\xc3\xa9", b"\xff", b"-"]
+    rng = random.Random(15)
+    blobs = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 16))) for _ in range(3000)]
+    heads = [b"NATS/1.0\r\n", b"NATS/1.0 503\r\n", b"NATS/1.0 100 Idle\r\n", b"XXXXXXXX\r\n"]
+    return [head + blob for head in heads for blob in blobs] + [b"", b"NATS/1.0", b"NATS/1.0\r\n"]
+
+
+@pytest.mark.anyio
+async def test_the_usual_header_block_is_parsed_as_nats_py_parses_it() -> None:
+    ours, theirs = NatsClient(), Client()
+    compared = 0
+    for block in _blocks():
+        try:
+            expected = await theirs._process_headers(block)
+        except Exception:
+            continue  # ours drops that message's headers (test above)
+        assert await ours._process_headers(block) == expected, block
+        compared += 1
+    assert compared > 10_000
