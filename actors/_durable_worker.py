@@ -257,17 +257,19 @@ class DurableWorker:
         self, capability: str, msg: Msg, working: TaskRecord, revision: int, attempt: int
     ) -> None:
         task_id = working.task_id
-        self.runner.task_began()
+        self.runner.executor.task_began()
         started_ns = time.perf_counter_ns()
         try:
             async with anyio.create_task_group() as keep_alive:
                 keep_alive.start_soon(self._keep_alive, msg)
                 try:
-                    error, cancel_reason, body = await self.runner.execute(capability, msg, task_id)
+                    error, cancel_reason, body = await self.runner.executor.execute(
+                        capability, msg, task_id
+                    )
                 finally:
                     keep_alive.cancel_scope.cancel()
             elapsed_ns = time.perf_counter_ns() - started_ns
-            self.runner.record(capability, elapsed_ns, error)
+            self.runner.executor.record(capability, elapsed_ns, error)
             self.executed += 1
             await self._settle_outcome(
                 capability,
@@ -281,7 +283,7 @@ class DurableWorker:
                 elapsed_ns / 1e6,
             )
         finally:
-            self.runner.task_ended()
+            self.runner.executor.task_ended()
 
     async def _settle_outcome(
         self,

@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus import CapabilitySeries
+from bus.wire import take_over_queue
 
 __all__ = ["Intake", "Jobs", "Running", "as_coroutine", "resume"]
 
@@ -24,21 +25,20 @@ class Intake:
     """One capability's subscription, read by whichever worker leads it.
 
     The subscription has no callback: nats-py queues its messages and the
-    leader takes them off that queue (``_pending_queue``, private, guarded by
-    ``tests/unit/test_wire.py``) with the bookkeeping nats-py's own reader does.
+    leader takes them off that queue directly (``bus.take_over_queue``).
     """
 
-    __slots__ = ("capability", "queue", "series", "sub")
+    __slots__ = ("capability", "series", "sub", "taken")
 
     def __init__(self, capability: str, sub: Subscription, series: CapabilitySeries | None) -> None:
         self.capability = capability
         self.sub = sub
-        self.queue: asyncio.Queue[Msg | None] = sub._pending_queue  # type: ignore[assignment]
+        self.taken = take_over_queue(sub)
         self.series = series
 
     def stop(self) -> None:
         """Send its leader back to the pool (the subscription is drained or gone)."""
-        self.queue.put_nowait(None)
+        self.taken.stop()
 
 
 class Jobs:

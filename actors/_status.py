@@ -4,9 +4,10 @@ A failed status publish (a full reconnect buffer, a closed connection) is
 logged and swallowed: monitoring must never fail a task.
 
 The runner's hot path does not await a publish per event: it frames the
-events (``frame``) and writes them together with the reply in one append to
-the connection's buffer (``bus.wire_for``), in order, each still its own NATS
-message on its own subject; ``sent`` counts them once written.
+events (``frame``, by ``bus.wire.EventFrames``) and writes them together with
+the reply in one append to the connection's buffer (``bus.wire_for``), in
+order, each still its own NATS message on its own subject; ``sent`` counts
+them once written.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-import nats.errors
 from nats.aio.client import Client
 from prometheus_client import Counter
 
@@ -34,7 +34,7 @@ from bus import (
     Subjects,
     TaskEvent,
 )
-from bus.wire import Wire, wire_for
+from bus.wire import EventFrames, Wire, wire_for
 
 __all__ = ["BEGUN", "StatusPublisher"]
 
@@ -57,7 +57,7 @@ class StatusPublisher:
             (the agent's ``status_events`` series), or None to count nothing.
     """
 
-    __slots__ = ("_counters", "_heads", "_nc", "_prefix", "_wire", "agent_id", "published")
+    __slots__ = ("_counters", "_frames", "_wire", "agent_id", "published")
 
     def __init__(
         self,
@@ -67,10 +67,8 @@ class StatusPublisher:
         *,
         counters: Mapping[str, Counter] | None = None,
     ) -> None:
-        self._nc = nc
         self._wire: Wire = wire_for(nc)
-        self._prefix = subjects.status_prefix(agent_id)
-        self._heads: dict[str, bytes] = {}
+        self._frames = EventFrames(self._wire, subjects.status_prefix(agent_id))
         self._counters = counters
         self.agent_id = agent_id
         self.published = 0
@@ -92,16 +90,7 @@ class StatusPublisher:
             nats.errors.MaxPayloadError: the event is above the server's limit.
         """
         state: str = event.__struct_config__.tag  # type: ignore[assignment]
-        body = _encoder.encode(event)
-        if len(body) > self._nc.max_payload:
-            raise nats.errors.MaxPayloadError
-        return b"".join((self._head(state), b"%d\r\n" % len(body), body, b"\r\n"))
-
-    def _head(self, state: str) -> bytes:
-        head = self._heads.get(state)
-        if head is None:
-            head = self._heads[state] = f"PUB {self._prefix}{state} ".encode()
-        return head
+        return self._frames.event(state, _encoder.encode(event))
 
     def sent(self, *states: str) -> None:
         """Count events of ``states`` as published (the caller wrote their frames)."""
@@ -141,14 +130,8 @@ class StatusPublisher:
         started = _encoder.encode(
             Started(agent=agent, ts=ts, task_id=task_id, capability=capability)
         )
-        if len(accepted) > self._nc.max_payload:
-            raise nats.errors.MaxPayloadError
-        return b"".join(
-            (
-                *(self._head("accepted"), b"%d\r\n" % len(accepted), accepted, b"\r\n"),
-                *(self._head("started"), b"%d\r\n" % len(started), started, b"\r\n"),
-            )
-        )
+        frames = self._frames
+        return frames.event("accepted", accepted) + frames.event("started", started)
 
     def completed_frame(self, task_id: str, capability: str, elapsed_ms: float) -> bytes:
         """The ``completed`` event, framed."""

@@ -29,9 +29,9 @@ _Key = tuple[str, int, str]
 _IDLE = re.compile(r"method 'poll' of 'select\.epoll'|method 'select' of|built-in method select\.")
 _NATS_HEADERS = re.compile(
     r"nats/aio/client\.py:\d+\((_parse_header_lines|_process_headers)\)"
-    r"|bus/_wire\.py:\d+\((parse_header_lines|_parse_header_bytes)\)"
+    r"|bus/_natspy\.py:\d+\((parse_header_lines|_parse_header_bytes)\)"
 )
-"""nats-py's header parsing, which callboard's connections do with ``bus._wire``'s parser."""
+"""nats-py's header parsing, which callboard's connections do with ``bus._natspy``'s parser."""
 _TRANSPARENT = re.compile(
     r"\((<genexpr>|<listcomp>|<dictcomp>|<setcomp>|<lambda>)\)$|nats/nuid\.py"
 )
@@ -51,9 +51,14 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
     ("bus/_client.py", "task client (dispatch)"),
     ("bus/_inbox.py", "task client (dispatch)"),
     ("bus/_wire.py", "wire writes (framing, buffer)"),
+    ("bus/_natspy.py", "wire writes (framing, buffer)"),
     ("orchestrator/", "orchestrator (dispatch, retry)"),
     ("actors/_context.py", "agent runtime (admit, run, reply)"),
     ("actors/_runner.py", "agent runtime (admit, run, reply)"),
+    ("actors/_executor.py", "agent runtime (admit, run, reply)"),
+    ("actors/_core_intake.py", "agent runtime (admit, run, reply)"),
+    ("actors/_replier.py", "agent runtime (admit, run, reply)"),
+    ("actors/_direct.py", "agent runtime (admit, run, reply)"),
     ("actors/_pool.py", "agent runtime (admit, run, reply)"),
     ("actors/_discovery.py", "agent runtime (admit, run, reply)"),
     ("actors/builtins/", "echo handler"),
@@ -72,22 +77,22 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
 # (what, regex on the function's label): cumulative time of named steps of the hot
 # path; a probe that matches nothing in a profile is left out of its summary
 _PROBES: tuple[tuple[str, str], ...] = (
-    ("agent: one task, admitted to replied (_run)", r"actors/_runner\.py:\d+\(_run\)$"),
-    ("agent: admission in the subscription callback (_admit)", r"actors/_runner\.py:\d+\(_admit\)"),
-    ("agent: admission in the subscription callback (intake)", r"actors/_runner\.py:\d+\(intake\)"),
+    ("agent: one task, admitted to replied (_run)", r"actors/_core_intake\.py:\d+\(_run\)$"),
+    ("agent: admission on the direct address (admit)", r"actors/_core_intake\.py:\d+\(admit\)"),
+    ("agent: leading a capability's intake (_lead)", r"actors/_core_intake\.py:\d+\(_lead\)"),
     ("agent: hand-off to a worker (_Jobs.get)", r"actors/_pool\.py:\d+\(get\)"),
-    ("agent: handler, events, decode (_execute)", r"actors/_runner\.py:\d+\(_execute\)"),
+    ("agent: handler, events, decode (_execute)", r"actors/_executor\.py:\d+\(_execute\)"),
     (
         "agent: decode task: headers → AgentMessage, JSON (_decode)",
-        r"actors/_runner\.py:\d+\(_decode\)",
+        r"actors/_executor\.py:\d+\(_decode\)",
     ),
     ("agent: status events accepted+started+completed", r"actors/_status\.py:\d+\(task_event\)"),
     (
         "agent: status events framed (accepted+started, completed) and counted",
         r"actors/_status\.py:\d+\((begun_frames|completed_frame|sent)\)",
     ),
-    ("wire: framed writes into nats-py's buffer", r"bus/_wire\.py:\d+\(write_nowait\)"),
-    ("agent: reply publish with headers (_reply)", r"actors/_runner\.py:\d+\(_reply\)"),
+    ("wire: framed writes into nats-py's buffer", r"bus/_natspy\.py:\d+\(append\)"),
+    ("agent: reply publish with headers (_reply)", r"actors/_replier\.py:\d+\(_reply\)"),
     ("agent: metrics at the end of a task (finished)", r"bus/_metrics\.py:\d+\(finished\)"),
     (
         "agent: task context set/reset",

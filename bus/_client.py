@@ -5,9 +5,10 @@ The orchestrator's ``dispatch`` and an agent's delegation both go through
 same everywhere. It lives in ``bus`` so that agents can delegate without
 depending on the orchestrator.
 
-A request's header block is framed here and sent through the connection's
-``Inbox`` (see ``_inbox`` and ``_wire``): the same ``HPUB`` nats-py would
-send, for a fraction of ``Client.request``'s cost.
+A request's header block is framed from the one table of task headers
+(``bus.wire.task_header_block``) and sent through the connection's ``Inbox``
+(``_inbox``): the same ``HPUB`` nats-py would send, for a fraction of
+``Client.request``'s cost.
 """
 
 from __future__ import annotations
@@ -20,22 +21,13 @@ import anyio
 import nats.errors
 from nats.aio.client import Client
 
-from ._codec import (
-    CAPABILITY,
-    DEADLINE,
-    SENDER,
-    TASK_ID,
-    decode_reply,
-    encode_json,
-    error_from_reply,
-    task_headers,
-)
+from ._codec import decode_reply, encode_json, error_from_reply
 from ._errors import ConnectionFailed, NoAgentError, PayloadTooLarge, TaskTimeout
 from ._ids import new_task_id
 from ._inbox import inbox_for
 from ._messages import AgentMessage, MessageType
 from ._subjects import DEFAULT_PREFIX, Subjects
-from ._wire import header_block
+from ._wire import task_header_block
 
 __all__ = ["DEFAULT_TIMEOUT", "TaskClient"]
 
@@ -70,7 +62,6 @@ class TaskClient:
         self.default_timeout = default_timeout
         self._inbox = inbox_for(nc)
         self._task_subjects: dict[str, str] = {}
-        self._sender_line = (sender, _sender_line(sender))
 
     async def request(
         self,
@@ -107,7 +98,6 @@ class TaskClient:
             AgentError: the agent replied with an error (a subclass by code).
             BadInput: the payload is not JSON-serialisable.
         """
-        plain_id = not task_id
         if not task_id:
             task_id = new_task_id()
         budget = self.default_timeout if timeout is None else timeout
@@ -123,36 +113,23 @@ class TaskClient:
                 capability=capability,
             )
         body = encode_json(payload)
-        if agent_id is None and not chain and seq is None and not traceparent:
-            # the usual task: its header block from a template (the same bytes
-            # task_headers + header_block give, which the rest goes through)
+        if agent_id is None:
             subject = self._task_subjects.get(capability)
             if subject is None:
                 subject = self.subjects.task(capability)
                 if len(self._task_subjects) < _MAX_CACHED_SUBJECTS:
                     self._task_subjects[capability] = subject
-            header_id = task_id if plain_id else task_id.strip().translate(_NEWLINES)
-            if self._sender_line[0] != self.sender:
-                self._sender_line = (self.sender, _sender_line(self.sender))
-            block = (
-                f"NATS/1.0\r\n{TASK_ID}: {header_id}{self._sender_line[1]}"
-                f"\r\n{DEADLINE}: {deadline}\r\n\r\n"
-            ).encode()
         else:
-            headers = task_headers(
-                task_id=task_id,
-                sender=self.sender,
-                deadline_ms=deadline,
-                chain=chain,
-                seq=seq,
-                traceparent=traceparent,
-            )
-            if agent_id is None:
-                subject = self.subjects.task(capability)
-            else:
-                subject = self.subjects.agent(agent_id)
-                headers[CAPABILITY] = capability
-            block = header_block(headers)
+            subject = self.subjects.agent(agent_id)
+        block = task_header_block(
+            task_id=task_id,
+            sender=self.sender,
+            deadline_ms=deadline,
+            chain=chain,
+            seq=seq,
+            traceparent=traceparent,
+            capability=None if agent_id is None else capability,
+        )
         try:
             msg = await self._inbox.request(subject, block, body, remaining)
         except anyio.get_cancelled_exc_class():
@@ -204,14 +181,7 @@ class TaskClient:
         """``cancel`` without waiting, so that a cancelled caller can still send it."""
         wire = self._inbox.wire
         try:
-            headers = header_block({TASK_ID: task_id})
+            headers = task_header_block(task_id=task_id)
             wire.write_nowait(wire.hpub(self.subjects.cancel(), "", headers, reason.encode()))
         except Exception as exc:
             log.debug("could not publish the cancel of task %s: %s", task_id, exc)
-
-
-_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
-
-
-def _sender_line(sender: str) -> str:
-    return f"\r\n{SENDER}: {sender.strip().translate(_NEWLINES)}" if sender else ""

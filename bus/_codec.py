@@ -9,6 +9,7 @@ the NATS micro convention (``Nats-Service-Error`` / ``-Code`` headers) with a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -26,8 +27,10 @@ __all__ = [
     "OPERATION",
     "SENDER",
     "SEQ",
+    "TASK_HEADERS",
     "TASK_ID",
     "TRACEPARENT",
+    "TaskHeader",
     "decode_json",
     "decode_reply",
     "decode_task",
@@ -96,28 +99,55 @@ def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any] | None = None) -
         raise BadInput(f"payload is {_TOO_DEEP}") from None
 
 
-def task_headers(
-    *,
-    task_id: str,
-    sender: str | None = None,
-    deadline_ms: int | None = None,
-    chain: tuple[str, ...] = (),
-    seq: int | None = None,
-    traceparent: str | None = None,
-) -> dict[str, str]:
-    """The headers of a task request; unset fields are left out."""
-    headers = {TASK_ID: task_id}
-    if sender:
-        headers[SENDER] = sender
-    if deadline_ms is not None:
-        headers[DEADLINE] = str(deadline_ms)
-    if chain:
-        headers[CHAIN] = ",".join(chain)
-    if seq is not None:
-        headers[SEQ] = str(seq)
-    if traceparent:
-        headers[TRACEPARENT] = traceparent
+class TaskHeader(msgspec.Struct, frozen=True):
+    """One header a task carries.
+
+    Attributes:
+        field: its keyword in ``task_headers`` / ``task_header_block``.
+        name: the NATS header.
+        text: its value as header text.
+    """
+
+    field: str
+    name: str
+    text: Callable[[Any], str] = str
+
+
+TASK_HEADERS: tuple[TaskHeader, ...] = (
+    TaskHeader("task_id", TASK_ID),
+    TaskHeader("sender", SENDER),
+    TaskHeader("deadline_ms", DEADLINE),
+    TaskHeader("chain", CHAIN, ",".join),
+    TaskHeader("seq", SEQ),
+    TaskHeader("traceparent", TRACEPARENT),
+    TaskHeader("capability", CAPABILITY),
+)
+"""Every header a task request may carry, in the order they are written: the one
+table both header builders (``task_headers`` and ``bus.wire.task_header_block``)
+read, so adding a header is one line here (and its reading in ``decode_task``).
+``capability`` is set only on the direct address."""
+
+
+def task_headers(**fields: Any) -> dict[str, str]:
+    """The headers of a task request, by ``TASK_HEADERS``; None and empty fields
+    (``""``, ``()``) are left out.
+
+    Raises:
+        TypeError: a field that is not in the table.
+    """
+    unknown = fields.keys() - _TASK_FIELDS
+    if unknown:
+        raise TypeError(f"not a task header field: {', '.join(sorted(unknown))}")
+    headers = {}
+    for header in TASK_HEADERS:
+        value = fields.get(header.field)
+        if value is None or value == "" or value == ():
+            continue
+        headers[header.name] = header.text(value)
     return headers
+
+
+_TASK_FIELDS = frozenset(header.field for header in TASK_HEADERS)
 
 
 def encode_task(message: AgentMessage) -> tuple[dict[str, str], bytes]:

@@ -5,6 +5,7 @@ that drains the connection on exit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -21,6 +22,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import SlowConsumerError
 
 from ._errors import ConfigError, ConnectionFailed
+from ._natspy import NatsClient, TLSNotOffered, drop_reconnect_buffer, unread_subscriptions
 from .observability._connection_metrics import ConnectionMetrics
 
 __all__ = [
@@ -204,64 +206,9 @@ def reconnect_delay(
     return wait / 2 + jitter
 
 
-class _Client(Client):
-    """nats-py's client, refusing to log in over plain TCP when TLS was asked for,
-    and backing off between reconnect rounds.
-
-    nats-py upgrades to TLS only when the server's INFO says ``tls_required``;
-    a client given a CA or a ``tls://`` URL would otherwise send its CONNECT
-    (password, token) in clear to a server, or a man in the middle, that
-    offers no TLS. The check sits where nats-py builds that CONNECT.
-
-    nats-py waits a fixed ``reconnect_time_wait`` before retrying a server; the
-    wait is recomputed here before each pick, from how many rounds every server
-    of the pool has failed since its last successful connection.
-    """
-
-    require_tls = False
-    reconnect_base = 1.0
-
-    async def _select_next_server(self) -> None:
-        pool = getattr(self, "_server_pool", [])
-        failed_rounds = min((getattr(srv, "reconnects", 0) for srv in pool), default=0)
-        self.options["reconnect_time_wait"] = reconnect_delay(failed_rounds, self.reconnect_base)
-        await super()._select_next_server()
-
-    def _connect_command(self) -> bytes:
-        server = self._current_server
-        encrypted = (
-            self._server_info.get("tls_required")
-            or self.options.get("tls_handshake_first")
-            or (server is not None and server.uri.scheme == "wss")
-        )
-        if self.require_tls and not encrypted:
-            raise _TLSNotOffered(
-                "nats: the server does not offer TLS, which this client asked for "
-                "(tls:// URL, --tls-ca or --tls-cert): not sending credentials in clear"
-            )
-        command: bytes = super()._connect_command()
-        return command
-
-    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
-        """nats-py's header parsing, except that a malformed block (shorter than
-        ``NATS/1.0``, a status line that is not UTF-8) costs only that message its
-        headers: in nats-py it escapes the read loop, which then stops for good,
-        and one frame from anyone would leave every agent on the connection deaf."""
-        try:
-            parsed: dict[str, str] | None = await super()._process_headers(headers)
-        except Exception as exc:
-            log.warning("a message with a malformed header block arrived; headers dropped: %s", exc)
-            return None
-        return parsed
-
-
-class _TLSNotOffered(nats.errors.Error):
-    """The server answered without TLS although the client asked for it."""
-
-
 def _is_final(exc: BaseException) -> bool:
     """An error of the first connection that a retry cannot fix."""
-    return isinstance(exc, ssl.SSLError | _TLSNotOffered | nats.errors.AuthorizationError) or (
+    return isinstance(exc, ssl.SSLError | TLSNotOffered | nats.errors.AuthorizationError) or (
         "authorization violation" in str(exc).lower()
     )
 
@@ -292,7 +239,7 @@ def _failure_hint(exc: BaseException | None, *, tls_without_cert: bool = False) 
             "The server closed the TLS connection: it probably requires a client "
             "certificate (mutual TLS): pass --tls-cert and --tls-key (NATS_CERT, NATS_KEY)"
         )
-    if isinstance(exc, _TLSNotOffered):
+    if isinstance(exc, TLSNotOffered):
         return "Connect to a server with TLS on, or drop the TLS options for this one"
     if (
         isinstance(exc, nats.errors.AuthorizationError)
@@ -312,7 +259,7 @@ def _client_kwargs(options: ConnectOptions) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "servers": list(options.servers),
         "connect_timeout": options.connect_timeout,
-        "reconnect_time_wait": options.reconnect_wait,  # then backoff: _Client
+        "reconnect_time_wait": options.reconnect_wait,  # then backoff: NatsClient
         "max_reconnect_attempts": max(1, options.connect_attempts),
         "ping_interval": options.ping_interval,
         "max_outstanding_pings": options.max_outstanding_pings,
@@ -410,9 +357,9 @@ async def connect(
             "reconnected to NATS at %s", nc.connected_url.geturl() if nc.connected_url else "?"
         )
 
-    nc = _Client()
+    nc = NatsClient()
     nc.require_tls = "tls" in kwargs
-    nc.reconnect_base = opts.reconnect_wait
+    nc.reconnect_delay = functools.partial(reconnect_delay, base=opts.reconnect_wait)
     try:
         await nc.connect(
             error_cb=on_error,
@@ -469,22 +416,16 @@ async def close_connection(nc: Client) -> None:
     if nc.is_closed:
         return
     if not nc.is_connected:
-        # Closing while disconnected: nats-py would write its reconnect buffer to
-        # the dead socket and raise ConnectionResetError. What it holds can no
-        # longer be delivered, so drop it (nats-py offers no public way).
-        if getattr(nc, "_pending_data_size", 0):
-            log.warning(
-                "closing while disconnected: %d buffered byte(s) are dropped", nc._pending_data_size
-            )
-            nc._pending = []
-            nc._pending_data_size = 0
+        # What the reconnect buffer holds can no longer be delivered: drop it
+        dropped = drop_reconnect_buffer(nc)
+        if dropped:
+            log.warning("closing while disconnected: %d buffered byte(s) are dropped", dropped)
         try:
             await nc.close()
         except Exception as exc:
             log.debug("close while disconnected failed: %s", exc)
         return
-    subs = getattr(nc, "_subs", {}).values()
-    await unsubscribe_all([sub for sub in subs if getattr(sub, "_cb", None) is None])
+    await unsubscribe_all(unread_subscriptions(nc))
     try:
         await nc.drain()
     except Exception as exc:

@@ -6,10 +6,9 @@ and a timer handle. The request goes out through ``Wire`` with its header
 block already framed.
 
 A reply does not pass through a subscription task either: the inbox
-subscription has no callback, and its queue (nats-py's private
-``_pending_queue``, which its reader fills with ``put_nowait``) is replaced by
-``_Replies``, which resolves the waiting future at once. That saves a task
-switch per reply; ``tests/unit/test_wire.py`` guards what it relies on.
+subscription has no callback, and nats-py's reader hands each reply straight
+to ``on_reply`` (``_natspy.take_over_queue``), which resolves the waiting
+future at once. That saves a task switch per reply.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ._natspy import take_over_queue
 from ._wire import Wire, wire_for
 
 __all__ = ["Inbox", "inbox_for"]
@@ -67,7 +67,7 @@ class Inbox:
                 return
             inbox = self._nc.new_inbox()
             sub = await self._nc.subscribe(inbox + ".*")
-            sub._pending_queue = _Replies(sub, self)  # type: ignore[assignment]
+            take_over_queue(sub, self.on_reply)
             self._prefix = inbox + "."
             self._sub = sub
 
@@ -107,37 +107,6 @@ class Inbox:
         if reply_headers and reply_headers.get(_STATUS) == _NO_RESPONDERS:
             raise nats.errors.NoRespondersError
         return msg
-
-
-class _Replies:
-    """What nats-py's reader puts the inbox's messages in, in place of an
-    ``asyncio.Queue``: each goes to its request's future as it arrives, so the
-    queue stays empty (``drain`` and ``pending_msgs`` see it so)."""
-
-    __slots__ = ("_inbox", "_sub")
-
-    def __init__(self, sub: Subscription, inbox: Inbox) -> None:
-        self._sub = sub
-        self._inbox = inbox
-
-    def put_nowait(self, msg: Msg) -> None:
-        self._sub._pending_size -= len(msg.data)  # nats-py counted it as queued
-        self._inbox.on_reply(msg)
-
-    def qsize(self) -> int:
-        return 0
-
-    def empty(self) -> bool:
-        return True
-
-    def full(self) -> bool:
-        return False
-
-    def task_done(self) -> None:
-        pass
-
-    async def join(self) -> None:
-        pass
 
 
 _inboxes: weakref.WeakKeyDictionary[Client, Inbox] = weakref.WeakKeyDictionary()

@@ -1,45 +1,55 @@
-"""The hot path's share of the wire: header blocks, framed messages written
-straight into a nats-py connection's outgoing buffer, and a faster parser for
-the header blocks that come in.
+"""Framing: every NATS protocol command callboard writes itself is built here.
 
-nats-py's ``publish`` validates every header key with a regex, builds the
-block byte by byte and kicks its flusher through a fresh future on each call:
-about 40 µs for a message with headers against 16 without. callboard's hot
-path frames its messages itself (the header keys are its own constants, the
-subjects come from ``Subjects``) and appends them to the same buffer nats-py's
-flusher writes, so the bytes on the wire are the same ``HPUB``/``PUB``
-commands and the flusher still batches whatever a loop iteration produced.
+The hot path frames its messages (``HPUB``/``PUB``, the same bytes nats-py's
+``publish`` sends) and appends them to the connection's outgoing buffer
+through the seam (``_natspy.Outbox``), skipping ``publish``'s per-call regex
+checks and flusher future: about 40 µs a message with headers against a few.
+The frames:
 
-This relies on private parts of nats-py's ``Client`` (``_pending``,
-``_pending_data_size``, ``_max_pending_size``, ``_flush_queue``,
-``_flusher_task``, ``_flush_pending``, ``_status``, ``_max_payload``,
-``_parse_header_lines``); ``tests/unit/test_wire.py`` guards each of them.
-Whatever the fast path cannot handle (a reconnect in progress, a dead flusher,
-a full buffer) goes the way nats-py's own ``publish`` goes.
+- a task: ``task_header_block``, from the one table of task headers
+  (``bus._codec.TASK_HEADERS``), so a new header is one edit there;
+- a reply and an error reply: ``ReplyFrames``;
+- a status event: ``EventFrames``;
+- anything else: ``Wire.hpub`` / ``Wire.pub`` with ``header_block``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import weakref
 from collections.abc import Mapping
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
 
-__all__ = ["Wire", "header_block", "parse_header_lines", "wire_for"]
+from ._codec import AGENT_ID, TASK_HEADERS, TASK_ID, encode_error
+from ._messages import ErrorInfo
+from ._natspy import BadHeaderError, Outbox, parse_header_lines, use_fast_header_parser
+
+__all__ = [
+    "BadHeaderError",
+    "EventFrames",
+    "ReplyFrames",
+    "Wire",
+    "header_block",
+    "parse_header_lines",
+    "task_header_block",
+    "wire_for",
+]
 
 _KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """The header key nats-py accepts (its ``_HEADER_KEY_RE``)."""
-_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 _known_keys: set[str] = set()
 _MAX_KNOWN_KEYS = 1024
-_WHITESPACE = re.compile(r"[\t\n\x0b\x0c\r\x1c-\x1f ]")
-"""What ``str.isspace`` is true of in ASCII (a key is ASCII)."""
-_ASCII_SPACE = " \t\n\r\x0b\x0c"
-"""What ``bytes.strip`` strips."""
-_clean_keys: set[str] = set()
+
+
+def _header_value(value: str) -> str:
+    """``value`` stripped, its CR and LF turned into spaces (so it cannot end the block)."""
+    value = value.strip()
+    if "\r" in value or "\n" in value:  # rare: str.translate would cost µs on every value
+        value = value.replace("\r", " ").replace("\n", " ")
+    return value
 
 
 def header_block(headers: Mapping[str, str]) -> bytes:
@@ -49,7 +59,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     stripped and their CR/LF turned into spaces, so no value can end the block.
 
     Raises:
-        nats.errors.BadHeaderError: a key is not a token.
+        BadHeaderError: a key is not a token (``nats.errors.BadHeaderError`` in nats-py 2.16).
     """
     lines = ["NATS/1.0"]
     for name, value in headers.items():
@@ -58,74 +68,55 @@ def header_block(headers: Mapping[str, str]) -> bytes:
             continue
         if key not in _known_keys:
             if not _KEY.fullmatch(key):
-                raise nats.errors.BadHeaderError(key)
+                raise BadHeaderError(key)
             if len(_known_keys) < _MAX_KNOWN_KEYS:
                 _known_keys.add(key)
-        lines.append(f"{key}: {value.strip().translate(_NEWLINES)}")
+        lines.append(f"{key}: {_header_value(value)}")
     lines.append("\r\n")
     return "\r\n".join(lines).encode()
 
 
-def parse_header_lines(raw: bytes) -> dict[str, str]:
-    """nats-py's ``Client._parse_header_lines``, at a fraction of its cost.
+for _header in TASK_HEADERS:  # the table's names are keys nats-py accepts
+    header_block({_header.name: ""})
 
-    Same result for every input: lines without a colon, names that are not
-    ASCII or hold whitespace are skipped; values are stripped and decoded as
-    UTF-8 with replacement. An all-ASCII block (the usual one) is decoded once
-    and split as text.
+
+def task_header_block(**fields: Any) -> bytes:
+    """The header block of a task: ``header_block(task_headers(**fields))``,
+    built straight from the table (its keys are known to be valid).
+
+    Args:
+        **fields: values by ``TaskHeader.field`` (``task_id``, ``sender``, ...);
+            None, empty ones and fields not given are left out.
     """
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        return _parse_header_bytes(raw)
-    out: dict[str, str] = {}
-    for line in text.split("\r\n"):
-        if not line:
+    lines = ["NATS/1.0"]
+    for header in TASK_HEADERS:
+        value = fields.get(header.field)
+        if value is None or value == "" or value == ():
             continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = name.strip(_ASCII_SPACE)
-        if key not in _clean_keys:
-            if _WHITESPACE.search(key):
-                continue
-            if len(_clean_keys) < _MAX_KNOWN_KEYS:
-                _clean_keys.add(key)
-        out[key] = value.strip(_ASCII_SPACE)
-    return out
-
-
-def _parse_header_bytes(raw: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in raw.split(b"\r\n"):
-        if not line:
-            continue
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        try:
-            key = name.strip().decode("ascii")
-        except UnicodeDecodeError:
-            continue
-        if _WHITESPACE.search(key):
-            continue
-        out[key] = value.strip().decode("utf-8", "replace")
-    return out
+        lines.append(f"{header.name}: {_header_value(header.text(value))}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode()
 
 
 class Wire:
-    """Frames messages and appends them to one connection's outgoing buffer.
+    """Frames commands and appends them to one connection's outgoing buffer.
 
     Use ``wire_for(nc)``: one per connection.
     """
 
-    __slots__ = ("__weakref__", "_kick", "_nc")
+    __slots__ = ("__weakref__", "_append", "_outbox", "nc")
 
     def __init__(self, nc: Client) -> None:
-        self._nc = nc
-        self._kick: asyncio.Future[None] | None = None
-        # every message with headers that reaches this connection is parsed by it
-        nc._parse_header_lines = parse_header_lines  # type: ignore[method-assign]
+        self.nc = nc
+        self._outbox = Outbox(nc)
+        self._append = self._outbox.append
+        # every message with headers that reaches this connection is parsed fast
+        use_fast_header_parser(nc)
+
+    @property
+    def max_payload(self) -> int:
+        """The server's limit on one message (headers included)."""
+        return self.nc.max_payload
 
     def hpub(self, subject: str, reply: str, headers: bytes, payload: bytes) -> bytes:
         """An ``HPUB`` command (``headers`` from ``header_block``).
@@ -135,7 +126,7 @@ class Wire:
         """
         size = len(payload)
         hsize = len(headers)
-        if hsize + size > self._nc._max_payload:  # the server counts headers too
+        if hsize + size > self.nc.max_payload:  # the server counts headers too
             raise nats.errors.MaxPayloadError
         head = (
             f"HPUB {subject} {reply} {hsize} {hsize + size}\r\n"
@@ -151,7 +142,7 @@ class Wire:
             nats.errors.MaxPayloadError: the payload is above the server's limit.
         """
         size = len(payload)
-        if size > self._nc._max_payload:
+        if size > self.nc.max_payload:
             raise nats.errors.MaxPayloadError
         return b"".join((f"PUB {subject} {size}\r\n".encode(), payload, b"\r\n"))
 
@@ -167,48 +158,12 @@ class Wire:
             nats.errors.OutboundBufferLimitError: it is reconnecting and the
                 reconnect buffer is full.
         """
-        nc = self._nc
-        if nc._status != Client.CONNECTED:
-            self._check_state(len(commands))
-        nc._pending.append(commands)
-        nc._pending_data_size += len(commands)
-        stats = nc.stats
-        stats["out_msgs"] += messages
-        stats["out_bytes"] += len(commands)
-        if not nc.is_connected:
-            return False
-        limit = nc._max_pending_size
-        if limit > 0 and nc._pending_data_size > limit:
-            return True
-        queue = nc._flush_queue
-        if queue is not None and queue.empty():
-            flusher = nc._flusher_task
-            if flusher is None or flusher.done():
-                return True
-            kick = self._kick
-            if kick is None:
-                # the flusher only resolves what it is kicked with, and nobody
-                # awaits this one: a single done future serves every kick
-                kick = self._kick = asyncio.get_running_loop().create_future()
-                kick.set_result(None)
-            queue.put_nowait(kick)
-        return False
+        return self._append(commands, messages)
 
     async def write(self, commands: bytes, messages: int = 1) -> None:
         """``write_nowait``, then wait for the flush if the buffer is over its limit."""
-        if self.write_nowait(commands, messages):
-            await self._nc._flush_pending(force_flush=True)
-
-    def _check_state(self, size: int) -> None:
-        nc = self._nc
-        if nc.is_closed:
-            raise nats.errors.ConnectionClosedError
-        if nc.is_draining_pubs:
-            raise nats.errors.ConnectionDrainingError
-        if not nc.is_connected and (
-            nc._max_pending_size <= 0 or size + nc._pending_data_size > nc._max_pending_size
-        ):
-            raise nats.errors.OutboundBufferLimitError
+        if self._append(commands, messages):
+            await self._outbox.flush()
 
 
 _wires: weakref.WeakKeyDictionary[Client, Wire] = weakref.WeakKeyDictionary()
@@ -220,3 +175,67 @@ def wire_for(nc: Client) -> Wire:
     if wire is None:
         wire = _wires[nc] = Wire(nc)
     return wire
+
+
+class ReplyFrames:
+    """The replies of one agent: a result or an error, to a request's inbox.
+
+    Args:
+        wire: the agent's connection's wire.
+        agent_id: put in every reply's ``Agent-Id``.
+    """
+
+    __slots__ = ("_head", "_tail", "agent_id", "wire")
+
+    def __init__(self, wire: Wire, agent_id: str) -> None:
+        self.wire = wire
+        self.agent_id = agent_id
+        self._head = f"NATS/1.0\r\n{TASK_ID}: "
+        self._tail = f"\r\n{AGENT_ID}: {_header_value(agent_id)}\r\n\r\n"
+
+    def result(self, reply: str, task_id: str, body: bytes) -> bytes:
+        """A success reply (``task_id`` already valid: no CR/LF, no edge spaces).
+
+        Raises:
+            nats.errors.MaxPayloadError: the result is above the server's limit.
+        """
+        return self.wire.hpub(reply, "", f"{self._head}{task_id}{self._tail}".encode(), body)
+
+    def error(self, reply: str, task_id: str, error: ErrorInfo) -> bytes:
+        """An error reply: ``Nats-Service-Error`` headers and a ``{"error": ...}`` body.
+
+        Raises:
+            nats.errors.MaxPayloadError: the error is above the server's limit.
+        """
+        headers, body = encode_error(error, task_id=task_id, agent_id=self.agent_id)
+        return self.wire.hpub(reply, "", header_block(headers), body)
+
+
+class EventFrames:
+    """``PUB`` commands on one agent's status subjects, ``<prefix>.status.<id>.<state>``.
+
+    Args:
+        wire: the agent's connection's wire.
+        subject_prefix: ``<prefix>.status.<agent_id>.`` (``Subjects.status_prefix``).
+    """
+
+    __slots__ = ("_heads", "_nc", "_prefix", "wire")
+
+    def __init__(self, wire: Wire, subject_prefix: str) -> None:
+        self.wire = wire
+        self._nc = wire.nc
+        self._prefix = subject_prefix
+        self._heads: dict[str, bytes] = {}
+
+    def event(self, state: str, body: bytes) -> bytes:
+        """The event of ``state`` (a JSON body).
+
+        Raises:
+            nats.errors.MaxPayloadError: the event is above the server's limit.
+        """
+        if len(body) > self._nc.max_payload:
+            raise nats.errors.MaxPayloadError
+        head = self._heads.get(state)
+        if head is None:
+            head = self._heads[state] = f"PUB {self._prefix}{state} ".encode()
+        return b"".join((head, b"%d\r\n" % len(body), body, b"\r\n"))

@@ -17,7 +17,6 @@ from typing import Any, cast
 import anyio
 import msgspec
 import pytest
-from bus.observability._connection_health import lost_reason
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -48,6 +47,7 @@ from bus import (
     dispatch_outcome,
     parse_metrics_address,
 )
+from bus.observability._connection_health import lost_reason
 
 # The spec (issue 5): family name -> (type, labels). The dashboard and alerts use these.
 CONTRACT: dict[str, tuple[str, set[str]]] = {

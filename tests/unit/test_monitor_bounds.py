@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from orchestrator.cli.monitor._fleet_view import MAX_RUNNING_PER_AGENT, FleetView
 from prometheus_client import CollectorRegistry
 
 from bus import Accepted, Completed, ErrorInfo, Failed, FleetMetrics, Online
+from orchestrator.cli.monitor._fleet_view import MAX_RUNNING_PER_AGENT, FleetView
 
 T0 = 1000.0
 HEARTBEAT_TIMEOUT = 15.0

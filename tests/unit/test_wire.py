@@ -1,59 +1,24 @@
-"""The hot path's reliance on nats-py and prometheus_client internals, guarded.
-
-``bus._wire`` writes framed messages into nats-py's outgoing buffer and parses
-header blocks in place of ``Client._parse_header_lines``; ``bus._metrics``
-gives prometheus_client's counters and histograms a lock-free value. If an
-upgrade of either library moves what these rely on, these tests say so.
+"""The frames the hot path writes and the header parser it reads with, against
+nats-py's own (the seam's guards of nats-py's internals are in
+``test_natspy_seam.py``); and ``bus._metrics``'s lock-free prometheus_client
+values against the stock ones.
 """
 
 from __future__ import annotations
 
-import inspect
+import itertools
 import random
 import re
 
-import nats.errors
 import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from bus.codec import CAPABILITY, TASK_HEADERS, TASK_ID, task_headers
 from bus.observability._metrics import DURATION_BUCKETS
 from bus.observability._prometheus import LoopCounter as _Counter
 from bus.observability._prometheus import LoopHistogram as _Histogram
-from bus.wire import header_block, parse_header_lines
-
-
-def test_nats_client_has_the_private_parts_the_wire_writes_to() -> None:
-    nc = Client()
-    for name in ("_pending", "_pending_data_size", "_max_pending_size", "_flush_queue"):
-        assert hasattr(nc, name), name
-    for name in ("_flusher_task", "_status", "_max_payload", "stats"):
-        assert hasattr(nc, name), name
-    assert isinstance(nc._pending, list)
-    assert {"out_msgs", "out_bytes"} <= nc.stats.keys()
-    assert Client.CONNECTED != Client.CLOSED
-    assert inspect.iscoroutinefunction(Client._flush_pending)
-    assert "force_flush" in inspect.signature(Client._flush_pending).parameters
-    assert isinstance(inspect.getattr_static(Client, "_parse_header_lines"), staticmethod)
-    # the parser is called through the instance, so an instance attribute replaces it
-    source = inspect.getsource(Client._process_headers)
-    assert "self._parse_header_lines(" in source
-
-
-def test_nats_subscriptions_queue_what_the_runner_and_the_inbox_take_over() -> None:
-    # bus._inbox replaces a callback-less subscription's queue, and the agent
-    # runner's leaders read it: nats-py's reader must go through put_nowait,
-    # and drain through join()/task_done()
-    from nats.aio.subscription import Subscription
-
-    reader = inspect.getsource(Client._process_msg)
-    assert "sub._pending_size += payload_size" in reader
-    assert "sub._pending_queue.put_nowait(msg)" in reader
-    assert "await self._pending_queue.join()" in inspect.getsource(Subscription._drain)
-    sub = Subscription(Client(), 1, "s")
-    assert sub._pending_size == 0
-    assert sub._wait_for_msgs_task is None  # no callback, no task of its own
-    assert hasattr(sub._pending_queue, "task_done")
+from bus.wire import BadHeaderError, header_block, parse_header_lines, task_header_block
 
 
 def _corpus() -> list[bytes]:
@@ -78,10 +43,34 @@ def test_header_blocks_are_built_as_nats_py_builds_them() -> None:
     block = header_block({" Agent-Task-Id ": " t-1 ", "": "skipped", "X": "a\r\nb"})
     # nats-py: keys stripped, empty keys skipped, values stripped, CR/LF -> space
     assert block == b"NATS/1.0\r\nAgent-Task-Id: t-1\r\nX: a  b\r\n\r\n"
-    with pytest.raises(nats.errors.BadHeaderError):
+    with pytest.raises(BadHeaderError):
         header_block({"bad key": "v"})
     assert header_block({}) == b"NATS/1.0\r\n\r\n"
     assert header_block({"A": "é"}) == "NATS/1.0\r\nA: é\r\n\r\n".encode()
+
+
+_FIELD_VALUES: dict[str, tuple[object, ...]] = {
+    "task_id": ("t-1", " padded\r\n "),
+    "sender": (None, "", "orchestrator", "a\nb"),
+    "deadline_ms": (None, 0, 1_700_000_000_000),
+    "chain": ((), ("a-1",), ("a-1", "b-2")),
+    "seq": (None, 0, 7),
+    "traceparent": (None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    "capability": (None, "math"),
+}
+
+
+def test_every_task_header_is_in_the_one_table() -> None:
+    assert set(_FIELD_VALUES) == {header.field for header in TASK_HEADERS}
+
+
+def test_the_task_header_block_is_the_header_block_of_the_task_headers() -> None:
+    for values in itertools.product(*_FIELD_VALUES.values()):
+        fields = dict(zip(_FIELD_VALUES, values, strict=True))
+        assert task_header_block(**fields) == header_block(task_headers(**fields)), fields
+    assert task_headers(task_id="t", capability="math") == {TASK_ID: "t", CAPABILITY: "math"}
+    with pytest.raises(TypeError, match="not a task header field: colour"):
+        task_headers(task_id="t", colour="red")
 
 
 def _exposition(registry: CollectorRegistry) -> bytes:

@@ -1,0 +1,212 @@
+"""The core intake: request-reply tasks on ``<prefix>.task.<capability>``, run by
+a fixed pool of workers.
+
+The pool, created once, runs every task: the hot path creates no task per
+message. Each capability's subscription has one *leader* among the workers,
+which takes the next message off the subscription's queue, admits it (or
+refuses it with 503 at the concurrency limit, or while draining) and runs it
+at once. A task that finishes without waiting (most do not wait long, the echo
+agent never) costs no hand-off at all; one that waits passes the lead to an
+idle worker first, by the same deque of jobs that carries the tasks admitted on
+the direct address, so intake never waits for a task. The pool has a worker
+per task slot plus one per capability, so there is always a leader to refuse
+with 503 at the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from anyio.abc import TaskGroup
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bus import (
+    QUEUE_GROUP,
+    BadInput,
+    Draining,
+    ErrorInfo,
+    Subjects,
+    TaskError,
+    new_task_id,
+    validate_task_id,
+)
+from bus.codec import TASK_ID
+
+from ._executor import Executor
+from ._pool import Intake, Jobs, Running, resume
+from ._replier import Replier
+
+__all__ = ["CoreIntake"]
+
+log = logging.getLogger("callboard.agent")
+
+
+class CoreIntake:
+    """Takes one agent's core tasks off the bus and runs them in a worker pool.
+
+    Args:
+        nc: the connection.
+        subjects: subject builder of the system.
+        executor: runs the tasks.
+        replier: answers them.
+    """
+
+    def __init__(self, nc: Client, subjects: Subjects, executor: Executor, replier: Replier):
+        self._nc = nc
+        self._subjects = subjects
+        self._executor = executor
+        self._replier = replier
+        self._agent = executor.agent
+        self._jobs = Jobs()
+        self._subs: list[Subscription] = []
+        self._intakes: list[Intake] = []
+        self._accepting = False
+
+    async def start(self, task_group: TaskGroup) -> None:
+        """Start the workers and subscribe the capabilities (in one queue group)."""
+        executor = self._executor
+        for _ in range(executor.limit + len(self._agent.capability_names)):
+            task_group.start_soon(self._worker)
+        self._accepting = True
+        for name in self._agent.capability_names:
+            sub = await self._nc.subscribe(self._subjects.task(name), queue=QUEUE_GROUP)
+            self._subs.append(sub)
+            intake = Intake(name, sub, executor.capability_series.get(name))
+            self._intakes.append(intake)
+            self._jobs.put(intake)
+
+    async def admit(self, capability: str, msg: Msg) -> None:
+        """Run a task on the next idle worker, or refuse it (draining, at the limit)."""
+        executor = self._executor
+        series = executor.capability_series.get(capability)
+        if series is not None:
+            series.received.inc()
+        if not self._accepting:
+            error = Draining(f"agent {self._agent.id} is shutting down")
+            await self._replier.refuse(msg, capability, error, "draining")
+            return
+        if executor.in_flight >= executor.limit:
+            await self._replier.refuse(
+                msg,
+                capability,
+                TaskError(
+                    f"agent {self._agent.id} is at its concurrency limit ({executor.limit} "
+                    "tasks); retry later or run more replicas",
+                    code=503,
+                    type="overloaded",
+                ),
+                "overloaded",
+            )
+            return
+        executor.task_began()
+        self._jobs.put((capability, msg))
+
+    async def stop(self) -> None:
+        """Stop taking tasks: drain the subscriptions (tasks already delivered
+        still run), then refuse what is admitted after."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                await sub.drain()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.debug("drain of %s failed: %s", sub.subject, exc)
+        self._accepting = False
+        self._stop_leading()
+
+    def close(self) -> None:
+        """Let the workers end once the tasks already admitted have been taken."""
+        self._stop_leading()
+        self._jobs.close()
+
+    def _stop_leading(self) -> None:
+        intakes, self._intakes = self._intakes, []
+        for intake in intakes:
+            intake.stop()
+
+    async def _worker(self) -> None:
+        jobs, executor = self._jobs, self._executor
+        while True:
+            slot = executor.new_slot()
+            with slot.scope:
+                # a scope that cancelled a task is not used again: a new one
+                while not slot.scope.cancel_called:
+                    job = await jobs.get()
+                    if job is None:
+                        return
+                    if isinstance(job, Intake):
+                        await self._lead(job, slot)
+                        continue
+                    try:
+                        await self._run(*job, slot)
+                    finally:
+                        executor.task_ended()
+            if slot.task is not None:
+                await self._cut_short(slot)
+
+    async def _lead(self, intake: Intake, slot: Running) -> None:
+        """Take ``intake``'s messages and run them, until one waits (then an idle
+        worker takes the lead over) or the subscription ends."""
+        queue, took = intake.taken.queue, intake.taken.took
+        capability, series, executor = intake.capability, intake.series, self._executor
+        while True:
+            try:
+                msg = await queue.get()
+            except BaseException:
+                self._jobs.put(intake)  # cancelled: the lead goes to another worker
+                raise
+            if msg is None:
+                return
+            took(msg)
+            if not (self._accepting and executor.in_flight < executor.limit):
+                self._jobs.put(intake)  # refusing may wait on the connection
+                await self.admit(capability, msg)
+                return
+            if series is not None:
+                series.received.inc()
+            executor.task_began()
+            run = self._run(capability, msg, slot)
+            try:
+                try:
+                    yielded = run.send(None)
+                except StopIteration:
+                    continue
+                # the task waits: an idle worker leads while this one finishes it
+                self._jobs.put(intake)
+                await resume(run, yielded)
+                return
+            finally:
+                executor.task_ended()
+
+    async def _run(self, capability: str, msg: Msg, slot: Running) -> None:
+        started_ns = time.perf_counter_ns()
+        headers = msg.headers
+        task_id = (headers.get(TASK_ID) if headers else None) or new_task_id()
+        error: ErrorInfo | None = None
+        cancel_reason = ""
+        try:
+            validate_task_id(task_id)
+        except BadInput as exc:
+            task_id = new_task_id()
+            error = ErrorInfo(code=400, type="bad_input", message=exc.message)
+        body = begun = b""
+        if error is None:
+            error, cancel_reason, body, begun = await self._executor.execute_in(
+                slot, capability, msg, task_id, started_ns
+            )
+        await self._replier.finish(
+            capability, msg, task_id, started_ns, error, cancel_reason, body, begun
+        )
+
+    async def _cut_short(self, slot: Running) -> None:
+        """Answer the task whose wait the worker's scope cut short (``cancel``
+        or its deadline); the worker has already counted it as ended."""
+        assert slot.task is not None
+        capability, msg, task_id, started_ns = slot.task
+        slot.task = None
+        error, cancel_reason = self._executor.cut_short(slot, task_id)
+        await self._replier.finish(
+            capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
+        )

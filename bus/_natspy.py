@@ -1,0 +1,430 @@
+"""The one seam to nats-py's internals: the only product module that touches
+anything private in nats-py.
+
+callboard's hot path needs a few things nats-py offers no public way to do,
+and its safety needs a few places where nats-py must be corrected. Each is an
+operation here, guarded by a test in ``tests/unit/test_natspy_seam.py`` (and
+``tests/unit/test_wire.py``), and ``tests/unit/test_private_names.py`` fails
+if any other product module reaches a private nats-py name:
+
+- ``Outbox``: append framed commands to a connection's outgoing buffer and
+  wake its flusher (nats-py's ``publish`` costs ~40 µs a message with headers);
+- ``take_over_queue`` and ``Taken``: read a callback-less subscription's
+  queue directly, or replace it, with the bookkeeping nats-py's reader does;
+- ``parse_header_lines``: the header parser, at a fraction of nats-py's cost;
+- ``NatsClient``: messages built so that a malformed one (a subject or reply
+  that is not UTF-8, a broken header block) costs that message only, never
+  the read loop; no credentials sent in clear when TLS was asked for; backoff
+  between reconnect rounds;
+- ``drop_reconnect_buffer`` and ``unread_subscriptions``, for closing.
+
+The installed nats-py is checked at import against ``NATS_PY_RANGE``, the
+versions CI runs these guards on: any other is refused with an error that says
+what to install, rather than risking a hang on an internal that moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from importlib import metadata
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+__all__ = [
+    "NATS_PY_RANGE",
+    "BadHeaderError",
+    "NatsClient",
+    "Outbox",
+    "TLSNotOffered",
+    "Taken",
+    "check_nats_py_version",
+    "drop_reconnect_buffer",
+    "parse_header_lines",
+    "take_over_queue",
+    "unread_subscriptions",
+    "use_fast_header_parser",
+]
+
+log = logging.getLogger("callboard.bus")
+
+NATS_PY_RANGE = ((2, 15), (2, 17))
+"""The nats-py versions the seam is tested against: at least the first, below the second."""
+
+
+def _range_text() -> str:
+    (lo_major, lo_minor), (hi_major, hi_minor) = NATS_PY_RANGE
+    return f">={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    numbers = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        numbers.append(int(digits.group()))
+        if digits.end() < len(part):  # 2.17.0rc1: a pre-release of 2.17.0
+            break
+    return tuple(numbers)
+
+
+def check_nats_py_version(version: str | None = None) -> str:
+    """Refuse a nats-py outside ``NATS_PY_RANGE`` (the installed one by default).
+
+    Raises:
+        ImportError: the version is outside the range; the message names the
+            range and the pip command that installs a good version.
+    """
+    if version is None:
+        try:
+            version = metadata.version("nats-py")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+    low, high = NATS_PY_RANGE
+    if not low <= _release(version)[:2] < high:
+        wanted = _range_text()
+        raise ImportError(
+            f"callboard needs nats-py {wanted} (the versions it is tested with), but "
+            f"nats-py {version} is installed: run  pip install 'nats-py[nkeys]{wanted}'"
+        )
+    return version
+
+
+NATS_PY_VERSION = check_nats_py_version()
+
+BadHeaderError: type[nats.errors.Error] = getattr(nats.errors, "BadHeaderError", None) or type(
+    "BadHeaderError", (nats.errors.Error,), {"__doc__": "A header key that is not a token."}
+)
+"""nats-py's error for a header key that is not a token (2.16 added it; 2.15 has none)."""
+
+# --- parsing headers fast ---------------------------------------------------
+
+_WHITESPACE = re.compile(r"[\t\n\x0b\x0c\r\x1c-\x1f ]")
+"""What ``str.isspace`` is true of in ASCII (a key is ASCII)."""
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
+"""What ``bytes.strip`` strips."""
+_MAX_KNOWN_KEYS = 1024
+_clean_keys: set[str] = set()
+
+
+def parse_header_lines(raw: bytes) -> dict[str, str]:
+    """nats-py's ``Client._parse_header_lines``, at a fraction of its cost.
+
+    Same result for every input: lines without a colon, names that are not
+    ASCII or hold whitespace are skipped; values are stripped and decoded as
+    UTF-8 with replacement. An all-ASCII block (the usual one) is decoded once
+    and split as text.
+    """
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return _parse_header_bytes(raw)
+    out: dict[str, str] = {}
+    for line in text.split("\r\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = name.strip(_ASCII_SPACE)
+        if key not in _clean_keys:
+            if _WHITESPACE.search(key):
+                continue
+            if len(_clean_keys) < _MAX_KNOWN_KEYS:
+                _clean_keys.add(key)
+        out[key] = value.strip(_ASCII_SPACE)
+    return out
+
+
+def _parse_header_bytes(raw: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if _WHITESPACE.search(key):
+            continue
+        out[key] = value.strip().decode("utf-8", "replace")
+    return out
+
+
+def use_fast_header_parser(nc: Client) -> None:
+    """Make ``nc`` parse every header block it receives with ``parse_header_lines``."""
+    # nats-py calls its parser through the instance: an instance attribute replaces it
+    nc._parse_header_lines = parse_header_lines  # type: ignore[method-assign]
+
+
+# --- the client, corrected --------------------------------------------------
+
+
+_STATUS_AT = len(b"NATS/1.0")
+"""Where a status (``NATS/1.0 503``) starts, after a space; otherwise the line ends."""
+_SPACE = ord(" ")
+_FIRST_LINE = len(b"NATS/1.0\r\n")
+_PLAIN_BLOCK_MIN = _FIRST_LINE
+"""Shorter blocks hold no header: nats-py's own path answers them."""
+
+
+class TLSNotOffered(nats.errors.Error):
+    """The server answered without TLS although the client asked for it."""
+
+
+class NatsClient(Client):
+    """nats-py's client, made safe against malformed traffic and careful with credentials.
+
+    - A message whose subject or reply subject is not UTF-8 is dropped (and
+      counted): in nats-py the ``UnicodeDecodeError`` escapes the read loop,
+      which stops for good, and one frame from any client would leave every
+      subscriber on the connection deaf until the stale-connection check.
+    - A malformed header block costs only that message its headers.
+    - It refuses to log in over plain TCP when TLS was asked for: nats-py
+      upgrades only when the server's INFO says ``tls_required``, so a client
+      given a CA or a ``tls://`` URL would otherwise send its CONNECT
+      (password, token) in clear to a server, or a man in the middle, that
+      offers no TLS.
+    - The wait before each reconnect pick is ``reconnect_delay(rounds)``, from
+      how many rounds every server of the pool has failed since it last
+      connected (nats-py waits a fixed ``reconnect_time_wait``).
+
+    Attributes:
+        require_tls: refuse to send CONNECT unless the connection is encrypted.
+        reconnect_delay: seconds to wait, given the failed rounds; None keeps
+            nats-py's fixed wait.
+        malformed_messages: messages dropped, or stripped of their headers,
+            because they arrived malformed.
+        on_malformed: called once per such message (metrics).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.require_tls = False
+        self.reconnect_delay: Callable[[int], float] | None = None
+        self.malformed_messages = 0
+        self.on_malformed: Callable[[], None] | None = None
+        use_fast_header_parser(self)
+
+    def _malformed(self, what: str, exc: BaseException) -> None:
+        self.malformed_messages += 1
+        count = self.malformed_messages
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood cannot flood the log
+            log.warning("%s (%d malformed message(s) so far): %s", what, count, exc)
+        if self.on_malformed is not None:
+            self.on_malformed()
+
+    def _build_message(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
+    ) -> Msg | None:
+        try:
+            msg: Msg = super()._build_message(sid, subject, reply, data, headers)
+        except UnicodeDecodeError as exc:
+            # nats-py returns early on a message it could not build: dropped, read loop intact
+            self._malformed("a message whose subject is not UTF-8 arrived; dropped", exc)
+            return None
+        return msg
+
+    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
+        if headers and len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
+            # the usual block, no inline status: what nats-py returns for it, with
+            # neither its slicing and checks nor a coroutine of its own
+            return parse_header_lines(headers[_FIRST_LINE:]) or None
+        try:
+            parsed: dict[str, str] | None = await super()._process_headers(headers)
+        except Exception as exc:
+            self._malformed("a message with a malformed header block arrived; headers dropped", exc)
+            return None
+        return parsed
+
+    async def _select_next_server(self) -> None:
+        if self.reconnect_delay is not None:
+            pool = self._server_pool
+            failed_rounds = min((srv.reconnects for srv in pool), default=0)
+            self.options["reconnect_time_wait"] = self.reconnect_delay(failed_rounds)
+        await super()._select_next_server()
+
+    def _connect_command(self) -> bytes:
+        server = self._current_server
+        encrypted = (
+            self._server_info.get("tls_required")
+            or self.options.get("tls_handshake_first")
+            or (server is not None and server.uri.scheme == "wss")
+        )
+        if self.require_tls and not encrypted:
+            raise TLSNotOffered(
+                "nats: the server does not offer TLS, which this client asked for "
+                "(tls:// URL, --tls-ca or --tls-cert): not sending credentials in clear"
+            )
+        command: bytes = super()._connect_command()
+        return command
+
+
+# --- writing framed commands ------------------------------------------------
+
+
+class Outbox:
+    """Appends framed commands to one connection's outgoing buffer, which nats-py's
+    flusher writes: the bytes on the wire are the same commands ``publish``
+    sends, and the flusher still batches whatever a loop iteration produced.
+
+    Whatever this cannot handle (a reconnect in progress, a dead flusher, a
+    full buffer) goes the way nats-py's own ``publish`` goes.
+    """
+
+    __slots__ = ("_kick", "_nc")
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._kick: asyncio.Future[None] | None = None
+
+    def append(self, commands: bytes, messages: int) -> bool:
+        """Append ``commands`` (``messages`` messages) and make sure the flusher runs.
+
+        Returns True when the buffer went over its limit and the caller should
+        wait for it to be written (``flush``).
+
+        Raises:
+            nats.errors.ConnectionClosedError: the connection is closed.
+            nats.errors.ConnectionDrainingError: it is draining its publishers.
+            nats.errors.OutboundBufferLimitError: it is reconnecting and the
+                reconnect buffer is full.
+        """
+        nc = self._nc
+        if nc._status != Client.CONNECTED:
+            self._check_state(len(commands))
+        nc._pending.append(commands)
+        nc._pending_data_size += len(commands)
+        stats = nc.stats
+        stats["out_msgs"] += messages
+        stats["out_bytes"] += len(commands)
+        if not nc.is_connected:
+            return False
+        limit = nc._max_pending_size
+        if limit > 0 and nc._pending_data_size > limit:
+            return True
+        queue = nc._flush_queue
+        if queue is not None and queue.empty():
+            flusher = nc._flusher_task
+            if flusher is None or flusher.done():
+                return True
+            kick = self._kick
+            if kick is None:
+                # the flusher only resolves what it is kicked with, and nobody
+                # awaits this one: a single done future serves every kick
+                kick = self._kick = asyncio.get_running_loop().create_future()
+                kick.set_result(None)
+            queue.put_nowait(kick)
+        return False
+
+    async def flush(self) -> None:
+        """Write the buffer now (nats-py's own path, which also restarts a dead flusher)."""
+        await self._nc._flush_pending(force_flush=True)
+
+    def _check_state(self, size: int) -> None:
+        nc = self._nc
+        if nc.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if nc.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        if not nc.is_connected and (
+            nc._max_pending_size <= 0 or size + nc._pending_data_size > nc._max_pending_size
+        ):
+            raise nats.errors.OutboundBufferLimitError
+
+
+# --- reading a subscription's queue directly --------------------------------
+
+
+class Taken:
+    """A callback-less subscription's queue, read by its owner instead of
+    ``next_msg``: ``await queue.get()``, then ``took(msg)`` for each message
+    (the bookkeeping nats-py's own reader does), and None once ``stop`` is called.
+
+    The two steps stay apart so that the hot path awaits the queue itself,
+    with no coroutine of its own per message.
+    """
+
+    __slots__ = ("_sub", "queue")
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+        self.queue: asyncio.Queue[Msg | None] = sub._pending_queue  # type: ignore[assignment]
+
+    def took(self, msg: Msg) -> None:
+        """Count ``msg`` (from ``queue.get()``) as no longer pending."""
+        self._sub._pending_size -= len(msg.data)
+        self.queue.task_done()
+
+    def stop(self) -> None:
+        """Wake the reader with None (the subscription is drained or gone)."""
+        self.queue.put_nowait(None)
+
+
+def take_over_queue(sub: Subscription, on_message: Callable[[Msg], None] | None = None) -> Taken:
+    """Read ``sub``'s messages directly (``Taken``), or, with ``on_message``, have
+    nats-py's reader hand each to it as it arrives, with no queue and no task
+    switch in between (the queue then always looks empty to ``drain``)."""
+    if on_message is not None:
+        sub._pending_queue = _Handed(sub, on_message)  # type: ignore[assignment]
+    return Taken(sub)
+
+
+class _Handed:
+    """What nats-py's reader puts a subscription's messages in, in place of an
+    ``asyncio.Queue``, when each goes straight to a function."""
+
+    __slots__ = ("_on_message", "_sub")
+
+    def __init__(self, sub: Subscription, on_message: Callable[[Msg], None]) -> None:
+        self._sub = sub
+        self._on_message = on_message
+
+    def put_nowait(self, msg: Msg) -> None:
+        self._sub._pending_size -= len(msg.data)  # nats-py counted it as queued
+        self._on_message(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def full(self) -> bool:
+        return False
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+
+# --- closing ----------------------------------------------------------------
+
+
+def drop_reconnect_buffer(nc: Client) -> int:
+    """Forget what a disconnected client buffered for the server; the bytes dropped.
+
+    Closing while disconnected, nats-py would write that buffer to the dead
+    socket and raise ConnectionResetError.
+    """
+    size: int = nc._pending_data_size
+    nc._pending = []
+    nc._pending_data_size = 0
+    return size
+
+
+def unread_subscriptions(nc: Client) -> list[Subscription]:
+    """The subscriptions read with ``next_msg``/``messages`` (no callback): a drain
+    waits for their queues to be consumed, which nobody may do any more."""
+    return [sub for sub in nc._subs.values() if sub._cb is None]

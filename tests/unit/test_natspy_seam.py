@@ -1,0 +1,228 @@
+"""Guards of the seam to nats-py (``bus/_natspy.py``): one per internal it relies on.
+
+If a nats-py release moves one of these, a test here names it, before any
+dispatch hangs. CI runs them at both ends of ``NATS_PY_RANGE``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bus import _natspy
+from bus._natspy import NATS_PY_RANGE, NatsClient, check_nats_py_version
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _source(function: object) -> str:
+    return inspect.getsource(function)  # type: ignore[arg-type]
+
+
+def test_outbox_append_finds_the_buffer_the_flusher_writes() -> None:
+    nc = Client()
+    for name in ("_pending", "_pending_data_size", "_max_pending_size", "_flush_queue"):
+        assert hasattr(nc, name), name
+    for name in ("_flusher_task", "_status", "stats"):
+        assert hasattr(nc, name), name
+    assert isinstance(nc._pending, list)
+    assert {"out_msgs", "out_bytes"} <= nc.stats.keys()
+    assert Client.CONNECTED != Client.CLOSED
+    flusher = _source(Client._flusher)
+    assert "self._flush_queue.get()" in flusher
+    assert "self._pending" in flusher and "self._pending_data_size = 0" in flusher
+    assert inspect.iscoroutinefunction(Client._flush_pending)
+    assert "force_flush" in inspect.signature(Client._flush_pending).parameters
+
+
+def test_taking_over_a_queue_matches_what_the_reader_does() -> None:
+    # the reader counts a message as pending, then put_nowait()s it; drain joins the queue
+    reader = _source(Client._process_msg)
+    assert "sub._pending_size += payload_size" in reader
+    assert "sub._pending_queue.put_nowait(msg)" in reader
+    assert "await self._pending_queue.join()" in _source(Subscription._drain)
+    sub = Subscription(Client(), 1, "s")
+    assert sub._pending_size == 0
+    assert sub._wait_for_msgs_task is None  # no callback, no task of its own
+    assert hasattr(sub._pending_queue, "task_done")
+
+
+def test_the_fast_header_parser_replaces_nats_pys_on_the_instance() -> None:
+    assert isinstance(inspect.getattr_static(Client, "_parse_header_lines"), staticmethod)
+    assert "self._parse_header_lines(" in _source(Client._process_headers)
+    assert NatsClient()._parse_header_lines is _natspy.parse_header_lines
+
+
+def test_a_message_that_cannot_be_built_is_dropped_by_the_reader() -> None:
+    reader = _source(Client._process_msg)
+    assert "await self._process_headers(headers)" in reader
+    assert "msg = self._build_message(sid, subject, reply, data, hdr)" in reader
+    assert "if not msg:\n            return" in reader
+    parameters = list(inspect.signature(Client._build_message).parameters)
+    assert parameters == ["self", "sid", "subject", "reply", "data", "headers"]
+    nc = NatsClient()
+    assert nc._build_message(1, b"a.b", b"\xff", b"", None) is None
+    assert nc._build_message(1, b"a.\xc3\x28", b"", b"", None) is None
+    assert nc.malformed_messages == 2
+    good = nc._build_message(1, b"a.b", b"r", b"x", {"K": "v"})
+    assert good is not None and (good.subject, good.reply, good.headers) == ("a.b", "r", {"K": "v"})
+
+
+@pytest.mark.anyio
+async def test_a_malformed_header_block_costs_only_its_headers() -> None:
+    nc = NatsClient()
+    assert await nc._process_headers(b"NATS") is None  # shorter than NATS/1.0
+    assert await nc._process_headers(b"NATS/1.0 \xff\xfe\r\n\r\n") is None
+    assert nc.malformed_messages == 2
+    assert await nc._process_headers(b"NATS/1.0\r\nA: b\r\n\r\n") == {"A": "b"}
+
+
+def test_credentials_are_checked_where_nats_py_builds_its_connect() -> None:
+    assert "self._connect_command()" in _source(Client._process_connect_init)
+    nc = NatsClient()
+    for name in ("_server_info", "_current_server", "options"):
+        assert hasattr(nc, name), name
+    nc.require_tls = True
+    nc._server_info = {}
+    with pytest.raises(_natspy.TLSNotOffered):
+        nc._connect_command()
+    nc.options.update(verbose=False, pedantic=False, name=None, no_echo=None)
+    nc._server_info = {"tls_required": True}
+    assert nc._connect_command().startswith(b"CONNECT ")
+
+
+def test_server_selection_reads_the_wait_before_each_pick() -> None:
+    select = _source(Client._select_next_server)
+    assert 'self.options["reconnect_time_wait"]' in select
+    assert "s.reconnects += 1" in select
+    assert "self._server_pool" in select
+    assert "await self._select_next_server()" in _source(Client._attempt_reconnect)
+
+
+def test_closing_finds_the_buffer_and_the_subscriptions() -> None:
+    nc = Client()
+    nc._pending = [b"PUB a 1\r\nx\r\n"]
+    nc._pending_data_size = 12
+    assert _natspy.drop_reconnect_buffer(nc) == 12
+    assert (nc._pending, nc._pending_data_size) == ([], 0)
+
+    async def cb(msg: object) -> None:
+        pass
+
+    read, called = Subscription(nc, 1, "a"), Subscription(nc, 2, "b", cb=cb)
+    nc._subs = {1: read, 2: called}
+    assert _natspy.unread_subscriptions(nc) == [read]
+
+
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [
+        ("2.15.0", True),
+        ("2.16.0", True),
+        ("2.16.9", True),
+        ("2.14.0", False),
+        ("2.9.0", False),
+        ("2.17.0", False),
+        ("2.17.0rc1", False),
+        ("3.0.0", False),
+        ("unknown", False),
+    ],
+)
+def test_the_version_check_admits_the_tested_range_only(version: str, ok: bool) -> None:
+    low, high = NATS_PY_RANGE
+    assert low == (2, 15) and high == (2, 17)
+    if ok:
+        assert check_nats_py_version(version) == version
+    else:
+        with pytest.raises(ImportError, match=r"nats-py >=2\.15,<2\.17") as caught:
+            check_nats_py_version(version)
+        assert "pip install 'nats-py[nkeys]>=2.15,<2.17'" in str(caught.value)
+
+
+@pytest.mark.parametrize("version", ["2.9.0", "2.14.0", "2.17.0"])
+def test_an_untested_nats_py_is_refused_at_import(tmp_path: Path, version: str) -> None:
+    # a dist-info first on sys.path is what importlib.metadata finds for nats-py
+    dist = tmp_path / f"nats_py-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: nats-py\nVersion: {version}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-c", "import bus"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: callboard needs nats-py >=2.15,<2.17"), done.stderr
+    assert f"nats-py {version} is installed" in last
+    assert "pip install 'nats-py[nkeys]>=2.15,<2.17'" in last
+
+
+def test_the_pin_is_the_range_the_seam_checks() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("nats-py")]
+    (low_major, low_minor), (high_major, high_minor) = NATS_PY_RANGE
+    assert pins == [f"nats-py[nkeys]>={low_major}.{low_minor},<{high_major}.{high_minor}"]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "NATS_PY_RANGE" in ci and "tests/unit/test_natspy_seam.py" in ci
+
+
+def test_a_taken_queue_does_the_readers_bookkeeping() -> None:
+    sub = Subscription(Client(), 1, "s")
+    taken = _natspy.take_over_queue(sub)
+    assert taken.queue is sub._pending_queue
+    msg = Msg(Client(), subject="s", data=b"12345")
+    sub._pending_size += len(msg.data)  # as nats-py's reader does
+    taken.queue.put_nowait(msg)
+    got = taken.queue.get_nowait()
+    assert got is msg
+    taken.took(msg)
+    assert sub._pending_size == 0
+    taken.stop()
+    assert taken.queue.get_nowait() is None
+
+
+def test_a_handed_over_queue_passes_each_message_on_at_once() -> None:
+    sub = Subscription(Client(), 1, "s")
+    handed: list[Msg] = []
+    _natspy.take_over_queue(sub, handed.append)
+    msg = Msg(Client(), subject="s", data=b"123")
+    sub._pending_size += len(msg.data)
+    sub._pending_queue.put_nowait(msg)  # what nats-py's reader calls
+    assert handed == [msg]
+    assert sub._pending_size == 0
+    assert sub._pending_queue.empty() and sub._pending_queue.qsize() == 0
+
+
+def _blocks() -> list[bytes]:
+    pieces = [b"a", b"K", b":", b" ", b"\t", b"\r", b"\n", b"\r\n", b"\xc3\xa9", b"\xff", b"-"]
+    rng = random.Random(15)
+    blobs = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 16))) for _ in range(3000)]
+    heads = [b"NATS/1.0\r\n", b"NATS/1.0 503\r\n", b"NATS/1.0 100 Idle\r\n", b"XXXXXXXX\r\n"]
+    return [head + blob for head in heads for blob in blobs] + [b"", b"NATS/1.0", b"NATS/1.0\r\n"]
+
+
+@pytest.mark.anyio
+async def test_the_usual_header_block_is_parsed_as_nats_py_parses_it() -> None:
+    ours, theirs = NatsClient(), Client()
+    compared = 0
+    for block in _blocks():
+        try:
+            expected = await theirs._process_headers(block)
+        except Exception:
+            continue  # ours drops that message's headers (test above)
+        assert await ours._process_headers(block) == expected, block
+        compared += 1
+    assert compared > 10_000
