@@ -65,10 +65,12 @@ from bus.codec import (
     encode_error,
     encode_json,
 )
+from bus.security import ReplyGuard
 from bus.wire import wire_for
 
 from ._agent import Agent
 from ._context import TaskContext, reset_context, set_context
+from ._direct import CallerCancels, DirectAddresses, moved_task_error
 from ._discovery import EndpointCounters, ServiceResponder
 from ._pool import Intake, Jobs, Running, as_coroutine, resume
 from ._status import BEGUN, StatusPublisher
@@ -132,6 +134,13 @@ class AgentRunner:
         self._reply_tail = f"\r\n{AGENT_ID}: {agent.id}\r\n\r\n"
         self.counters = {name: EndpointCounters() for name in agent.capability_names}
         self.discovery = ServiceResponder(nc, agent, subjects, self.counters)
+        # security: reply guard, caller-only cancels, capability-bound direct addresses
+        self.reply_guard = ReplyGuard(f"agent {agent.id}")
+        self.caller_cancels = CallerCancels(f"agent {agent.id}")
+        self.direct = DirectAddresses(
+            nc, subjects, agent, self._admit, self.reply_guard, self.snapshot
+        )
+        self.discovery.reply_guard = self.reply_guard
         self._decoders = {c.name: c.decoder() for c in agent.capability_specs}
         self._jobs = Jobs()
         self._scope_class: type[anyio.CancelScope] | None = None
@@ -159,6 +168,7 @@ class AgentRunner:
             self.subjects.agent(self.agent.id), cb=self._on_direct
         )
         self._cancel_sub = await self.nc.subscribe(self.subjects.cancel(), cb=self._on_cancel)
+        await self.direct.start()  # security: <prefix>.agent.<capability>.<agent_id>
         await self.discovery.start()
         await self.status.publish(
             Online(
@@ -187,6 +197,8 @@ class AgentRunner:
                 return
             sub._pending_size -= len(msg.data)
             queue.task_done()
+            if msg.reply and not self.reply_guard.allows(msg.reply):  # security: no reflection
+                continue
             if not (self._accepting and self.in_flight < self.limit):
                 self._jobs.put(intake)  # refusing may wait on the connection
                 await self._admit(capability, msg)
@@ -365,6 +377,7 @@ class AgentRunner:
         waits, before its first progress event, or before its failure."""
         try:
             task = self._decode(capability, msg, task_id)
+            self.caller_cancels.remember(task_id, msg.headers)  # security: caller-only cancel
             try:
                 self._unsent = self.status.begun_frames(task)
             except Exception as exc:  # a sender name above the server's max_payload
@@ -416,6 +429,7 @@ class AgentRunner:
                 begun, self._unsent = self._unsent, b""
                 return None, "", body, begun
             finally:
+                self.caller_cancels.forget(task_id)  # security: caller-only cancel
                 self._flush_begun()
         except BadInput as exc:
             if exc.message.startswith(_RESULT):
@@ -604,10 +618,13 @@ class AgentRunner:
         """The direct address: a targeted task, a ping, or a cancel."""
         headers = msg.headers or {}
         operation = headers.get(OPERATION, "task")
+        if msg.reply and not self.reply_guard.allows(msg.reply):  # security: no reflection
+            return
         if operation == "task":
             capability = headers.get(CAPABILITY, "")
-            if capability in self.counters:
-                await self._admit(capability, msg)
+            if capability in self.counters:  # security: tasks moved to agent_task subjects
+                error = moved_task_error(self.subjects, self.agent.id, capability)
+                await self._reply_error(msg, _answerable_id(headers), error)
             elif msg.reply:
                 error = _error(
                     404,
@@ -621,7 +638,8 @@ class AgentRunner:
         elif operation == "cancel":
             task_id = headers.get(TASK_ID, "")
             reason = msg.data.decode(errors="replace") or "cancelled by the caller"
-            await self._answer(msg, {"cancelled": self.cancel(task_id, reason)})
+            allowed = self.caller_cancels.allows(task_id, headers)  # security: caller only
+            await self._answer(msg, {"cancelled": allowed and self.cancel(task_id, reason)})
         elif msg.reply:
             error = _error(
                 400, "bad_input", f"unknown Agent-Op {operation[:40]!r}: use task, ping, cancel"
@@ -631,7 +649,7 @@ class AgentRunner:
     async def _on_cancel(self, msg: Msg) -> None:
         """A broadcast cancel: stop the task if it runs here."""
         task_id = (msg.headers or {}).get(TASK_ID, "")
-        if task_id in self._running:
+        if task_id in self._running and self.caller_cancels.allows(task_id, msg.headers):
             self.cancel(task_id, msg.data.decode(errors="replace") or "cancelled by the caller")
 
     async def _answer(self, msg: Msg, value: Any) -> None:
@@ -708,6 +726,7 @@ class AgentRunner:
         """Say ``offline``, stop discovery and the workers."""
         await unsubscribe_all(s for s in (self._direct_sub, self._cancel_sub) if s is not None)
         self._direct_sub = self._cancel_sub = None
+        await self.direct.stop()  # security: capability-bound direct addresses
         await self.discovery.stop()
         await self.status.publish(Offline(agent=self.agent.id, ts=time.time(), reason=reason))
         self._stop_leading()

@@ -20,8 +20,8 @@ import anyio
 import nats.errors
 from nats.aio.client import Client
 
+from ._cancel_token import CANCEL_HASH, CANCEL_TOKEN, CancelKeys
 from ._codec import (
-    CAPABILITY,
     DEADLINE,
     SENDER,
     TASK_ID,
@@ -71,6 +71,7 @@ class TaskClient:
         self._inbox = inbox_for(nc)
         self._task_subjects: dict[str, str] = {}
         self._sender_line = (sender, _sender_line(sender))
+        self.cancel_keys = CancelKeys()  # security: only this client can cancel its tasks
 
     async def request(
         self,
@@ -136,7 +137,8 @@ class TaskClient:
                 self._sender_line = (self.sender, _sender_line(self.sender))
             block = (
                 f"NATS/1.0\r\n{TASK_ID}: {header_id}{self._sender_line[1]}"
-                f"\r\n{DEADLINE}: {deadline}\r\n\r\n"
+                f"\r\n{DEADLINE}: {deadline}"
+                f"\r\n{CANCEL_HASH}: {self.cancel_keys.hash_of(task_id)}\r\n\r\n"  # security
             ).encode()
         else:
             headers = task_headers(
@@ -147,11 +149,11 @@ class TaskClient:
                 seq=seq,
                 traceparent=traceparent,
             )
+            headers[CANCEL_HASH] = self.cancel_keys.hash_of(task_id)  # security
             if agent_id is None:
                 subject = self.subjects.task(capability)
-            else:
-                subject = self.subjects.agent(agent_id)
-                headers[CAPABILITY] = capability
+            else:  # security: the capability is in the subject, bound by the server
+                subject = self.subjects.agent_task(capability, agent_id)
             block = header_block(headers)
         try:
             msg = await self._inbox.request(subject, block, body, remaining)
@@ -188,6 +190,8 @@ class TaskClient:
                 "reconnect buffer is full; retry once it has reconnected"
             ) from exc
         reply = decode_reply(msg.headers, msg.data, task_id=task_id, capability=capability)
+        if agent_id is not None and reply.sender != agent_id:  # security: the bound id
+            reply.sender = agent_id
         if reply.type is MessageType.ERROR:
             raise error_from_reply(reply)
         return reply
@@ -204,7 +208,8 @@ class TaskClient:
         """``cancel`` without waiting, so that a cancelled caller can still send it."""
         wire = self._inbox.wire
         try:
-            headers = header_block({TASK_ID: task_id})
+            token = self.cancel_keys.token(task_id)  # security: caller-only cancel
+            headers = header_block({TASK_ID: task_id, CANCEL_TOKEN: token})
             wire.write_nowait(wire.hpub(self.subjects.cancel(), "", headers, reason.encode()))
         except Exception as exc:
             log.debug("could not publish the cancel of task %s: %s", task_id, exc)

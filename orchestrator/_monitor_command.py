@@ -40,6 +40,7 @@ from bus import (
     connect,
     env_fields,
 )
+from bus.security import StatusBinding
 
 from ._commands import EXIT_OK, connect_flags
 from ._durable_commands import parse_duration
@@ -134,6 +135,7 @@ class _Monitor:
         self.metrics = metrics
         self.subjects = Subjects(args.prefix)
         self.shown_subject = status_subject(self.subjects, args.agent, args.state)
+        self.binding = StatusBinding(self.subjects)  # security: events bound to their subject
         tracked = mode == "live" or metrics is not None
         self.view = (
             FleetView(heartbeat_timeout=args.heartbeat_timeout, forget_after=args.forget_after)
@@ -178,6 +180,8 @@ class _Monitor:
         printed = 0
         async with aclosing(stream):  # unsubscribed at once, whatever ends the loop
             async for received, event, raw in stream:
+                if isinstance(event, StatusEvent) and not self.binding.accepts(received, event):
+                    continue  # security: body and subject disagree (dropped, counted)
                 if isinstance(event, StatusEvent):
                     self._observe(event)
                 if self.mode == "live" or not self._shown(received.removeprefix(status_prefix)):

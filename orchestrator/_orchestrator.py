@@ -150,10 +150,10 @@ class Orchestrator:
         Raises:
             NoRouteError: no live capability matches.
         """
-        agents = self.agents
+        agents = await self.registry.confirmed()  # security: proven capabilities only
         if not agents:
             await self.discover()
-            agents = self.agents
+            agents = await self.registry.confirmed()
         return self.router.route(text, agents)
 
     async def run(self, request: str, *, timeout: float | None = None) -> RunResult:
