@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
@@ -20,12 +20,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats_security_support import (
     DeployCopy,
+    cli_env_for,
     logged_in,
     make_deploy_copy,
     secure_server,
     wait_until,
 )
-from system_support import watch_status
+from system_support import Proc, wait_exit, wait_line, watch_status
 
 from actors import Agent, AgentHost, EchoAgent, MathAgent, SummarizeAgent
 from actors._runner import AgentRunner
@@ -136,10 +137,16 @@ async def test_a_math_agent_cannot_hijack_summarize_by_heartbeat_info_or_direct_
         fleet(server.url, deploy, {"agent-summarize": [SummarizeAgent("summarize-1")]}),
         logged_in(server.url, deploy, "agent-math") as (attacker, violations),
     ):
-        stolen = Inbox()
+        stolen: list[Msg] = []
+
+        async def answer_pwned(msg: Msg) -> None:
+            stolen.append(msg)
+            headers = {TASK_ID: (msg.headers or {}).get(TASK_ID, ""), "Agent-Id": "summarize-1"}
+            await attacker.publish(msg.reply, b'"PWNED"', headers=headers)
+
         # its own control address is allowed; the summarize direct address is not
-        await attacker.subscribe("agents.agent.math-3", cb=stolen.on_message)
-        await attacker.subscribe("agents.agent.summarize.math-3", cb=stolen.on_message)
+        await attacker.subscribe("agents.agent.math-3", cb=answer_pwned)
+        await attacker.subscribe("agents.agent.summarize.math-3", cb=answer_pwned)
         await violations.wait_for("subscription", "agents.agent.summarize.math-3")
 
         async def answer_info(msg: Msg) -> None:
@@ -153,14 +160,15 @@ async def test_a_math_agent_cannot_hijack_summarize_by_heartbeat_info_or_direct_
             )
             await orch.registry.wait_for(lambda agents: "math-3" in {a.id for a in agents})
             await orch.discover()  # the forged INFO answer is heard too
-            confirmed = {a.id: a.capabilities for a in await orch.registry.confirmed()}
-            assert confirmed == {"summarize-1": ("summarize",)}
             for _ in range(8):
                 result = await orch.run(f"summarize '{TEXT}'", timeout=10)
                 (step,) = result.steps
+                assert step.result != "PWNED"
                 assert step.agent == "summarize-1"
                 assert "summary" in step.result
-        assert stolen.messages == []
+            assert stolen == []
+            confirmed = {a.id: a.capabilities for a in await orch.registry.confirmed()}
+            assert confirmed == {"summarize-1": ("summarize",)}
 
 
 @pytest.mark.parametrize("shipped", [True, False], ids=["shipped config", "open bus"])
@@ -204,24 +212,52 @@ async def test_a_status_event_whose_body_names_another_agent_is_dropped_and_coun
         fleet(server.url, deploy, {"agent-summarize": [SummarizeAgent("summarize-1")]}),
         director(server.url, deploy, {"summarize-1"}) as orch,
         logged_in(server.url, deploy, "agent-math") as (attacker, _),
-        logged_in(server.url, deploy, "monitor") as (monitor, _),
-        watch_status(monitor, "agents") as watch,
     ):
+        removed: list[str] = []
+        orch.registry.on_change = lambda agent_id, agent, _: (
+            removed.append(agent_id) if agent is None else None
+        )
         forged = {"v": 1, "state": "offline", "agent": "summarize-1", "ts": time.time()}
+        # a body whose state disagrees with its subject (heartbeat) is a forgery too; the
+        # registry reads each state's events in order, so an honest event behind each
+        # forged one on the same subscription says when the forged one was read
+        await attacker.publish("agents.status.math.heartbeat", json.dumps(forged).encode())
+        await attacker.publish("agents.status.math-2.heartbeat", heartbeat("math-2", ["math"]))
+        await orch.registry.wait_for(lambda agents: "math-2" in {a.id for a in agents})
         await attacker.publish("agents.status.math.offline", json.dumps(forged).encode())
-        # a state that disagrees with the subject is a forgery too
-        forged_state = {**forged, "agent": "math", "state": "offline"}
-        await attacker.publish("agents.status.math.heartbeat", json.dumps(forged_state).encode())
         honest = {"v": 1, "state": "offline", "agent": "math-2", "ts": time.time()}
         await attacker.publish("agents.status.math-2.offline", json.dumps(honest).encode())
-        await watch.wait_state("offline", agent="math-2")
-        # the registry hears one connection's events in order: the forged ones came first
-        await orch.registry.nc.flush()
-        # the registry's callback runs on its own task (no event: poll)
-        await wait_until(lambda: orch.registry.rejected_events >= 2, 5, "counted")
-        assert "summarize-1" in {a.id for a in orch.agents}
+        await orch.registry.wait_for(lambda agents: "math-2" not in {a.id for a in agents})
+        assert removed == ["math-2"]
+        assert orch.registry.rejected_events == 2
         result = await orch.run(f"summarize '{TEXT}'", timeout=10)
         assert result.steps[0].agent == "summarize-1"
+
+
+async def test_the_monitor_drops_a_status_event_whose_body_names_another_agent(
+    deploy: DeployCopy,
+    procs: Callable[..., Proc],
+    callboard_cmd: list[str],
+) -> None:
+    async with (
+        secure_server(deploy.config("single.conf")) as server,
+        logged_in(server.url, deploy, "agent-math") as (attacker, _),
+    ):
+        env = cli_env_for(server.url, deploy, "monitor")
+        follow = procs(
+            [*callboard_cmd, "monitor", "--json", "--state", "offline", "--count", "1"],
+            env=env,
+            name="monitor",
+        )
+        await wait_line(follow.stderr, "following")
+        forged = {"v": 1, "state": "offline", "agent": "summarize-1", "ts": time.time()}
+        await attacker.publish("agents.status.math.offline", json.dumps(forged).encode())
+        honest = {"v": 1, "state": "offline", "agent": "math-2", "ts": time.time()}
+        await attacker.publish("agents.status.math-2.offline", json.dumps(honest).encode())
+        assert await wait_exit(follow) == 0, follow.output()
+        await anyio.to_thread.run_sync(follow.stdout.wait_eof)
+        (line,) = follow.stdout.text.splitlines()
+        assert json.loads(line)["agent"] == "math-2"
 
 
 # --- 2. no reflection ------------------------------------------------------------------------
@@ -262,13 +298,18 @@ async def test_an_agent_never_answers_a_task_to_a_subject_that_is_not_an_inbox(
         await attacker.publish("agents.agent.echo-1", b"", reply=reply, headers={OPERATION: "ping"})
         await attacker.flush()
         # a sentinel behind them on the same connection and subscriptions
-        sentinel = await orch.dispatch("echo", {"sentinel": True}, timeout=10)
-        assert sentinel == {"sentinel": True}
-        # the direct address's callback runs on its own task (no event: poll)
-        await wait_until(lambda: runners["echo-1"].reply_guard.refused >= 3, 5, "counted")
+        sentinel = await orch.request("echo", {"sentinel": True}, timeout=10)
+        assert sentinel.payload == {"sentinel": True}
+        # echo publishes in order: had it run the queued forgery, its events (and a
+        # reflected offline) would reach the watch before the sentinel's completion
+        await watch.wait_state("completed", task_id=sentinel.task_id)
         assert not [e for e in watch.events if e.get("task_id") == "reflect"]
-        assert not [s for s in watch.subjects if s.startswith("agents.status.math-1.offline")]
+        assert "agents.status.math-1.offline" not in watch.subjects
         assert runners["echo-1"].counters["echo"].num_requests == 1  # the sentinel only
+        # the direct addresses' callbacks run on their own tasks (no event: poll)
+        await wait_until(lambda: runners["echo-1"].reply_guard.refused >= 3, 5, "counted")
+        assert runners["echo-1"].counters["echo"].num_requests == 1
+        assert not [e for e in watch.events if e.get("task_id") == "reflect"]
         assert "math-1" in {a.id for a in orch.agents}
 
 
