@@ -97,6 +97,7 @@ class Orchestrator:
             settings=durable_settings,
             default_timeout=default_timeout,
         )
+        self.durable.client.cancel_keys = self.client.cancel_keys  # security: one caller
 
     async def __aenter__(self) -> Orchestrator:
         """Start following the live agents (lifecycle events + one discovery)."""

@@ -171,6 +171,38 @@ async def test_a_math_agent_cannot_hijack_summarize_by_heartbeat_info_or_direct_
             assert confirmed == {"summarize-1": ("summarize",)}
 
 
+async def test_a_forged_info_answer_cannot_steer_free_text_to_another_capability(
+    deploy: DeployCopy,
+) -> None:
+    # agent-echo answers every $SRV.INFO as if it were summarize-1, giving summarize the
+    # keyword "calculate": only what summarize-1 answers on its bound address counts
+    async with (
+        secure_server(deploy.config("single.conf")) as server,
+        fleet(
+            server.url,
+            deploy,
+            {
+                "agent-math": [MathAgent("math-1")],
+                "agent-summarize": [SummarizeAgent("summarize-1")],
+            },
+        ),
+        logged_in(server.url, deploy, "agent-echo") as (attacker, _),
+    ):
+
+        async def answer_info(msg: Msg) -> None:
+            await attacker.publish(
+                msg.reply, info_claiming("summarize-1", "summarize", "calculate,6,7")
+            )
+
+        await attacker.subscribe("$SRV.INFO", cb=answer_info)
+        await attacker.flush()
+        async with director(server.url, deploy, {"math-1", "summarize-1"}) as orch:
+            for _ in range(6):
+                await orch.discover()  # the forgery is heard again before each request
+                result = await orch.run("calculate 6*7", timeout=10)
+                assert [(s.capability, s.result) for s in result.steps] == [("math", {"value": 42})]
+
+
 @pytest.mark.parametrize("shipped", [True, False], ids=["shipped config", "open bus"])
 async def test_a_fake_heartbeat_neither_starves_nor_steers_a_capability_with_real_agents(
     deploy: DeployCopy, shipped: bool
