@@ -17,11 +17,13 @@ answered, and the keywords and input schema routing uses come from that answer.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
 import anyio
 import msgspec
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -96,7 +98,8 @@ class LiveRegistry:
         self._subs: list[Subscription] = []
         self._changed = anyio.Event()
         self.binding = StatusBinding(subjects)
-        self._confirmed: dict[tuple[str, str], _CapabilityPing | None] = {}
+        self._confirmed: dict[tuple[str, str], _CapabilityPing] = {}
+        self._unconfirmed: dict[tuple[str, str], float] = {}
 
     @property
     def rejected_events(self) -> int:
@@ -153,6 +156,8 @@ class LiveRegistry:
         seen = self._seen.pop(agent_id, 0.0)
         for key in [k for k in self._confirmed if k[0] == agent_id]:
             del self._confirmed[key]
+        for key in [k for k in self._unconfirmed if k[0] == agent_id]:
+            del self._unconfirmed[key]
         if self._agents.pop(agent_id, None) is not None:
             self._notify()
             if self.on_change is not None:
@@ -181,18 +186,21 @@ class LiveRegistry:
     async def confirmed(self) -> list[AgentInfo]:
         """The live agents with only the capabilities they have proven to serve.
 
-        Each (agent, capability) not yet confirmed is pinged once on its
-        capability-bound address (all at once); no answer (no responders, a
-        timeout) leaves that capability out, to be asked again next time. The
-        keywords and input schema of a confirmed capability are the ones its
-        ping answered, never those of an unbound claim.
+        Each (agent, capability) not yet confirmed is pinged on its
+        capability-bound address (all at once). No answer leaves the capability
+        out: after "no responders" (nobody may listen there) it is asked again
+        only after ``heartbeat_timeout``, so that a forged claim costs one round
+        trip, not one per request; after a timeout, next time. The keywords and
+        input schema of a confirmed capability are the ones its ping answered,
+        never those of an unbound claim.
         """
         agents = self.live()
+        retry_before = self.clock() - self.heartbeat_timeout
         pending = [
-            (agent.id, capability)
+            key
             for agent in agents
-            for capability in agent.capabilities
-            if self._confirmed.get((agent.id, capability)) is None
+            for key in ((agent.id, capability) for capability in agent.capabilities)
+            if key not in self._confirmed and self._unconfirmed.get(key, -math.inf) < retry_before
         ]
         if pending:
             async with anyio.create_task_group() as tg:
@@ -223,10 +231,16 @@ class LiveRegistry:
                 subject, b"", timeout=CONFIRM_TIMEOUT, headers={OPERATION: "ping"}
             )
             proof = _ping_decoder.decode(reply.data)
-        except Exception as exc:  # no responders, a timeout, a malformed answer
+        except nats.errors.NoRespondersError:
+            log.debug("nobody listens for %s as %s: not confirmed", capability, agent_id)
+            if agent_id in self._agents:
+                self._unconfirmed[(agent_id, capability)] = self.clock()
+            return
+        except Exception as exc:  # a timeout, a malformed answer
             log.debug("%s did not confirm capability %s: %s", agent_id, capability, exc)
             return
         if agent_id in self._agents:
+            self._unconfirmed.pop((agent_id, capability), None)
             self._confirmed[(agent_id, capability)] = proof
 
     async def _on_event(self, msg: Msg) -> None:
