@@ -29,7 +29,7 @@ from bus.security import CANCEL_HASH, CANCEL_TOKEN, ReplyGuard, token_matches
 
 from ._agent import Agent
 
-__all__ = ["CallerCancels", "DirectAddresses", "moved_task_error"]
+__all__ = ["CallerCancels", "DirectAddresses", "cancel_answer", "moved_task_error"]
 
 log = logging.getLogger("callboard.security")
 
@@ -54,6 +54,19 @@ def moved_task_error(subjects: Subjects, agent_id: str, capability: str) -> Erro
             "who may serve it; upgrade the client or send to the capability's subject"
         ),
     )
+
+
+def cancel_answer(allowed: bool, cancelled: bool) -> dict[str, Any]:
+    """The answer to ``Agent-Op: cancel``; a refusal says why (a revision-1 client
+    sends no token)."""
+    if allowed:
+        return {"cancelled": cancelled}
+    return {
+        "cancelled": False,
+        "error": "a cancel must carry Agent-Cancel-Token, the token whose hash the task "
+        "carried as Agent-Cancel-Hash: only the task's caller can cancel it "
+        "(callboard wire protocol v1 revision 2)",
+    }
 
 
 def _valid(subjects: Subjects, capability: str, agent_id: str) -> bool:

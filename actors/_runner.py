@@ -70,7 +70,7 @@ from bus.wire import wire_for
 
 from ._agent import Agent
 from ._context import TaskContext, reset_context, set_context
-from ._direct import CallerCancels, DirectAddresses, moved_task_error
+from ._direct import CallerCancels, DirectAddresses, cancel_answer, moved_task_error
 from ._discovery import EndpointCounters, ServiceResponder
 from ._pool import Intake, Jobs, Running, as_coroutine, resume
 from ._status import BEGUN, StatusPublisher
@@ -639,7 +639,9 @@ class AgentRunner:
             task_id = headers.get(TASK_ID, "")
             reason = msg.data.decode(errors="replace") or "cancelled by the caller"
             allowed = self.caller_cancels.allows(task_id, headers)  # security: caller only
-            await self._answer(msg, {"cancelled": allowed and self.cancel(task_id, reason)})
+            await self._answer(
+                msg, cancel_answer(allowed, allowed and self.cancel(task_id, reason))
+            )
         elif msg.reply:
             error = _error(
                 400, "bad_input", f"unknown Agent-Op {operation[:40]!r}: use task, ping, cancel"
