@@ -35,14 +35,18 @@ def _hash(token: str) -> str:
 class CancelKeys:
     """One client's cancel tokens, derived from a random secret it never sends."""
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_keyed",)
 
     def __init__(self, secret: bytes | None = None) -> None:
-        self._secret = secret if secret is not None else secrets.token_bytes(32)
+        key = secret if secret is not None else secrets.token_bytes(32)
+        # keyed once; each token copies the keyed state (cheaper than re-keying)
+        self._keyed = hashlib.blake2b(key=key, digest_size=_DIGEST)
 
     def token(self, task_id: str) -> str:
         """The token that cancels ``task_id`` (send it only to cancel)."""
-        return hashlib.blake2b(task_id.encode(), key=self._secret, digest_size=_DIGEST).hexdigest()
+        keyed = self._keyed.copy()
+        keyed.update(task_id.encode())
+        return keyed.hexdigest()
 
     def hash_of(self, task_id: str) -> str:
         """The hash the task carries, so that an agent can check a token."""
