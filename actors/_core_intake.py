@@ -34,6 +34,7 @@ from bus import (
     validate_task_id,
 )
 from bus.codec import TASK_ID
+from bus.security import ReplyGuard
 
 from ._executor import Executor
 from ._pool import Intake, Jobs, Running, resume
@@ -64,6 +65,8 @@ class CoreIntake:
         self._subs: list[Subscription] = []
         self._intakes: list[Intake] = []
         self._accepting = False
+        # security: a task is answered only to an inbox (no reflection)
+        self.reply_guard = ReplyGuard(f"agent {executor.agent.id}")
 
     async def start(self, task_group: TaskGroup) -> None:
         """Start the workers and subscribe the capabilities (in one queue group)."""
@@ -160,6 +163,8 @@ class CoreIntake:
             if msg is None:
                 return
             took(msg)
+            if msg.reply and not self.reply_guard.allows(msg.reply):  # security: no reflection
+                continue
             if not (self._accepting and executor.in_flight < executor.limit):
                 self._jobs.put(intake)  # refusing may wait on the connection
                 await self.admit(capability, msg)

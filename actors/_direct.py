@@ -1,11 +1,14 @@
-"""The direct address of one agent instance, ``<prefix>.agent.<agent_id>``, and
+"""The control address of one agent instance, ``<prefix>.agent.<agent_id>``, and
 the broadcast cancel subject.
 
-On the direct address, the ``Agent-Op`` header says what a message is: a
-``task`` (the default) for the capability in ``Agent-Capability``, admitted
-like any other; a ``ping``, answered with the agent's load; or a ``cancel`` of
-the task in ``Agent-Task-Id``. On the cancel subject, every agent stops the
-task of that id if it runs there.
+On the control address, the ``Agent-Op`` header says what a message is: a
+``ping``, answered with the agent's load, or a ``cancel`` of the task in
+``Agent-Task-Id``, which must carry the caller's ``Agent-Cancel-Token``. A
+``task`` (the default) gets a 400 that names its new subject,
+``<prefix>.agent.<capability>.<agent_id>`` (``_capability_address``; wire
+protocol v1 revision 2). On the cancel subject, every agent stops the task of
+that id if it runs there and the token matches. Nothing is answered to a reply
+subject that is not an inbox.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from nats.aio.subscription import Subscription
 
 from bus import ErrorInfo, Subjects, unsubscribe_all
 from bus.codec import CAPABILITY, OPERATION, TASK_ID, encode_json
+from bus.security import ReplyGuard
 from bus.wire import Wire
 
+from ._capability_address import cancel_answer, moved_task_error
 from ._core_intake import CoreIntake
 from ._executor import Executor
 from ._replier import Replier, answerable_id
@@ -50,6 +55,7 @@ class DirectAddress:
         intake: CoreIntake,
         replier: Replier,
         snapshot: Callable[[], dict[str, Any]],
+        reply_guard: ReplyGuard,
     ) -> None:
         self._nc = nc
         self._subjects = subjects
@@ -59,6 +65,7 @@ class DirectAddress:
         self._snapshot = snapshot
         self._agent = executor.agent
         self._wire: Wire = replier.wire
+        self._guard = reply_guard
         self._subs: list[Subscription] = []
 
     async def start(self) -> None:
@@ -75,10 +82,13 @@ class DirectAddress:
     async def _on_direct(self, msg: Msg) -> None:
         headers = msg.headers or {}
         operation = headers.get(OPERATION, "task")
+        if msg.reply and not self._guard.allows(msg.reply):  # security: no reflection
+            return
         if operation == "task":
             capability = headers.get(CAPABILITY, "")
-            if capability in self._executor.counters:
-                await self._intake.admit(capability, msg)
+            if capability in self._executor.counters:  # security: tasks moved to agent_task
+                error = moved_task_error(self._subjects, self._agent.id, capability)
+                await self._replier.reply_error(msg, answerable_id(headers), error)
             elif msg.reply:
                 error = ErrorInfo(
                     code=404,
@@ -93,7 +103,9 @@ class DirectAddress:
         elif operation == "cancel":
             task_id = headers.get(TASK_ID, "")
             reason = msg.data.decode(errors="replace") or _BY_THE_CALLER
-            await self._answer(msg, {"cancelled": self._executor.cancel(task_id, reason)})
+            allowed = self._executor.caller_cancels.allows(task_id, headers)  # security
+            cancelled = allowed and self._executor.cancel(task_id, reason)
+            await self._answer(msg, cancel_answer(allowed, cancelled))
         elif msg.reply:
             error = ErrorInfo(
                 code=400,
@@ -104,7 +116,8 @@ class DirectAddress:
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = (msg.headers or {}).get(TASK_ID, "")
-        if self._executor.is_running(task_id):
+        executor = self._executor
+        if executor.is_running(task_id) and executor.caller_cancels.allows(task_id, msg.headers):
             self._executor.cancel(task_id, msg.data.decode(errors="replace") or _BY_THE_CALLER)
 
     async def _answer(self, msg: Msg, value: Any) -> None:

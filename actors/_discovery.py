@@ -32,6 +32,7 @@ from bus.micro import (
     srv_subjects,
     valid_service_name,
 )
+from bus.security import ReplyGuard
 
 from ._agent import Agent
 
@@ -84,6 +85,7 @@ class ServiceResponder:
         self._subjects = subjects
         self._counters = counters
         self._subs: list[Subscription] = []
+        self.reply_guard: ReplyGuard | None = None  # security: set by the runner
         self._started = datetime.datetime.now(datetime.UTC)
         self._version = callboard_version()
         if not valid_service_name(agent.kind):  # the daemon's config check refuses these
@@ -174,8 +176,8 @@ class ServiceResponder:
         await unsubscribe_all(subs)
 
     async def _reply(self, msg: Msg, body: bytes) -> None:
-        if msg.reply:
-            await self._nc.publish(msg.reply, body)
+        if msg.reply and (self.reply_guard is None or self.reply_guard.allows(msg.reply)):
+            await self._nc.publish(msg.reply, body)  # security: only to an inbox
 
     async def _on_ping(self, msg: Msg) -> None:
         await self._reply(msg, self._ping)

@@ -38,6 +38,7 @@ from bus.codec import decode_task, encode_json
 from bus.wire import Wire
 
 from ._agent import Agent
+from ._capability_address import CallerCancels
 from ._context import TaskContext, reset_context, set_context
 from ._discovery import EndpointCounters
 from ._pool import Running, as_coroutine, resume
@@ -88,6 +89,8 @@ class Executor:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self.agent = agent
+        # security: only the caller, with the token whose hash the task carried, cancels it
+        self.caller_cancels = CallerCancels(f"agent {agent.id}")
         self.client = client
         self.status = status
         self.counters = counters
@@ -185,6 +188,7 @@ class Executor:
         # before its first progress event, or before its failure
         try:
             task = self._decode(capability, msg, task_id)
+            self.caller_cancels.remember(task_id, msg.headers)  # security: caller-only cancel
             try:
                 self._unsent = self.status.begun_frames(task)
             except Exception as exc:  # a sender name above the server's max_payload
@@ -234,6 +238,7 @@ class Executor:
                 begun, self._unsent = self._unsent, b""
                 return None, "", body, begun
             finally:
+                self.caller_cancels.forget(task_id)  # security: caller-only cancel
                 self._flush_begun()
         except BadInput as exc:
             if exc.message.startswith(_RESULT):

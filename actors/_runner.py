@@ -6,7 +6,9 @@ module of its own:
 - ``Executor`` (``_executor``): runs the handler on one task, for any intake;
 - ``CoreIntake`` (``_core_intake``): request-reply tasks, admission, the worker pool;
 - ``Replier`` (``_replier``): the reply or error reply and the final event;
-- ``DirectAddress`` (``_direct``): targeted tasks, pings and cancels;
+- ``DirectAddress`` (``_direct``): the control address (pings and cancels);
+- ``DirectAddresses`` (``_capability_address``): targeted tasks, on subjects that bind
+  the capability;
 - ``StatusPublisher`` (``_status``) and ``ServiceResponder`` (``_discovery``).
 
 A second intake (durable tasks, ``DurableWorker``) plugs into ``executor``.
@@ -25,6 +27,7 @@ from bus import AgentMetrics, AgentSeries, Heartbeat, Offline, Online, Subjects,
 from bus.wire import wire_for
 
 from ._agent import Agent
+from ._capability_address import DirectAddresses
 from ._core_intake import CoreIntake
 from ._direct import DirectAddress
 from ._discovery import EndpointCounters, ServiceResponder
@@ -93,9 +96,16 @@ class AgentRunner:
         )
         replier = Replier(self.executor, self.status, wire)
         self._intake = CoreIntake(nc, subjects, self.executor, replier)
+        # security: replies only to inboxes, caller-only cancels, capability-bound addresses
+        self.reply_guard = self._intake.reply_guard
+        self.caller_cancels = self.executor.caller_cancels
         self._direct = DirectAddress(
-            nc, subjects, self.executor, self._intake, replier, self.snapshot
+            nc, subjects, self.executor, self._intake, replier, self.snapshot, self.reply_guard
         )
+        self.direct = DirectAddresses(
+            nc, subjects, agent, self._intake.admit, self.reply_guard, self.snapshot
+        )
+        self.discovery.reply_guard = self.reply_guard
 
     @property
     def in_flight(self) -> int:
@@ -129,6 +139,7 @@ class AgentRunner:
         """Start the workers, subscribe, and announce ``online``."""
         await self._intake.start(task_group)
         await self._direct.start()
+        await self.direct.start()  # <prefix>.agent.<capability>.<agent_id>
         await self.discovery.start()
         await self.status.publish(
             Online(
@@ -187,6 +198,7 @@ class AgentRunner:
     async def close(self, reason: str = "shutdown") -> None:
         """Say ``offline``, stop discovery and the workers."""
         await self._direct.stop()
+        await self.direct.stop()
         await self.discovery.stop()
         await self.status.publish(Offline(agent=self.agent.id, ts=time.time(), reason=reason))
         self._intake.close()

@@ -21,13 +21,14 @@ import anyio
 import nats.errors
 from nats.aio.client import Client
 
-from ._codec import decode_reply, encode_json, error_from_reply
+from ._cancel_token import CANCEL_TOKEN, CancelKeys
+from ._codec import TASK_ID, decode_reply, encode_json, error_from_reply
 from ._errors import ConnectionFailed, NoAgentError, PayloadTooLarge, TaskTimeout
 from ._ids import new_task_id
 from ._inbox import inbox_for
 from ._messages import AgentMessage, MessageType
 from ._subjects import DEFAULT_PREFIX, Subjects
-from ._wire import task_header_block
+from ._wire import header_block, task_header_block
 
 __all__ = ["DEFAULT_TIMEOUT", "TaskClient"]
 
@@ -62,6 +63,7 @@ class TaskClient:
         self.default_timeout = default_timeout
         self._inbox = inbox_for(nc)
         self._task_subjects: dict[str, str] = {}
+        self.cancel_keys = CancelKeys()  # security: only this client can cancel its tasks
 
     async def request(
         self,
@@ -119,8 +121,8 @@ class TaskClient:
                 subject = self.subjects.task(capability)
                 if len(self._task_subjects) < _MAX_CACHED_SUBJECTS:
                     self._task_subjects[capability] = subject
-        else:
-            subject = self.subjects.agent(agent_id)
+        else:  # security: the capability is in the subject, bound by the server
+            subject = self.subjects.agent_task(capability, agent_id)
         block = task_header_block(
             task_id=task_id,
             sender=self.sender,
@@ -128,7 +130,7 @@ class TaskClient:
             chain=chain,
             seq=seq,
             traceparent=traceparent,
-            capability=None if agent_id is None else capability,
+            cancel_hash=self.cancel_keys.hash_of(task_id),  # security: caller-only cancel
         )
         try:
             msg = await self._inbox.request(subject, block, body, remaining)
@@ -165,6 +167,8 @@ class TaskClient:
                 "reconnect buffer is full; retry once it has reconnected"
             ) from exc
         reply = decode_reply(msg.headers, msg.data, task_id=task_id, capability=capability)
+        if agent_id is not None and reply.sender != agent_id:  # security: the bound id
+            reply.sender = agent_id
         if reply.type is MessageType.ERROR:
             raise error_from_reply(reply)
         return reply
@@ -181,7 +185,8 @@ class TaskClient:
         """``cancel`` without waiting, so that a cancelled caller can still send it."""
         wire = self._inbox.wire
         try:
-            headers = task_header_block(task_id=task_id)
+            token = self.cancel_keys.token(task_id)  # security: caller-only cancel
+            headers = header_block({TASK_ID: task_id, CANCEL_TOKEN: token})
             wire.write_nowait(wire.hpub(self.subjects.cancel(), "", headers, reason.encode()))
         except Exception as exc:
             log.debug("could not publish the cancel of task %s: %s", task_id, exc)

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from ._cancel_token import CANCEL_HASH
 from ._errors import AgentError, BadInput, error_for_code
 from ._messages import AgentMessage, ErrorInfo, MessageType
 
@@ -121,11 +122,13 @@ TASK_HEADERS: tuple[TaskHeader, ...] = (
     TaskHeader("seq", SEQ),
     TaskHeader("traceparent", TRACEPARENT),
     TaskHeader("capability", CAPABILITY),
+    TaskHeader("cancel_hash", CANCEL_HASH),
 )
 """Every header a task request may carry, in the order they are written: the one
 table both header builders (``task_headers`` and ``bus.wire.task_header_block``)
 read, so adding a header is one line here (and its reading in ``decode_task``).
-``capability`` is set only on the direct address."""
+``capability`` is for agents of wire revision 1 only (a direct task's capability is
+now in its subject); ``cancel_hash`` lets only the caller cancel (``_cancel_token``)."""
 
 
 def task_headers(**fields: Any) -> dict[str, str]:

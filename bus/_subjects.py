@@ -80,8 +80,36 @@ class Subjects:
         return _cached_join(self._task_prefix, capability, "capability name")
 
     def agent(self, agent_id: str) -> str:
-        """``<prefix>.agent.<agent_id>``: the direct address of one agent instance."""
+        """``<prefix>.agent.<agent_id>``: one agent instance's control address
+        (ping and cancel; a task sent here is refused with a pointer to
+        ``agent_task``, see the README's wire protocol)."""
         return f"{self.prefix}.agent.{validate_agent_id(agent_id)}"
+
+    def agent_task(self, capability: str, agent_id: str) -> str:
+        """``<prefix>.agent.<capability>.<agent_id>``: where one agent instance takes
+        tasks of one capability directly.
+
+        The capability is in the subject so that the server's subscribe
+        permissions bind it: a user that may not serve a capability cannot
+        listen here, whatever its agents say about themselves.
+        """
+        return (
+            f"{self.prefix}.agent.{validate_capability(capability)}.{validate_agent_id(agent_id)}"
+        )
+
+    def parse_agent_task(self, subject: str) -> tuple[str, str] | None:
+        """``(capability, agent_id)`` of a direct task subject, or None if it is not one."""
+        head = f"{self.prefix}.agent."
+        if not subject.startswith(head):
+            return None
+        rest = subject[len(head) :].split(".")
+        if len(rest) != 2:
+            return None
+        return rest[0], rest[1]
+
+    def owns(self, subject: str) -> bool:
+        """Whether ``subject`` is inside this system's prefix (``<prefix>.…``)."""
+        return subject.startswith(f"{self.prefix}.")
 
     def status(self, agent_id: str, state: str) -> str:
         """``<prefix>.status.<agent_id>.<state>``: one agent's status events of one state."""

@@ -4,22 +4,34 @@ It listens only to ``online``, ``heartbeat`` and ``offline`` events (never to
 the per-task ones), asks ``$SRV.INFO`` once at start for agents that are
 already up, and asks a new agent's INFO when it comes online (for keywords
 and schemas). An agent silent for longer than ``heartbeat_timeout`` drops out.
+
+What agents say about themselves is a claim. The agent id of an event is the
+one in its subject, which the server lets only that agent's user publish; an
+event whose body disagrees is dropped and counted (``rejected_events``). The
+capabilities a heartbeat or an INFO answer lists are confirmed before routing
+believes them (``confirmed``): a ping on ``<prefix>.agent.<capability>.<id>``,
+which only a user allowed to serve the capability may subscribe, must be
+answered, and the keywords and input schema routing uses come from that answer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
 import anyio
 import msgspec
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus import Heartbeat, Offline, Online, Subjects, unsubscribe_all
-from bus.micro import find_service_info
+from bus.codec import OPERATION
+from bus.micro import ServiceInfo, find_service_info
+from bus.security import StatusBinding
 
 from ._registry import AgentInfo, discover_agents
 
@@ -35,6 +47,23 @@ RegistryListener = Callable[[str, AgentInfo | None, float], None]
 dropped, and the monotonic time it was last heard from)."""
 
 _lifecycle_decoder = msgspec.json.Decoder(Online | Heartbeat | Offline)
+_info_decoder = msgspec.json.Decoder(ServiceInfo)
+_encoder = msgspec.json.Encoder()
+
+CONFIRM_TIMEOUT = 1.0
+"""Seconds to wait for an agent to answer a ping on a capability-bound address."""
+
+
+class _CapabilityPing(msgspec.Struct):
+    """What an agent answers on ``<prefix>.agent.<capability>.<id>`` to a ping."""
+
+    keywords: tuple[str, ...] = ()
+    input_schema: dict[str, object] = msgspec.field(default_factory=dict)
+    in_flight: int = 0
+    max_concurrency: int = 0
+
+
+_ping_decoder = msgspec.json.Decoder(_CapabilityPing)
 
 
 class LiveRegistry:
@@ -68,6 +97,14 @@ class LiveRegistry:
         self._seen: dict[str, float] = {}
         self._subs: list[Subscription] = []
         self._changed = anyio.Event()
+        self.binding = StatusBinding(subjects)
+        self._confirmed: dict[tuple[str, str], _CapabilityPing] = {}
+        self._unconfirmed: dict[tuple[str, str], float] = {}
+
+    @property
+    def rejected_events(self) -> int:
+        """Lifecycle events dropped because their body disagreed with their subject."""
+        return self.binding.rejected
 
     def _notify(self) -> None:
         self._changed.set()
@@ -117,6 +154,10 @@ class LiveRegistry:
     def remove(self, agent_id: str) -> None:
         """Forget an agent."""
         seen = self._seen.pop(agent_id, 0.0)
+        for key in [k for k in self._confirmed if k[0] == agent_id]:
+            del self._confirmed[key]
+        for key in [k for k in self._unconfirmed if k[0] == agent_id]:
+            del self._unconfirmed[key]
         if self._agents.pop(agent_id, None) is not None:
             self._notify()
             if self.on_change is not None:
@@ -142,12 +183,74 @@ class LiveRegistry:
                 grouped.setdefault(capability, []).append(agent)
         return grouped
 
+    async def confirmed(self) -> list[AgentInfo]:
+        """The live agents with only the capabilities they have proven to serve.
+
+        Each (agent, capability) not yet confirmed is pinged on its
+        capability-bound address (all at once). No answer leaves the capability
+        out: after "no responders" (nobody may listen there) it is asked again
+        only after ``heartbeat_timeout``, so that a forged claim costs one round
+        trip, not one per request; after a timeout, next time. The keywords and
+        input schema of a confirmed capability are the ones its ping answered,
+        never those of an unbound claim.
+        """
+        agents = self.live()
+        retry_before = self.clock() - self.heartbeat_timeout
+        pending = [
+            key
+            for agent in agents
+            for key in ((agent.id, capability) for capability in agent.capabilities)
+            if key not in self._confirmed and self._unconfirmed.get(key, -math.inf) < retry_before
+        ]
+        if pending:
+            async with anyio.create_task_group() as tg:
+                for agent_id, capability in pending:
+                    tg.start_soon(self._confirm, agent_id, capability)
+        result = []
+        for agent in agents:
+            proofs = {c: self._confirmed.get((agent.id, c)) for c in agent.capabilities}
+            proven = {c: p for c, p in proofs.items() if p is not None}
+            if not proven:
+                continue
+            result.append(
+                msgspec.structs.replace(
+                    agent,
+                    capabilities=tuple(proven),
+                    keywords={c: p.keywords for c, p in proven.items()},
+                    input_schemas={
+                        c: _encoder.encode(p.input_schema).decode() for c, p in proven.items()
+                    },
+                )
+            )
+        return result
+
+    async def _confirm(self, agent_id: str, capability: str) -> None:
+        try:
+            subject = self.subjects.agent_task(capability, agent_id)
+            reply = await self.nc.request(
+                subject, b"", timeout=CONFIRM_TIMEOUT, headers={OPERATION: "ping"}
+            )
+            proof = _ping_decoder.decode(reply.data)
+        except nats.errors.NoRespondersError:
+            log.debug("nobody listens for %s as %s: not confirmed", capability, agent_id)
+            if agent_id in self._agents:
+                self._unconfirmed[(agent_id, capability)] = self.clock()
+            return
+        except Exception as exc:  # a timeout, a malformed answer
+            log.debug("%s did not confirm capability %s: %s", agent_id, capability, exc)
+            return
+        if agent_id in self._agents:
+            self._unconfirmed.pop((agent_id, capability), None)
+            self._confirmed[(agent_id, capability)] = proof
+
     async def _on_event(self, msg: Msg) -> None:
         try:
             event = _lifecycle_decoder.decode(msg.data)
         except (msgspec.MsgspecError, UnicodeDecodeError):
             log.debug("ignoring malformed lifecycle event on %s", msg.subject)
             return
+        if not self.binding.accepts(msg.subject, event):
+            return  # the body names another agent or state than the subject binds
         if isinstance(event, Offline):
             self.remove(event.agent)
             return
@@ -173,5 +276,5 @@ class LiveRegistry:
         except Exception as exc:
             log.debug("INFO of new agent %s failed: %s", agent_id, exc)
             return
-        if info is not None and agent_id in self._agents:
+        if info is not None and info.id == agent_id and agent_id in self._agents:
             self.add(msgspec.structs.replace(info, in_flight=self._agents[agent_id].in_flight))

@@ -97,6 +97,7 @@ class Orchestrator:
             settings=durable_settings,
             default_timeout=default_timeout,
         )
+        self.durable.client.cancel_keys = self.client.cancel_keys  # security: one caller
 
     async def __aenter__(self) -> Orchestrator:
         """Start following the live agents (lifecycle events + one discovery)."""
@@ -150,10 +151,10 @@ class Orchestrator:
         Raises:
             NoRouteError: no live capability matches.
         """
-        agents = self.agents
+        agents = await self.registry.confirmed()  # security: proven capabilities only
         if not agents:
             await self.discover()
-            agents = self.agents
+            agents = await self.registry.confirmed()
         return self.router.route(text, agents)
 
     async def run(self, request: str, *, timeout: float | None = None) -> RunResult:

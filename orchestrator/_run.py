@@ -19,9 +19,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-from bus import AgentMessage, CallboardError, new_task_id
+from bus import AgentMessage, CallboardError, NoAgentError, new_task_id
 
 from ._decompose import Aggregator, Decomposer, payload_from_text, reference_problems
+from ._live import LiveRegistry
 from ._metrics import OrchestratorMetrics
 from ._pipeline import PipelineError, Step, StepFailed, StepResult, step_label
 from ._references import resolve_references
@@ -43,6 +44,8 @@ class Runner(Protocol):
 
     @property
     def agents(self) -> list[AgentInfo]: ...
+    @property
+    def registry(self) -> LiveRegistry: ...
     @property
     def decomposer(self) -> Decomposer: ...
     @property
@@ -150,7 +153,8 @@ async def _plan(orch: Runner, seq: int, item: str | Step) -> _Planned:
             )
         return _Planned(item, None, literal=False)
     route = await orch.route(item)
-    schemas = (a.input_schemas for a in orch.agents if route.capability in a.input_schemas)
+    confirmed = await orch.registry.confirmed()  # security: schemas of proven capabilities
+    schemas = (a.input_schemas for a in confirmed if route.capability in a.input_schemas)
     schema = next(schemas, {}).get(route.capability, "{}")
     payload = payload_from_text(item, route.matched, schema)
     step = Step(capability=route.capability, payload=payload)
@@ -172,14 +176,27 @@ async def _dispatch(
     agent_key = plan.agent_id or ""
     orch.outstanding[agent_key] = orch.outstanding.get(agent_key, 0) + 1
     try:
-        reply = await orch.request(
-            step.capability,
-            payload,
-            timeout=step.timeout if step.timeout is not None else timeout,
-            task_id=task_id,
-            seq=seq,
-            agent_id=plan.agent_id,
-        )
+        try:
+            reply = await orch.request(
+                step.capability,
+                payload,
+                timeout=step.timeout if step.timeout is not None else timeout,
+                task_id=task_id,
+                seq=seq,
+                agent_id=plan.agent_id,
+            )
+        except NoAgentError:
+            if plan.agent_id is None:
+                raise
+            # security: the chosen agent is gone or never was (a forged heartbeat):
+            # any replica of the capability will do
+            reply = await orch.request(
+                step.capability,
+                payload,
+                timeout=step.timeout if step.timeout is not None else timeout,
+                task_id=task_id,
+                seq=seq,
+            )
     except CallboardError as exc:
         raise StepFailed(seq, step, exc, results) from exc
     finally:

@@ -21,6 +21,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from .._cancel_token import CANCEL_HASH, CancelKeys
 from .._codec import decode_json, encode_json, task_headers
 from .._errors import (
     ConnectionFailed,
@@ -87,6 +88,7 @@ class DurableTaskClient:
         self.store = TaskStore(nc, self.js, self.names)
         self._ready = False
         self._lock = anyio.Lock()
+        self.cancel_keys = CancelKeys()  # security: the orchestrator shares its TaskClient's
 
     async def ensure_ready(self) -> None:
         """Create the streams and the bucket if they are missing (once per client)."""
@@ -128,6 +130,7 @@ class DurableTaskClient:
             task_id=task_id, sender=self.sender, seq=seq, traceparent=traceparent
         )
         headers[MSG_ID] = task_id
+        headers[CANCEL_HASH] = self.cancel_keys.hash_of(task_id)  # security: caller-only cancel
         size = message_size(headers, body)
         if size > self.nc.max_payload:
             raise PayloadTooLarge(

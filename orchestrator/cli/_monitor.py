@@ -43,6 +43,7 @@ from bus import (
     env_fields,
     wait_until_lost,
 )
+from bus.security import StatusBinding
 
 from .._live import DEFAULT_HEARTBEAT_TIMEOUT
 from .._registry import discover_agents
@@ -230,6 +231,7 @@ class _Monitor:
         self.metrics = metrics
         self.subjects = Subjects(args.prefix)
         self.shown_subject = status_subject(self.subjects, args.agent, args.state)
+        self.binding = StatusBinding(self.subjects)  # security: events bound to their subject
         tracked = mode == "live" or metrics is not None
         self.view = (
             FleetView(
@@ -288,6 +290,8 @@ class _Monitor:
         printed = 0
         async with aclosing(stream):  # unsubscribed at once, whatever ends the loop
             async for received, event, raw in stream:
+                if isinstance(event, StatusEvent) and not self.binding.accepts(received, event):
+                    continue  # security: body and subject disagree (dropped, counted)
                 if isinstance(event, StatusEvent):
                     self._observe(event)
                 if self.mode == "live" or not self._shown(received.removeprefix(status_prefix)):

@@ -22,7 +22,6 @@ from bus import (
     AgentMessage,
     BadInput,
     TaskCancelled,
-    TaskClient,
     TaskError,
     TaskStillPending,
     UnknownTask,
@@ -219,7 +218,8 @@ async def test_a_cancelled_durable_task_ends_cancelled(nc: Client, prefix: str) 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
             await started.next_msg(timeout=10)
-            await TaskClient(nc, prefix=prefix).cancel(task_id, "the user changed their mind")
+            # security: only the caller (the orchestrator's cancel token) may cancel
+            await orch.client.cancel(task_id, "the user changed their mind")
     assert len(outcome) == 1
     assert "the user changed their mind" in outcome[0].message
     assert (await orch.task_record(task_id)).state == TaskState.CANCELLED

@@ -294,6 +294,19 @@ async def test_a_daemon_serves_its_capability_under_its_agent_user(
             await watch.wait_state("completed", capability="math")
             await wait_line(follow.stdout, re.compile(r"\bmath-[12]\s+completed\b"))
 
+            # one replica directly (agents.agent.math.math-2), and a request in plain words
+            direct = await cli(
+                callboard_cmd,
+                orchestrator_env,
+                ["submit", "math", '{"expression": "1+2"}', "--agent", "math-2"],
+            )
+            assert direct.returncode == EXIT_OK, direct.stderr
+            assert json.loads(direct.stdout) == {"value": 3}
+            asked = await cli(callboard_cmd, orchestrator_env, ["ask", "calculate 6*7"])
+            assert asked.returncode == EXIT_OK, asked.stderr
+            assert re.fullmatch(r"\[1\] math \(math-[12]\): 42", asked.stdout.strip())
+            assert re.search(r"math by math-[12] in", asked.stderr), asked.stderr
+
             listed = await cli(callboard_cmd, orchestrator_env, ["agents", "--json"])
             assert listed.returncode == EXIT_OK, listed.stderr
             rows = {row["agent"]: row for row in json.loads(listed.stdout)}

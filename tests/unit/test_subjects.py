@@ -45,3 +45,15 @@ def test_task_ids_are_unique_and_valid() -> None:
     assert all(validate_task_id(i) == i for i in list(ids)[:100])
     with pytest.raises(BadInput):
         validate_task_id("has space")
+
+
+def test_direct_task_subjects_bind_the_capability_and_parse_back() -> None:
+    s = Subjects("team1.agents")
+    assert s.agent_task("math", "math-1") == "team1.agents.agent.math.math-1"
+    assert s.parse_agent_task("team1.agents.agent.math.math-1") == ("math", "math-1")
+    assert s.parse_agent_task("team1.agents.agent.math-1") is None  # the control address
+    assert s.parse_agent_task("agents.agent.math.math-1") is None
+    with pytest.raises(ConfigError, match="subject token"):
+        s.agent_task("math.x", "math-1")
+    with pytest.raises(ConfigError, match="agent id"):
+        s.agent_task("math", "*")

@@ -57,6 +57,7 @@ _FIELD_VALUES: dict[str, tuple[object, ...]] = {
     "seq": (None, 0, 7),
     "traceparent": (None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
     "capability": (None, "math"),
+    "cancel_hash": (None, "0123456789abcdef0123456789abcdef"),
 }
 
 
