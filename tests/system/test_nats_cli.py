@@ -200,7 +200,7 @@ def test_the_readme_names_the_natscli_release_and_every_nats_line_is_tested() ->
         "nats micro info math",
         "nats micro stats math",
         "nats micro ping",
-        "nats kv get --raw AGENTS_TASKS TASK_ID",
+        "nats kv get --raw AGENTS_TASKS math.TASK_ID",
         "nats stream view AGENTS_DEAD",
     }
     in_readme = {line.partition("#")[0].strip() for line in readme_nats_lines()}
@@ -321,8 +321,8 @@ def test_nats_kv_get_reads_a_durable_tasks_record(bus: Bus) -> None:
     task_id = json.loads(submitted.stdout)["task_id"]
     waited = bus.callboard("result", task_id, "--wait")
     assert waited.returncode == 0, waited.stderr
-    words, _ = readme_line("nats kv get --raw AGENTS_TASKS TASK_ID")
-    record = json.loads(bus.run([task_id if w == "TASK_ID" else w for w in words]).stdout)
+    words, _ = readme_line("nats kv get --raw AGENTS_TASKS math.TASK_ID")
+    record = json.loads(bus.run([w.replace("TASK_ID", task_id) for w in words]).stdout)
     assert record["task_id"] == task_id
     assert record["state"] == "completed"
     assert record["result"] == {"value": 42}
