@@ -63,7 +63,7 @@ from ._messages import (
     TaskState,
     now_ms,
 )
-from ._server import EmbeddedServer, find_nats_server
+from ._server import EmbeddedServer, default_store_dir, find_nats_server
 from ._subjects import DEFAULT_PREFIX, QUEUE_GROUP, Subjects, validate_agent_id, validate_capability
 from .observability._connection_metrics import ConnectionMetrics, ConnectionState
 from .observability._exposition import HealthCheck, MetricsServer, parse_metrics_address
@@ -141,6 +141,7 @@ __all__ = [
     "close_connection",
     "codec",
     "connect",
+    "default_store_dir",
     "dispatch_outcome",
     "env_fields",
     "find_nats_server",
