@@ -63,7 +63,7 @@ from ._messages import (
     TaskState,
     now_ms,
 )
-from ._server import EmbeddedServer, find_nats_server
+from ._server import EmbeddedServer, default_store_dir, find_nats_server
 from ._subjects import DEFAULT_PREFIX, QUEUE_GROUP, Subjects, validate_agent_id, validate_capability
 from .observability._connection_health import (
     CONNECTION_STATUSES,
@@ -151,6 +151,7 @@ __all__ = [
     "codec",
     "connect",
     "connection_status",
+    "default_store_dir",
     "dispatch_outcome",
     "env_fields",
     "find_nats_server",

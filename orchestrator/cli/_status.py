@@ -12,7 +12,7 @@ import sys
 
 import msgspec
 
-from bus import connect
+from bus import UnknownTask, connect
 from bus.durable import DurableTaskClient, TaskRecord
 
 from ._common import Subcommands, connect_options
@@ -31,7 +31,19 @@ def register(commands: Subcommands) -> None:
 async def cmd_status(args: argparse.Namespace) -> int:
     """Print a durable task's record: state, attempts, agent, times, error."""
     async with connect(options=connect_options(args)) as nc:
-        record = await DurableTaskClient(nc, prefix=args.prefix, sender="cli").record(args.task_id)
+        try:
+            record = await DurableTaskClient(nc, prefix=args.prefix, sender="cli").record(
+                args.task_id
+            )
+        except UnknownTask as exc:
+            # the store may be gone (a temporary one, a lost volume): never claim more
+            raise UnknownTask(
+                f"no record of task {args.task_id}: never submitted (with --durable, under "
+                f"prefix {args.prefix!r}), expired after result_ttl, or the server's "
+                "JetStream store was lost (a server started with --temporary-store, or a "
+                "deleted store directory)",
+                task_id=args.task_id,
+            ) from exc
     if args.json:
         sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
     else:

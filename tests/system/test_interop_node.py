@@ -4,6 +4,7 @@ against a real ``callboard run`` daemon.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -30,15 +31,52 @@ def _require(ok: bool, why: str) -> None:
     pytest.skip(why)
 
 
+_NPM_TIMEOUT = 300.0
+"""Seconds ``npm ci`` may take on a cold npm cache."""
+
+
+_PACKAGES = ("transport-node", "services")
+"""The ``@nats-io`` packages of ``package.json``."""
+
+
+def _installed() -> bool:
+    return all((INTEROP / "node_modules" / "@nats-io" / m).is_dir() for m in _PACKAGES)
+
+
+def _npm_ci() -> None:
+    """Install the client's npm packages (``package-lock.json``) when they are missing,
+    so the README's ``pytest`` runs this test on a fresh clone (as ``.ci/run`` does)."""
+    npm = shutil.which("npm")
+    _require(npm is not None, "npm is not installed: it installs the Node.js interop client")
+    assert npm is not None
+    with open(INTEROP / ".npm-ci.lock", "a+") as lock:  # one install for parallel runs
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _installed():
+            return
+        try:
+            done = subprocess.run(
+                [npm, "ci", "--prefix", str(INTEROP), "--no-audit", "--no-fund"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=_NPM_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            done = None
+        why = "timed out" if done is None else f"failed:\n{done.stderr[-2000:]}"
+        _require(
+            done is not None and done.returncode == 0 and _installed(),
+            f"`npm ci --prefix tests/interop` {why}",
+        )
+
+
 @pytest.fixture
 def node() -> str:
     path = shutil.which("node")
     _require(path is not None, "node is not installed: the Node.js interop client needs Node 18+")
     assert path is not None
-    _require(
-        (INTEROP / "node_modules" / "@nats-io" / "transport-node").is_dir(),
-        "tests/interop/node_modules is missing: install it with `npm ci --prefix tests/interop`",
-    )
+    if not _installed():
+        _npm_ci()
     return path
 
 

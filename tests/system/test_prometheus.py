@@ -35,6 +35,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_support import (
     ALERTS,
+    PROMETHEUS_CONFIG,
     Prometheus,
     ScrapeJob,
     alert_rules,
@@ -48,6 +49,7 @@ from prometheus_support import (
     panel_exprs,
     prometheus_config,
     query_problems,
+    read_yaml,
     require_tool,
     wait_until,
 )
@@ -97,6 +99,7 @@ class Stack:
     doomed_agent: str
     missing: dict[str, str]
     """component -> why it is not there (its metrics are then absent)."""
+    jobs: list[ScrapeJob]
 
     def blocked_panels(self, dashboard: dict[str, Any]) -> dict[str, str]:
         """title -> why, for each panel all of whose metrics come from missing components."""
@@ -333,7 +336,7 @@ def stack(nats_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory)
             what="every target up",
         )
         anyio.run(generate_load, nats_server.url, prefix, ids, registry, missing)
-        yield Stack(prometheus, doomed, doomed_target, doomed_agent, missing)
+        yield Stack(prometheus, doomed, doomed_target, doomed_agent, missing, jobs)
 
 
 @pytest.fixture(scope="module")
@@ -349,6 +352,21 @@ def test_prometheus_scrapes_every_callboard_process(stack: Stack) -> None:
     ]
     assert not down, f"targets down: {down}"
     assert not stack.missing, stack.explain()
+
+
+def test_the_shipped_config_scrapes_every_component_that_fills_the_dashboard(
+    stack: Stack,
+) -> None:
+    """A user who follows the README gets every row: deploy/prometheus/prometheus.yml has
+    a job for each kind of process this stack scrapes (the orchestrator's included)."""
+    shipped = {job["job_name"] for job in read_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    assert {job.name for job in stack.jobs} <= shipped
+    wait_until(
+        partial(stack.prometheus.query, 'callboard_dispatch_total{job="callboard-orchestrator"}'),
+        bool,
+        timeout=DATA_TIMEOUT,
+        what="the orchestrator job's callboard_dispatch_total series",
+    )
 
 
 def test_every_dashboard_query_evaluates(stack: Stack, dashboard: dict[str, Any]) -> None:

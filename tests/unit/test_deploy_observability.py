@@ -103,6 +103,7 @@ def test_the_config_scrapes_callboard_and_nats_and_loads_the_rules() -> None:
     }
     assert ports["callboard-daemon"] == {"9464"}
     assert ports["callboard-monitor"] == {"9465"}
+    assert ports["callboard-orchestrator"] == {"9466"}  # the README's DispatchMetrics example
     assert ports["nats"] == {"7777"}  # prometheus-nats-exporter's default port
     assert [PROMETHEUS_DIR / f for f in config["rule_files"]] == [ALERTS]
 
