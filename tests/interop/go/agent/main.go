@@ -189,7 +189,7 @@ func (a *agent) handle(req micro.Request) {
 	_ = req.Error(strconv.Itoa(out.code), out.err, msg.Data, headers)
 }
 
-// respond answers a request of a direct address, if it has an inbox to answer to.
+// respond publishes the answer to a request of a direct address, if it asked for one.
 func (a *agent) respond(request *nats.Msg, answer *nats.Msg) {
 	if request.Reply != "" {
 		_ = a.nc.PublishMsg(answer)
