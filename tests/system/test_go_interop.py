@@ -108,6 +108,53 @@ def test_a_nats_go_client_sends_tasks_watches_status_and_discovers_agents(
     assert (counts["num_requests"], counts["num_errors"]) == (4, 3)  # ok, bad, late, cycle
 
 
+async def _ping(nc: Client, subject: str) -> dict[str, Any]:
+    reply = await nc.request(subject, b"", timeout=RUN_TIMEOUT, headers={"Agent-Op": "ping"})
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer
+
+
+async def _control_address_and_reply_subjects(
+    nc: Client, prefix: str, go_id: str, agent: Proc
+) -> None:
+    """Revision 2 on the Go agent's other subjects: the control address refuses tasks
+    (naming the capability address) and cancels, and no subject answers a reply subject
+    that is not an inbox."""
+    control = f"{prefix}.agent.{go_id}"
+    moved = await nc.request(
+        control,
+        b'{"text": "a b"}',
+        timeout=RUN_TIMEOUT,
+        headers={"Agent-Op": "task", "Agent-Capability": "wordcount", "Agent-Task-Id": "t-moved"},
+    )
+    assert moved.headers is not None and moved.headers["Nats-Service-Error-Code"] == "400"
+    assert moved.headers["Agent-Task-Id"] == "t-moved"
+    assert f"{prefix}.agent.wordcount.{go_id}" in json.loads(moved.data)["error"]["message"]
+    cancel_headers = {"Agent-Op": "cancel", "Agent-Task-Id": "t-1", "Agent-Cancel-Token": "x"}
+    refused = await nc.request(control, b"", timeout=RUN_TIMEOUT, headers=cancel_headers)
+    assert json.loads(refused.data)["cancelled"] is False
+
+    # a forged reply subject (here: its own offline event) is dropped on every subject;
+    # the agent handles each subject's messages in order and publishes in order, so the
+    # inbox answer that follows would come after anything published to the forged one
+    forged = f"{prefix}.status.{go_id}.offline"
+    reflected = await nc.subscribe(forged)
+    try:
+        for subject, body, headers in (
+            (f"{prefix}.task.wordcount", b'{"text": "a b"}', {}),
+            (f"{prefix}.agent.wordcount.{go_id}", b'{"text": "a b"}', {}),
+            (f"{prefix}.agent.wordcount.{go_id}", b"", {"Agent-Op": "ping"}),
+            (control, b"", {"Agent-Op": "ping"}),
+        ):
+            await nc.publish(subject, body, reply=forged, headers=headers)
+            answered = await nc.request(subject, body, timeout=RUN_TIMEOUT, headers=headers)
+            assert answered.data, subject
+            assert reflected.pending_msgs == 0, (subject, reflected.pending_msgs)
+    finally:
+        await reflected.unsubscribe()
+    await anyio.to_thread.run_sync(agent.stderr.wait_for, "is not an inbox")
+
+
 # --- an agent written in Go --------------------------------------------------------------
 
 
@@ -167,6 +214,16 @@ async def test_a_nats_go_micro_service_is_an_agent_next_to_python_ones(
             lambda agents: any(a.id == go_id and a.keywords for a in agents)
         )
         [known] = [a for a in live if a.id == go_id]
+        # revision 2: the registry routes to it only once a ping on its capability address
+        # answers, with what a Python agent's answer holds
+        go_proof = await _ping(nc, f"{prefix}.agent.wordcount.{go_id}")
+        python_proof = await _ping(nc, f"{prefix}.agent.math.m-{suffix}")
+        [confirmed] = [a for a in await orchestrator.registry.confirmed() if a.id == go_id]
+    assert go_proof.keys() == python_proof.keys()
+    assert go_proof["keywords"] == ["count", "words", "wordcount"] and go_proof["in_flight"] == 0
+    assert go_proof["input_schema"]["required"] == ["text"]
+    assert confirmed.capabilities == ("wordcount",)
+    assert json.loads(confirmed.input_schemas["wordcount"]) == go_proof["input_schema"]
     assert online["capabilities"] == ["wordcount"] and online["v"] == 1
     assert known.keywords == {"wordcount": ("count", "words", "wordcount")}
     assert known.kind == "wordcount" and known.max_concurrency == 1
@@ -186,6 +243,8 @@ async def test_a_nats_go_micro_service_is_an_agent_next_to_python_ones(
     assert asked.stdout.strip() == f"[1] wordcount ({go_id}): 4"
     assert f"1. wordcount by {go_id} in " in asked.stderr
     assert asked.stderr.rstrip().endswith(': {"words":4}'), asked.stderr
+
+    await _control_address_and_reply_subjects(nc, prefix, go_id, agent)
 
     # a bad task gets the protocol's error reply, and the agent goes on serving
     bad = await _callboard(

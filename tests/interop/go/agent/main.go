@@ -4,17 +4,25 @@
 // It serves one capability, wordcount ({"text": "..."} -> {"words": N}), on
 // <prefix>.task.wordcount in callboard's queue group, so that callboard's orchestrator,
 // `callboard ask`, `callboard agents`, pipelines and `nats req` use it like a Python agent.
+// It speaks wire protocol v1 revision 2 (see the README's version note).
 //
 // What callboard needs of an agent, and where this program does it:
 //   - the endpoint: subject <prefix>.task.<capability>, queue group "callboard"    (main)
 //   - $SRV discovery with metadata agent_id and prefix, endpoint metadata
-//     description, keywords and input_schema (routing, `callboard agents`)          (main)
+//     description, keywords and input_schema (`callboard agents`)                  (main)
 //   - reply headers Agent-Task-Id and Agent-Id; errors as Nats-Service-Error(-Code)
 //     headers plus a {"error": {...}} body                                          (reply)
+//   - answers only to inbox reply subjects (_INBOX...): any other reply subject
+//     would make it publish there with its own permissions                          (answerable)
 //   - status events online / heartbeat / offline on <prefix>.status.<id>.<state>
 //     (the orchestrator's live registry), accepted / completed / failed per task   (status)
-//   - its direct address <prefix>.agent.<id>: Agent-Op task (with Agent-Capability;
-//     `ask` and pipelines send to one agent) and ping (`callboard agents`)          (direct)
+//   - its capability address <prefix>.agent.<capability>.<id>: targeted tasks
+//     (`ask` and pipelines send to one agent) and a ping answered with its load, the
+//     capability's keywords and input schema; that answer is what makes the live
+//     registry believe the capability and route to it                               (capabilityAddress)
+//   - its control address <prefix>.agent.<id>: ping (`callboard agents`); a task
+//     sent there gets a 400 naming the capability address; a cancel is refused,
+//     since a word count ends before a cancel could reach it                        (control)
 //
 // Usage: agent NATS_URL PREFIX AGENT_ID
 package main
@@ -26,6 +34,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -39,7 +48,8 @@ const (
 	capability   = "wordcount"
 	kind         = "wordcount" // the micro service name: ^[A-Za-z0-9_-]+$
 	heartbeat    = 5 * time.Second
-	maxInFlight  = 1 // nats.go runs a subscription's handler one message at a time
+	maxInFlight  = 1 // run holds agent.busy: one task at a time, from either subject
+	keywords     = "count,words,wordcount"
 	inputSchema  = `{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}`
 	outputSchema = `{"type":"object","properties":{"words":{"type":"integer"}},"required":["words"]}`
 )
@@ -48,7 +58,34 @@ type agent struct {
 	nc       *nats.Conn
 	prefix   string
 	id       string
+	busy     sync.Mutex // tasks come on two subscriptions, each with its own goroutine
 	inFlight atomic.Int64
+	refused  atomic.Int64 // requests dropped for a reply subject that is not an inbox
+}
+
+// answerable says whether a request's reply subject may be answered: none, or an inbox
+// (first token starting with _INBOX, no wildcard or space). A caller that names, say,
+// <prefix>.status.<id>.offline as its reply would otherwise make this agent publish a
+// forged event there. Others are dropped unanswered, counted, and the first one logged.
+func (a *agent) answerable(reply string) bool {
+	if reply == "" || (strings.HasPrefix(reply, "_INBOX") && !strings.ContainsAny(reply, "*> \t")) {
+		return true
+	}
+	if a.refused.Add(1) == 1 {
+		fmt.Fprintf(os.Stderr, "go agent %s dropped a request whose reply subject %.120q is not "+
+			"an inbox; later ones are only counted\n", a.id, reply)
+	}
+	return false
+}
+
+// load is the agent's current load, as a ping on either direct address answers it.
+func (a *agent) load() map[string]any {
+	return map[string]any{
+		"agent":           a.id,
+		"capabilities":    []string{capability},
+		"in_flight":       a.inFlight.Load(),
+		"max_concurrency": maxInFlight,
+	}
 }
 
 // status publishes one status event on <prefix>.status.<id>.<state>.
@@ -81,6 +118,8 @@ type outcome struct {
 
 // run does one task: {"text": "..."} -> {"words": N}, with status events around it.
 func (a *agent) run(headers nats.Header, data []byte) (string, outcome) {
+	a.busy.Lock()
+	defer a.busy.Unlock()
 	a.inFlight.Add(1)
 	defer a.inFlight.Add(-1)
 	started := time.Now()
@@ -137,6 +176,9 @@ func (a *agent) reply(subject, taskID string, out outcome) *nats.Msg {
 
 // handle serves <prefix>.task.wordcount (the micro endpoint, counted in $SRV.STATS).
 func (a *agent) handle(req micro.Request) {
+	if !a.answerable(req.Reply()) {
+		return
+	}
 	taskID, out := a.run(nats.Header(req.Headers()), req.Data())
 	msg := a.reply("", taskID, out)
 	headers := micro.WithHeaders(micro.Headers(msg.Header))
@@ -147,25 +189,80 @@ func (a *agent) handle(req micro.Request) {
 	_ = req.Error(strconv.Itoa(out.code), out.err, msg.Data, headers)
 }
 
-// direct serves <prefix>.agent.<id>: a targeted task (the orchestrator routes `ask` and
-// pipeline steps to one agent this way) or a ping with the current load.
-func (a *agent) direct(msg *nats.Msg) {
+// respond publishes the answer to a request of a direct address, if it asked for one.
+func (a *agent) respond(request *nats.Msg, answer *nats.Msg) {
+	if request.Reply != "" {
+		_ = a.nc.PublishMsg(answer)
+	}
+}
+
+// answerJSON answers a request of a direct address with a JSON body.
+func (a *agent) answerJSON(request *nats.Msg, value any) {
+	answer := nats.NewMsg(request.Reply)
+	answer.Data, _ = json.Marshal(value)
+	a.respond(request, answer)
+}
+
+// capabilityAddress serves <prefix>.agent.wordcount.<id>: the capability is the
+// subject's, which the server's subscribe permissions bind to the users allowed to
+// serve it. A task here is one the router sent to this agent (`ask`, pipeline steps,
+// dispatch with agent_id). A ping is the registry's proof of the capability: it answers
+// the load with the capability's keywords and input schema, as Python agents do.
+func (a *agent) capabilityAddress(msg *nats.Msg) {
+	if !a.answerable(msg.Reply) {
+		return
+	}
 	switch msg.Header.Get("Agent-Op") {
+	case "ping":
+		answer := a.load()
+		answer["capability"] = capability
+		answer["keywords"] = strings.Split(keywords, ",")
+		answer["input_schema"] = json.RawMessage(inputSchema)
+		a.answerJSON(msg, answer)
+	case "", "task":
+		taskID, out := a.run(msg.Header, msg.Data)
+		a.respond(msg, a.reply(msg.Reply, taskID, out))
+	default:
+		a.respond(msg, a.reply(msg.Reply, msg.Header.Get("Agent-Task-Id"), outcome{
+			code: 400, kind: "bad_input", err: "unknown Agent-Op: use task or ping"}))
+	}
+}
+
+// control serves <prefix>.agent.<id>, the control address: a ping with the current load
+// (`callboard agents`). Tasks moved to the capability address in revision 2: one sent
+// here gets a 400 that names it. Cancels are refused, and this agent does not listen
+// on <prefix>.cancel: a word count is over long before a cancel could reach it.
+func (a *agent) control(msg *nats.Msg) {
+	if !a.answerable(msg.Reply) {
+		return
+	}
+	taskID := msg.Header.Get("Agent-Task-Id")
+	switch msg.Header.Get("Agent-Op") {
+	case "ping":
+		a.answerJSON(msg, a.load())
+	case "cancel":
+		a.answerJSON(msg, map[string]any{
+			"cancelled": false,
+			"error":     "agent " + a.id + " cannot cancel a task: a word count ends before a cancel could reach it",
+		})
 	case "", "task":
 		if msg.Header.Get("Agent-Capability") != capability {
-			_ = msg.RespondMsg(a.reply(msg.Reply, msg.Header.Get("Agent-Task-Id"), outcome{
-				code: 404, kind: "unknown_capability", err: "this agent serves " + capability}))
+			a.respond(msg, a.reply(msg.Reply, taskID, outcome{
+				code: 404, kind: "unknown_capability", err: "agent " + a.id + " serves " + capability}))
 			return
 		}
-		taskID, out := a.run(msg.Header, msg.Data)
-		_ = msg.RespondMsg(a.reply(msg.Reply, taskID, out))
-	case "ping":
-		body, _ := json.Marshal(map[string]any{"agent": a.id, "in_flight": a.inFlight.Load()})
-		_ = msg.Respond(body)
-	default: // "cancel": a word count is over before a cancel could reach it
-		_ = msg.RespondMsg(a.reply(msg.Reply, msg.Header.Get("Agent-Task-Id"), outcome{
-			code: 400, kind: "bad_input", err: "unsupported Agent-Op"}))
+		a.respond(msg, a.reply(msg.Reply, taskID, outcome{code: 400, kind: "bad_input", err: fmt.Sprintf(
+			"direct tasks for agent %s go to %s (callboard wire protocol v1 revision 2): the "+
+				"capability is in the subject, so that the server can check who may serve it; "+
+				"upgrade the client or send to the capability's subject", a.id, a.capabilitySubject())}))
+	default:
+		a.respond(msg, a.reply(msg.Reply, taskID, outcome{
+			code: 400, kind: "bad_input", err: "unknown Agent-Op: use ping or cancel"}))
 	}
+}
+
+func (a *agent) capabilitySubject() string {
+	return a.prefix + ".agent." + capability + "." + a.id
 }
 
 func main() {
@@ -205,7 +302,7 @@ func main() {
 		micro.WithEndpointQueueGroup(queueGroup),
 		micro.WithEndpointMetadata(map[string]string{
 			"description":   "Count the words of a text",
-			"keywords":      "count,words,wordcount",
+			"keywords":      keywords,
 			"input_schema":  inputSchema,
 			"output_schema": outputSchema,
 		}))
@@ -213,8 +310,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "endpoint:", err)
 		os.Exit(1)
 	}
-	if _, err := nc.Subscribe(prefix+".agent."+id, a.direct); err != nil {
-		fmt.Fprintln(os.Stderr, "direct subject:", err)
+	if _, err := nc.Subscribe(a.capabilitySubject(), a.capabilityAddress); err != nil {
+		fmt.Fprintln(os.Stderr, "capability address:", err)
+		os.Exit(1)
+	}
+	if _, err := nc.Subscribe(prefix+".agent."+id, a.control); err != nil {
+		fmt.Fprintln(os.Stderr, "control address:", err)
 		os.Exit(1)
 	}
 	if err := nc.Flush(); err != nil {
