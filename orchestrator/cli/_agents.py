@@ -16,7 +16,7 @@ from bus import connect
 from bus.codec import OPERATION
 
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_options, duration
 from ._exit_codes import EXIT_NO_AGENT, EXIT_OK
 
 __all__ = ["cmd_agents", "register"]
@@ -27,7 +27,9 @@ log = logging.getLogger("callboard.cli")
 def register(commands: Subcommands) -> None:
     """Add ``agents`` and its flags to the parser."""
     p = commands.add("agents", cmd_agents, "list the live agents, their capabilities and load")
-    p.add_argument("--wait", type=float, default=0.5, help="seconds to collect answers")
+    p.add_argument(
+        "--wait", type=duration, default=0.5, help="how long to collect answers (0.5, 500ms, 2s)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

@@ -31,7 +31,7 @@ from bus import CallboardError, connect
 from .._orchestrator import Orchestrator
 from .._pipeline import StepResult
 from .._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_options, duration
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 
 __all__ = ["MODEL_ENV", "cmd_ask", "register"]
@@ -44,7 +44,12 @@ def register(commands: Subcommands) -> None:
     """Add ``ask`` and its flags to the parser."""
     p = commands.add("ask", cmd_ask, "run a request in plain words: decompose, route, aggregate")
     p.add_argument("request", help="what to do, e.g. \"calculate 6*7, then summarize '...'\"")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=duration,
+        default=30.0,
+        help="time per step: seconds or a duration, e.g. 30, 45s, 2m (default 30s)",
+    )
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     g = p.add_argument_group(
         "model",
@@ -72,10 +77,10 @@ def register(commands: Subcommands) -> None:
     )
     g.add_argument(
         "--model-timeout",
-        type=float,
+        type=duration,
         default=DEFAULT_MODEL_TIMEOUT,
-        metavar="SECONDS",
-        help=f"seconds to wait for each answer of the model (default {DEFAULT_MODEL_TIMEOUT:g})",
+        metavar="DURATION",
+        help=f"time to wait for each answer of the model (default {DEFAULT_MODEL_TIMEOUT:g})",
     )
 
 

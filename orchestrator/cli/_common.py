@@ -16,6 +16,8 @@ import msgspec
 from bus import DEFAULT_PREFIX, ConfigError, ConnectOptions, env_fields
 from bus.observability import LOG_FORMAT_ENV, LOG_FORMATS
 
+from ._nats_context import CONTEXT_ENV, load_context_fields
+
 __all__ = [
     "CONNECTION_FLAGS",
     "Command",
@@ -24,6 +26,10 @@ __all__ = [
     "add_common_flags",
     "connect_flags",
     "connect_options",
+    "connection_flags_given",
+    "context_fields",
+    "daemon_connect_flags",
+    "duration",
     "parse_duration",
     "parse_json",
 ]
@@ -52,18 +58,14 @@ NATS_CLI_ALIASES = {"tls_ca": "--tlsca", "tls_cert": "--tlscert", "tls_key": "--
 """The ``nats`` CLI's spellings, accepted too so its users' habits work."""
 
 
-def add_common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """Connection flags, accepted before or after the subcommand."""
-    default = argparse.SUPPRESS if suppress else None
-    group = parser.add_argument_group("connection")
-    for dest, (short, long, help_text) in CONNECTION_FLAGS.items():
-        names = [n for n in (short, long, NATS_CLI_ALIASES.get(dest)) if n]
-        group.add_argument(*names, dest=dest, default=default, help=help_text, metavar="VALUE")
-    group.add_argument(
-        "--prefix",
-        default=argparse.SUPPRESS if suppress else DEFAULT_PREFIX,
-        help=f"subject prefix of the callboard system (default {DEFAULT_PREFIX})",
-    )
+def add_common_flags(
+    parser: argparse.ArgumentParser, *, suppress: bool, connects: bool = True
+) -> None:
+    """Connection flags (for a command that ``connects``) and logging flags, accepted
+    before or after the subcommand.
+    """
+    if connects:
+        _add_connection_flags(parser, suppress=suppress)
     parser.add_argument(
         "-v",
         "--verbose",
@@ -80,17 +82,68 @@ def add_common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None
     )
 
 
+def connection_flags_given(args: argparse.Namespace) -> list[str]:
+    """The connection flags set on the command line (for a command that takes none)."""
+    given = [f"--{dest.replace('_', '-')}" for dest in (*CONNECTION_FLAGS, "tls_first", "context")]
+    given = [flag for flag in given if getattr(args, flag[2:].replace("-", "_"), None)]
+    if getattr(args, "no_context", False):
+        given.append("--no-context")
+    if getattr(args, "prefix", DEFAULT_PREFIX) != DEFAULT_PREFIX:
+        given.append("--prefix")
+    return given
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("connection")
+    for dest, (short, long, help_text) in CONNECTION_FLAGS.items():
+        names = [n for n in (short, long, NATS_CLI_ALIASES.get(dest)) if n]
+        group.add_argument(*names, dest=dest, default=default, help=help_text, metavar="VALUE")
+    group.add_argument(
+        "--tlsfirst",
+        "--tls-first",
+        dest="tls_first",
+        action="store_true",
+        default=default,
+        help="do the TLS handshake before the server's greeting (a server with handshake_first)",
+    )
+    group.add_argument(
+        "--context",
+        default=default,
+        metavar="NAME",
+        help=f"the nats CLI context to connect with (env {CONTEXT_ENV}; default the one "
+        "selected with 'nats context select'); flags, then NATS_* variables, win over it",
+    )
+    group.add_argument(
+        "--no-context",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="ignore the nats CLI's contexts, even the selected one",
+    )
+    group.add_argument(
+        "--prefix",
+        default=argparse.SUPPRESS if suppress else DEFAULT_PREFIX,
+        help=f"subject prefix of the callboard system (default {DEFAULT_PREFIX})",
+    )
+
+
 class Subcommands:
     """The subcommands of the ``callboard`` parser, to which each command adds its own."""
 
     def __init__(self, parser: argparse.ArgumentParser) -> None:
         self._subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(self, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        """A subcommand run by ``handler``, with the common flags; add its own to the result."""
+    def add(
+        self, name: str, handler: Handler, help_text: str, *, connects: bool = True
+    ) -> argparse.ArgumentParser:
+        """A subcommand run by ``handler``, with the common flags; add its own to the result.
+
+        A command that does not ``connect`` to a server of the user's (``server``,
+        ``demo``) takes no connection flags, rather than ignore them.
+        """
         parser = self._subparsers.add_parser(name, help=help_text, description=help_text)
-        add_common_flags(parser, suppress=True)
-        parser.set_defaults(func=handler)
+        add_common_flags(parser, suppress=True, connects=connects)
+        parser.set_defaults(func=handler, connects=connects)
         return parser
 
 
@@ -102,14 +155,42 @@ class Command(Protocol):
 
 def connect_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The connection flags given on the command line, as ``ConnectOptions`` fields."""
-    flags = {dest: getattr(args, dest, None) for dest in CONNECTION_FLAGS}
+    flags = {dest: getattr(args, dest, None) for dest in (*CONNECTION_FLAGS, "tls_first")}
     flags["url"] = flags.pop("server")
     return flags
 
 
-def connect_options(args: argparse.Namespace) -> ConnectOptions:
-    """How to connect: the flags over the environment over the defaults."""
-    return ConnectOptions.layered({"name": "callboard-cli"}, env_fields(), connect_flags(args))
+def context_fields(args: argparse.Namespace, *, use_selected: bool = True) -> dict[str, Any]:
+    """The fields of the nats CLI context in use (``--context``, ``NATS_CONTEXT``, selected)."""
+    return load_context_fields(
+        getattr(args, "context", None),
+        no_context=getattr(args, "no_context", False),
+        use_selected=use_selected,
+    )
+
+
+def connect_options(args: argparse.Namespace, name: str = "callboard-cli") -> ConnectOptions:
+    """How to connect, as the ``nats`` CLI decides it: the flags over the environment
+    over the nats context over the defaults.
+    """
+    return ConnectOptions.layered(
+        {"name": name}, context_fields(args), env_fields(), connect_flags(args)
+    )
+
+
+def daemon_connect_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``run`` layers over its config file's ``[nats]``: the context named by
+    ``--context`` or ``NATS_CONTEXT`` (not the selected one: the file is the daemon's),
+    then the flags; the environment, which the daemon layers itself, beats the context.
+    """
+    environment = env_fields()
+    context = {
+        key: value
+        for key, value in context_fields(args, use_selected=False).items()
+        if key not in environment and not (key == "url" and "servers" in environment)
+    }
+    flags = {key: value for key, value in connect_flags(args).items() if value is not None}
+    return {**context, **flags}
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -123,13 +204,47 @@ def parse_json(text: str, what: str) -> Any:
         ) from exc
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
+_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``30s``, ``10m``, ``2h`` or ``1d``."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise ConfigError(f"invalid duration {text!r}: write e.g. 90, 30s, 10m, 2h or 1d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    """Seconds in a plain number (``90``, ``0.5``) or a Go duration (``5s``, ``500ms``,
+    ``1m30s``, ``2h``; ``1d`` too), as the ``nats`` CLI takes them.
+    """
+    spec = text.strip()
+    try:
+        return _non_negative(float(spec))
+    except ValueError:
+        pass
+    parts = list(_DURATION_PART.finditer(spec))
+    if not spec or not parts or "".join(p.group(0) for p in parts) != spec:
+        raise ConfigError(
+            f"invalid duration {text!r}: write seconds (90, 0.5) or a Go duration "
+            "(500ms, 5s, 1m30s, 2h, 1d)"
+        )
+    return sum(float(p.group(1)) * _UNITS[p.group(2)] for p in parts)
+
+
+def _non_negative(seconds: float) -> float:
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(seconds)
+    return seconds
+
+
+def duration(text: str) -> float:
+    """``parse_duration`` as an argparse ``type``: a bad one is a usage error naming it."""
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None

@@ -40,7 +40,7 @@ from bus.codec import OPERATION
 from bus.observability._logging import Announcer
 
 from .._registry import discover_agents
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_options, duration
 from ._exit_codes import (
     EXIT_CONNECTION,
     EXIT_NO_AGENT,
@@ -85,9 +85,10 @@ def register(commands: Subcommands) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=duration,
         default=DEFAULT_HEALTH_TIMEOUT,
-        help=f"seconds to wait for an answer (default {DEFAULT_HEALTH_TIMEOUT:g})",
+        help=f"how long to wait for an answer: seconds or a duration like 500ms "
+        f"(default {DEFAULT_HEALTH_TIMEOUT:g}s)",
     )
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
 

@@ -36,7 +36,7 @@ from . import (
     _status,
     _submit,
 )
-from ._common import Command, Subcommands, add_common_flags
+from ._common import Command, Subcommands, add_common_flags, connection_flags_given
 from ._exit_codes import (
     EXIT_AGENT_ERROR,
     EXIT_BROKEN_PIPE,
@@ -96,7 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callboard`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.connects and (given := connection_flags_given(args)):
+        parser.error(
+            f"{args.command} takes no connection flags ({', '.join(given)}): it starts its "
+            "own server"
+        )
     try:
         args.log_format = resolve_log_format(args.log_format, os.environ)
     except CallboardError as exc:

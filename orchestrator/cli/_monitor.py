@@ -32,18 +32,16 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from bus import (
     ConfigError,
     ConnectionMetrics,
-    ConnectOptions,
     FleetMetrics,
     MetricsServer,
     StatusEvent,
     Subjects,
     connect,
-    env_fields,
 )
 
 from .._live import DEFAULT_HEARTBEAT_TIMEOUT
 from .._registry import discover_agents
-from ._common import Subcommands, connect_flags, parse_duration
+from ._common import Subcommands, connect_options, duration, parse_duration
 from ._exit_codes import EXIT_OK
 from .monitor import (
     DEFAULT_FORGET_AFTER,
@@ -104,18 +102,18 @@ def register(commands: Subcommands) -> None:
     )
     p.add_argument(
         "--heartbeat-timeout",
-        type=float,
+        type=duration,
         default=DEFAULT_HEARTBEAT_TIMEOUT,
-        metavar="SECONDS",
-        help="seconds of silence after which an agent counts as expired "
+        metavar="DURATION",
+        help="time of silence after which an agent counts as expired "
         f"(default {DEFAULT_HEARTBEAT_TIMEOUT:g}, as the orchestrator's registry)",
     )
     p.add_argument(
         "--forget-after",
-        type=float,
+        type=duration,
         default=DEFAULT_FORGET_AFTER,
-        metavar="SECONDS",
-        help="seconds an offline or expired agent stays in the table and in /metrics "
+        metavar="DURATION",
+        help="time an offline or expired agent stays in the table and in /metrics "
         f"(default {DEFAULT_FORGET_AFTER:g})",
     )
 
@@ -166,9 +164,7 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
     if args.since is not None:
         parse_duration(args.since)  # a bad duration is a usage error before connecting
     mode = output_mode(args, tty=sys.stdout.isatty())
-    options = ConnectOptions.layered(
-        {"name": "callboard-monitor"}, env_fields(), connect_flags(args)
-    )
+    options = connect_options(args, "callboard-monitor")
     metrics = None if args.metrics is None else MonitorMetrics(args.metrics, options.name)
     async with AsyncExitStack() as stack:
         if metrics is not None:

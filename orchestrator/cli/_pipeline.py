@@ -13,7 +13,7 @@ from bus import ConfigError, connect
 
 from .._orchestrator import Orchestrator
 from .._pipeline import StepFailed, StepResult, load_pipeline
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_options, duration
 from ._exit_codes import EXIT_OK, exit_code_for, exit_code_of_error_type
 
 __all__ = ["cmd_pipeline", "register"]
@@ -35,7 +35,10 @@ def register(commands: Subcommands) -> None:
         help="run every step that can run despite failures, instead of stopping at the first",
     )
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds per step unless it sets its own"
+        "--timeout",
+        type=duration,
+        default=30.0,
+        help="time per step unless it sets its own: seconds or a duration (30, 45s, 2m)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document of all results")
 

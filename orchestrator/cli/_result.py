@@ -10,7 +10,7 @@ import msgspec
 from bus import connect
 from bus.durable import DurableTaskClient
 
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_options, duration
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_result", "register"]
@@ -22,7 +22,10 @@ def register(commands: Subcommands) -> None:
     p.add_argument("task_id", help="the task ID")
     p.add_argument("--wait", action="store_true", help="wait for the task to finish")
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="with --wait: seconds (0 = no limit)"
+        "--timeout",
+        type=duration,
+        default=30.0,
+        help="with --wait: how long, in seconds or as a duration like 5m (0 = no limit)",
     )
     p.add_argument("--pretty", action="store_true", help="indent the JSON result")
 

@@ -11,7 +11,7 @@ from actors import DaemonConfig, load_config, run_daemon
 from bus import DEFAULT_PREFIX
 from bus.observability import Announcer
 
-from ._common import Subcommands, connect_flags
+from ._common import Subcommands, daemon_connect_flags
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_run", "register"]
@@ -45,5 +45,5 @@ async def cmd_run(args: argparse.Namespace) -> int:
         return config
 
     announce = Announcer(getattr(args, "log_format", "text"), logger="callboard.daemon")
-    await run_daemon(load(), flags=connect_flags(args), reload=load, announce=announce)
+    await run_daemon(load(), flags=daemon_connect_flags(args), reload=load, announce=announce)
     return EXIT_OK

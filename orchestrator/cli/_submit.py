@@ -10,7 +10,7 @@ import msgspec
 from bus import connect
 
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_options, parse_json
+from ._common import Subcommands, connect_options, duration, parse_json
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_submit", "register"]
@@ -23,7 +23,12 @@ def register(commands: Subcommands) -> None:
     p.add_argument(
         "payload", nargs="?", default="null", help="the payload as JSON, or - to read stdin"
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=duration,
+        default=30.0,
+        help="how long to wait: seconds or a duration, e.g. 30, 500ms, 1m30s (default 30s)",
+    )
     p.add_argument("--task-id", default=None, help="task ID to use (to retry a task)")
     p.add_argument("--agent", default=None, help="send to this agent id directly")
     p.add_argument("--sender", default="cli", help="the Agent-Sender header (default cli)")
