@@ -107,6 +107,20 @@ def _formatter(log_format: str) -> logging.Formatter:
 class _CallboardHandler(logging.StreamHandler[IO[str]]):
     """The handler ``configure_logging`` installs, so a second call replaces it."""
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _is_tls_eof_noise(record) and super().filter(record)
+
+
+_TLS_EOF_NOISE = "returning true from eof_received() has no effect when using ssl"
+
+
+def _is_tls_eof_noise(record: logging.LogRecord) -> bool:
+    """asyncio's warning when a TLS server closes the connection: nats-py's protocol
+    asks to keep the transport half-open, which TLS cannot; it means nothing to the
+    user, yet every TLS command printed it on exit.
+    """
+    return record.name == "asyncio" and record.msg == _TLS_EOF_NOISE
+
 
 def configure_logging(
     level: int, log_format: str = "text", *, stream: IO[str] | None = None
