@@ -196,3 +196,39 @@ async def test_a_context_with_a_login_and_a_ca_reaches_a_tls_server(
         assert result.returncode == EXIT_OK, result.stderr
         assert json.loads(result.stdout) == []
         assert "eof_received" not in result.stderr
+
+
+def handshake_first_config(deploy: DeployCopy) -> Path:
+    """single.conf with TLS whose handshake comes before the server's INFO."""
+    tls = (deploy.root / "tls.conf").read_text()
+    (deploy.root / "tlsfirst.conf").write_text(
+        tls.replace("timeout: 2", "timeout: 2\n  handshake_first: true")
+    )
+    single = (deploy.root / "single.conf").read_text()
+    config = deploy.root / "single-tlsfirst.conf"
+    config.write_text(single.replace('# include "tls.conf"', 'include "tlsfirst.conf"'))
+    return config
+
+
+@pytest.mark.anyio
+async def test_tlsfirst_as_a_flag_and_from_a_context(
+    deploy: DeployCopy,
+    env: dict[str, str],
+    nats: Callable[..., None],
+    callboard_cmd: list[str],
+) -> None:
+    async with secure_server(handshake_first_config(deploy)) as server:
+        env.update(deploy.env("orchestrator"))
+        env["NATS_URL"] = server.url
+        agents = ["agents", "--json", "--tls-ca", str(deploy.ca)]
+
+        waits_for_info = await run_cli_async(callboard_cmd, env, agents)
+        assert waits_for_info.returncode == EXIT_CONNECTION, waits_for_info.stderr
+
+        by_flag = await run_cli_async(callboard_cmd, env, ["--tlsfirst", *agents])
+        assert by_flag.returncode == EXIT_OK, by_flag.stderr
+        assert json.loads(by_flag.stdout) == []
+
+        nats("context", "save", "first", "--server", server.url, "--tlsfirst")
+        by_context = await run_cli_async(callboard_cmd, env, ["--context", "first", *agents])
+        assert by_context.returncode == EXIT_OK, by_context.stderr
