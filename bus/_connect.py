@@ -142,12 +142,18 @@ class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
             raise ConfigError(
                 "TLS client auth needs both tls_cert and tls_key (--tls-cert, --tls-key)"
             )
+        files = {"tls_ca": self.tls_ca, "tls_cert": self.tls_cert, "tls_key": self.tls_key}
+        for field, path in files.items():  # h-cli: name the file that is missing
+            if path and not os.path.isfile(path):
+                flag = "--" + field.replace("_", "-")
+                raise ConfigError(f"the {field} file {path!r} ({flag}) does not exist")
         try:
             context = ssl.create_default_context(cafile=self.tls_ca)
             if self.tls_cert and self.tls_key:
                 context.load_cert_chain(self.tls_cert, self.tls_key)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load TLS files: {exc}") from exc
+            named = ", ".join(f"{field} {path!r}" for field, path in files.items() if path)
+            raise ConfigError(f"cannot load TLS files ({named}): {exc}") from exc
         return context
 
 

@@ -13,9 +13,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-from bus import DEFAULT_PREFIX, ConfigError, ConnectOptions, env_fields
+from bus import DEFAULT_PREFIX, CallboardError, ConfigError, ConnectOptions, env_fields
+from bus.durable import validate_durable_task_id
 from bus.observability import LOG_FORMAT_ENV, LOG_FORMATS
 
+from ._exit_codes import exit_codes_epilog
 from ._nats_context import CONTEXT_ENV, load_context_fields
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "connection_flags_given",
     "context_fields",
     "daemon_connect_flags",
+    "durable_task_id",
     "duration",
     "parse_duration",
     "parse_json",
@@ -141,7 +144,13 @@ class Subcommands:
         A command that does not ``connect`` to a server of the user's (``server``,
         ``demo``) takes no connection flags, rather than ignore them.
         """
-        parser = self._subparsers.add_parser(name, help=help_text, description=help_text)
+        parser = self._subparsers.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=exit_codes_epilog(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,  # the exit-code table
+        )
         add_common_flags(parser, suppress=True, connects=connects)
         parser.set_defaults(func=handler, connects=connects)
         return parser
@@ -240,6 +249,16 @@ def _non_negative(seconds: float) -> float:
     if not seconds >= 0 or seconds == float("inf"):
         raise ValueError(seconds)
     return seconds
+
+
+def durable_task_id(text: str) -> str:
+    """A durable task's ID as an argparse ``type``: a malformed one is a usage error,
+    not a question to the server.
+    """
+    try:
+        return validate_durable_task_id(text)
+    except CallboardError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def duration(text: str) -> float:

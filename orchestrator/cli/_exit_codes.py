@@ -120,4 +120,5 @@ def health_exit_codes_epilog() -> str:
 
 
 def _epilog(meanings: Mapping[int, str]) -> str:
-    return "Exit codes: " + ", ".join(f"{code} {text}" for code, text in meanings.items()) + "."
+    """A table, one code a line (for a parser with ``RawDescriptionHelpFormatter``)."""
+    return "Exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in meanings.items())

@@ -126,6 +126,8 @@ async def cmd_health(args: argparse.Namespace) -> int:
         return await _ping_health(args)
     url = _healthz_url(args.url, args.metrics)
     status, document = await anyio.to_thread.run_sync(_fetch_health, url, args.timeout)
+    if document.get("status") == "unreachable":
+        document["error"] += _METRICS_OFF_HINT
     if args.json:
         _print_json(document)
     else:
@@ -134,6 +136,12 @@ async def cmd_health(args: argparse.Namespace) -> int:
         _report(args, document["error"])
         return EXIT_TIMEOUT if document["status"] == "timeout" else EXIT_CONNECTION
     return EXIT_OK if status == 200 else EXIT_UNHEALTHY
+
+
+_METRICS_OFF_HINT = (
+    ". Is the daemon running with metrics on? It serves /healthz only when its config "
+    "sets metrics_address (or with 'callboard run --metrics ADDR'): metrics are off by default"
+)
 
 
 def _healthz_url(url: str | None, metrics: str | None) -> str:
@@ -203,10 +211,13 @@ async def _ping_health(args: argparse.Namespace) -> int:
             found = await discover_agents(nc, subjects, wait=min(args.timeout, DISCOVERY_WAIT))
             ids = [a.id for a in found if args.capability in a.capabilities]
             if not ids:
-                raise NoAgentError(
-                    f"no agent serves {args.capability!r} on prefix {args.prefix!r}",
-                    capability=args.capability,
-                )
+                problem = f"no agent serves {args.capability!r} on prefix {args.prefix!r}"
+                if args.json:
+                    _print_json({"status": "unhealthy", "agents": [], "error": problem})
+                else:
+                    print(f"unhealthy: {problem}")
+                _report(args, problem)
+                return EXIT_NO_AGENT
         answers: dict[str, dict[str, Any]] = {}
 
         async def ping(agent_id: str) -> None:

@@ -12,7 +12,7 @@ import msgspec
 from bus import connect
 from bus.durable import DurableNames, DurableTaskClient, replay_status
 
-from ._common import Subcommands, connect_options, parse_duration
+from ._common import Subcommands, connect_options, durable_task_id, parse_duration
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 from ._status import describe
 from .monitor import decode_status, format_status
@@ -27,7 +27,7 @@ def register(commands: Subcommands) -> None:
         cmd_history,
         "replay a durable task's story: record revisions and the status events kept for it",
     )
-    p.add_argument("task_id", help="the task ID")
+    p.add_argument("task_id", type=durable_task_id, help="the task ID")
     p.add_argument(
         "--since", default=None, metavar="DURATION", help="only events newer than this (10m, 2h)"
     )

@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="callboard",
         description="Coordinate a network of AI agents over NATS.",
         epilog=exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_flags(parser, suppress=False)
     commands = Subcommands(parser)

@@ -10,7 +10,7 @@ import msgspec
 from bus import connect
 from bus.durable import DurableTaskClient
 
-from ._common import Subcommands, connect_options, duration
+from ._common import Subcommands, connect_options, durable_task_id, duration
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_result", "register"]
@@ -19,7 +19,7 @@ __all__ = ["cmd_result", "register"]
 def register(commands: Subcommands) -> None:
     """Add ``result`` and its flags to the parser."""
     p = commands.add("result", cmd_result, "print a durable task's result as JSON")
-    p.add_argument("task_id", help="the task ID")
+    p.add_argument("task_id", type=durable_task_id, help="the task ID")
     p.add_argument("--wait", action="store_true", help="wait for the task to finish")
     p.add_argument(
         "--timeout",

@@ -15,7 +15,7 @@ import msgspec
 from bus import connect
 from bus.durable import DurableTaskClient, TaskRecord
 
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_options, durable_task_id
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_status", "describe", "register"]
@@ -24,7 +24,7 @@ __all__ = ["cmd_status", "describe", "register"]
 def register(commands: Subcommands) -> None:
     """Add ``status`` and its flags to the parser."""
     p = commands.add("status", cmd_status, "show a durable task's state, attempts, agent and error")
-    p.add_argument("task_id", help="the task ID")
+    p.add_argument("task_id", type=durable_task_id, help="the task ID")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
 
 

@@ -21,7 +21,10 @@ def register(commands: Subcommands) -> None:
     p = commands.add("submit", cmd_submit, "dispatch one task and print its result as JSON")
     p.add_argument("capability", help="the capability to send the task to")
     p.add_argument(
-        "payload", nargs="?", default="null", help="the payload as JSON, or - to read stdin"
+        "payload",
+        nargs="?",
+        default="{}",
+        help="the payload as JSON, or - to read stdin (default {}, an empty object)",
     )
     p.add_argument(
         "--timeout",

@@ -153,3 +153,15 @@ def test_a_context_that_cannot_be_used_is_a_usage_error(
         write_context(tmp_path, name, **settings)
     with pytest.raises(ConfigError, match=error):
         load_context_fields(name, environ={"XDG_CONFIG_HOME": str(tmp_path)})
+
+
+@pytest.mark.parametrize("command", ["submit", "health", "status", "agents", "monitor", "run"])
+def test_every_help_ends_with_a_table_of_exit_codes(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    help_text = capsys.readouterr().out
+    table = help_text[help_text.index("Exit codes:") :].splitlines()[1:]
+    codes = [int(line.split()[0]) for line in table if line.strip()]
+    assert codes[:6] == [0, 1, 2, 3, 4, 5], help_text
