@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -350,6 +350,7 @@ async def connect(
     *,
     options: ConnectOptions | None = None,
     metrics: ConnectionMetrics | None = None,
+    error_listener: Callable[[Exception], bool] | None = None,
     **changes: Any,
 ) -> AsyncIterator[Client]:
     """Connect to NATS for the duration of the block, draining on exit.
@@ -359,6 +360,9 @@ async def connect(
         options: the full option set; defaults to ``ConnectOptions.from_env()``.
         metrics: counts this connection's reconnects, time disconnected,
             slow-consumer errors and pending bytes, labelled with its name.
+        error_listener: told of each error the server reports once connected
+            (a permissions violation); True when it handles it, which is then
+            not logged as a warning.
         **changes: individual ConnectOptions fields to override.
 
     Raises:
@@ -381,6 +385,8 @@ async def connect(
         nonlocal last_failure
         if state is not None and isinstance(exc, SlowConsumerError):
             state.on_slow_consumer()
+        if connected and error_listener is not None and error_listener(exc):
+            return  # h-cli: the caller reports it (e.g. a permissions violation)
         # before the first connection the final ConnectionFailed says it all
         log.log(logging.WARNING if connected else logging.DEBUG, "NATS connection error: %s", exc)
         if not connected:

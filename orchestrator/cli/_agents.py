@@ -12,12 +12,13 @@ from typing import Any
 import anyio
 import msgspec
 
-from bus import connect
+from bus import Subjects
 from bus.codec import OPERATION
 
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_options, duration
+from ._common import Subcommands, connect_cli, connect_options, duration
 from ._exit_codes import EXIT_NO_AGENT, EXIT_OK
+from ._permissions import PermissionWatch
 
 __all__ = ["cmd_agents", "register"]
 
@@ -35,10 +36,21 @@ def register(commands: Subcommands) -> None:
 
 async def cmd_agents(args: argparse.Namespace) -> int:
     """List the live agents: capabilities, load, when last heard from."""
-    async with connect(options=connect_options(args)) as nc:
+    subjects = Subjects(args.prefix)
+    ping_subjects: set[str] = set()
+    # a read-only login (the monitor's) may discover agents but not ping them
+    pings = PermissionWatch(
+        connect_options(args).user,
+        expected=lambda kind, subject: kind == "publish" and subject in ping_subjects,
+    )
+    async with connect_cli(args, watch=pings) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name="cli")
         agents = await orchestrator.discover(wait=args.wait)
+        ping_subjects.update(subjects.agent(agent.id) for agent in agents)
         rows = await _agent_rows(orchestrator, agents)
+    for entry in rows:
+        if subjects.agent(entry["agent"]) in pings.tolerated:
+            entry["last_seen"] = "not permitted to ping it (this login's permissions)"
     if args.json:
         sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
         return EXIT_OK

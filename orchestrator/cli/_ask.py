@@ -26,12 +26,12 @@ from actors.llm.models import (
     ModelUnavailable,
     create_model,
 )
-from bus import CallboardError, connect
+from bus import CallboardError
 
 from .._orchestrator import Orchestrator
 from .._pipeline import StepResult
 from .._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
-from ._common import Subcommands, connect_options, duration
+from ._common import Subcommands, connect_cli, duration
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 
 __all__ = ["MODEL_ENV", "cmd_ask", "register"]
@@ -94,7 +94,7 @@ async def cmd_ask(args: argparse.Namespace) -> int:
     model = _ask_model(args)  # bad model settings fail here, before connecting
     try:
         async with (
-            connect(options=connect_options(args)) as nc,
+            connect_cli(args) as nc,
             Orchestrator(
                 nc,
                 prefix=args.prefix,

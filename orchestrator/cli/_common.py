@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import msgspec
+from nats.aio.client import Client
 
-from bus import DEFAULT_PREFIX, CallboardError, ConfigError, ConnectOptions, env_fields
+from bus import DEFAULT_PREFIX, CallboardError, ConfigError, ConnectOptions, connect, env_fields
 from bus.durable import validate_durable_task_id
 from bus.observability import LOG_FORMAT_ENV, LOG_FORMATS
 
 from ._exit_codes import exit_codes_epilog
 from ._nats_context import CONTEXT_ENV, load_context_fields
+from ._permissions import PermissionWatch
 
 __all__ = [
     "CONNECTION_FLAGS",
@@ -26,6 +29,7 @@ __all__ = [
     "Handler",
     "Subcommands",
     "add_common_flags",
+    "connect_cli",
     "connect_flags",
     "connect_options",
     "connection_flags_given",
@@ -185,6 +189,20 @@ def connect_options(args: argparse.Namespace, name: str = "callboard-cli") -> Co
     return ConnectOptions.layered(
         {"name": name}, context_fields(args), env_fields(), connect_flags(args)
     )
+
+
+@asynccontextmanager
+async def connect_cli(
+    args: argparse.Namespace, name: str = "callboard-cli", *, watch: PermissionWatch | None = None
+) -> AsyncIterator[Client]:
+    """A one-shot command's connection (``connect_options``), during which a
+    permissions violation ends the command at once with ``PermissionDenied``.
+    """
+    options = connect_options(args, name)
+    watch = watch if watch is not None else PermissionWatch(options.user)
+    async with connect(options=options, error_listener=watch.on_error) as nc:
+        with watch.guard():
+            yield nc
 
 
 def daemon_connect_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -33,14 +33,13 @@ from bus import (
     NoAgentError,
     Subjects,
     TaskTimeout,
-    connect,
     parse_metrics_address,
 )
 from bus.codec import OPERATION
 from bus.observability._logging import Announcer
 
 from .._registry import discover_agents
-from ._common import Subcommands, connect_options, duration
+from ._common import Subcommands, connect_cli, duration
 from ._exit_codes import (
     EXIT_CONNECTION,
     EXIT_NO_AGENT,
@@ -204,7 +203,7 @@ def _health_summary(document: dict[str, Any]) -> str:
 async def _ping_health(args: argparse.Namespace) -> int:
     """``--agent``/``--capability``: 0 when every agent asked answers its ping."""
     subjects = Subjects(args.prefix)
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         if args.agent is not None:
             ids = [args.agent]
         else:

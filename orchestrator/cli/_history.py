@@ -9,10 +9,9 @@ from typing import Any
 
 import msgspec
 
-from bus import connect
 from bus.durable import DurableNames, DurableTaskClient, replay_status
 
-from ._common import Subcommands, connect_options, durable_task_id, parse_duration
+from ._common import Subcommands, connect_cli, durable_task_id, parse_duration
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 from ._status import describe
 from .monitor import decode_status, format_status
@@ -39,7 +38,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
     since = None if args.since is None else time.time() - parse_duration(args.since)
     names = DurableNames(args.prefix)
     lines: list[tuple[float, str, Any]] = []
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         client = DurableTaskClient(nc, prefix=args.prefix, sender="cli")
         for record in await client.history(args.task_id):
             lines.append((record.updated_at, f"record  {describe(record)}", record))

@@ -9,11 +9,11 @@ from typing import Any
 
 import msgspec
 
-from bus import ConfigError, connect
+from bus import ConfigError
 
 from .._orchestrator import Orchestrator
 from .._pipeline import StepFailed, StepResult, load_pipeline
-from ._common import Subcommands, connect_options, duration
+from ._common import Subcommands, connect_cli, duration
 from ._exit_codes import EXIT_OK, exit_code_for, exit_code_of_error_type
 
 __all__ = ["cmd_pipeline", "register"]
@@ -54,7 +54,7 @@ async def cmd_pipeline(args: argparse.Namespace) -> int:
     concurrency = pipeline.max_concurrency if args.concurrency is None else args.concurrency
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {concurrency}")
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name="cli")
         try:
             results = await orchestrator.run_pipeline(

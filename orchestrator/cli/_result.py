@@ -7,10 +7,9 @@ import sys
 
 import msgspec
 
-from bus import connect
 from bus.durable import DurableTaskClient
 
-from ._common import Subcommands, connect_options, durable_task_id, duration
+from ._common import Subcommands, connect_cli, durable_task_id, duration
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_result", "register"]
@@ -33,7 +32,7 @@ def register(commands: Subcommands) -> None:
 async def cmd_result(args: argparse.Namespace) -> int:
     """Print a durable task's result (waiting for it with ``--wait``)."""
     timeout = (None if args.timeout <= 0 else args.timeout) if args.wait else 0.0
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         client = DurableTaskClient(nc, prefix=args.prefix, sender="cli")
         result = await client.result(args.task_id, timeout=timeout)
     encoded = msgspec.json.encode(result)

@@ -12,10 +12,9 @@ import sys
 
 import msgspec
 
-from bus import connect
 from bus.durable import DurableTaskClient, TaskRecord
 
-from ._common import Subcommands, connect_options, durable_task_id
+from ._common import Subcommands, connect_cli, durable_task_id
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_status", "describe", "register"]
@@ -30,7 +29,7 @@ def register(commands: Subcommands) -> None:
 
 async def cmd_status(args: argparse.Namespace) -> int:
     """Print a durable task's record: state, attempts, agent, times, error."""
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         record = await DurableTaskClient(nc, prefix=args.prefix, sender="cli").record(args.task_id)
     if args.json:
         sys.stdout.write(msgspec.json.encode(record).decode() + "\n")

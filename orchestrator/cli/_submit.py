@@ -7,10 +7,8 @@ import sys
 
 import msgspec
 
-from bus import connect
-
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_options, duration, parse_json
+from ._common import Subcommands, connect_cli, duration, parse_json
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_submit", "register"]
@@ -54,7 +52,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.payload == "-" else args.payload
     payload = parse_json(text, "the payload")
     durable = args.durable or args.no_wait
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name=args.sender)
         if args.no_wait:
             record = await orchestrator.durable.client.submit(
