@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime
 import logging
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import msgspec
@@ -25,9 +26,11 @@ from .._errors import ConfigError
 __all__ = [
     "LOG_FORMATS",
     "LOG_FORMAT_ENV",
+    "REPEAT_WINDOW",
     "TASK_FIELDS",
     "Announcer",
     "JsonFormatter",
+    "RepeatFilter",
     "TextFormatter",
     "configure_logging",
     "resolve_log_format",
@@ -104,8 +107,60 @@ def _formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
+REPEAT_WINDOW = 30.0
+"""Seconds during which a warning said once is not said again word for word."""
+
+
+class RepeatFilter(logging.Filter):
+    """Says a repeated record once per ``window``: the first at once, then at most
+    one a window, with how many were held back (``... (12 more like this in the last 31s)``).
+
+    An outage makes nats-py report the same refused reconnect several times a
+    second; the first line says it all, and the count says it goes on. Records
+    that differ in a word (another server, another task) are different records.
+
+    Args:
+        window: seconds between two sayings of the same record.
+        clock: the monotonic clock (a test passes its own).
+    """
+
+    def __init__(
+        self, window: float = REPEAT_WINDOW, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.window = window
+        self._clock = clock
+        self._said: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        key = (record.name, record.levelno, message)
+        now = self._clock()
+        said_at, held_back = self._said.get(key, (None, 0))
+        if said_at is not None and now - said_at < self.window:
+            self._said[key] = (said_at, held_back + 1)
+            return False
+        if len(self._said) >= _MAX_REMEMBERED:
+            self._said.clear()
+        self._said[key] = (now, 0)
+        if held_back and said_at is not None:
+            record.msg = f"{message} ({held_back} more like this in the last {now - said_at:.0f}s)"
+            record.args = None
+        return True
+
+
+_MAX_REMEMBERED = 1000
+"""Distinct records remembered before forgetting them all (bounded memory)."""
+
+
 class _CallboardHandler(logging.StreamHandler[IO[str]]):
     """The handler ``configure_logging`` installs, so a second call replaces it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream)
+        self.addFilter(RepeatFilter())
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not _is_tls_eof_noise(record) and super().filter(record)

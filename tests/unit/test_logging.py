@@ -17,6 +17,7 @@ from bus.observability._logging import (
     LOG_FORMAT_ENV,
     Announcer,
     JsonFormatter,
+    RepeatFilter,
     TextFormatter,
     configure_logging,
     resolve_log_format,
@@ -173,3 +174,50 @@ def test_a_task_outcome_is_logged_only_when_it_is_news(
     fields = {name: logged.__dict__[name] for name in ("task_id", "agent", "capability")}
     assert fields == {"task_id": "01J0TASK", "agent": "math-1", "capability": "math"}
     assert str(code) in logged.getMessage() and "it went wrong" in logged.getMessage()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_repeated_warning_is_said_once_a_window_with_a_count() -> None:
+    clock = FakeClock()
+    repeats = RepeatFilter(window=30.0, clock=clock)
+    refused = "NATS connection error: %s"
+
+    def passes(message: str = refused, *args: object) -> bool:
+        return repeats.filter(record(message, *args or ("Connect call failed",)))
+
+    assert passes()  # the first, at once
+    for _ in range(39):  # an outage: a refused reconnect every 0.75 s, for 29.25 s
+        clock.now += 0.75
+        assert not passes()
+    clock.now = 130.0  # a window after the first: said again, with the count
+    said = record(refused, "Connect call failed")
+    assert repeats.filter(said)
+    assert said.getMessage() == (
+        "NATS connection error: Connect call failed (39 more like this in the last 30s)"
+    )
+    clock.now += 0.75
+    assert not passes()
+    assert passes(refused, "another server refused")  # another text is another record
+    assert repeats.filter(record("task %s failed", level=logging.INFO))  # below WARNING
+
+
+def test_the_handler_holds_back_repeats_and_asyncios_tls_eof_warning() -> None:
+    stream = io.StringIO()
+    configure_logging(logging.INFO, "text", stream=stream)
+    try:
+        for _ in range(5):
+            logging.getLogger("callboard.bus").warning("disconnected: %s", "refused")
+        logging.getLogger("asyncio").warning(
+            "returning true from eof_received() has no effect when using ssl"
+        )
+    finally:
+        configure_logging(logging.WARNING, "text")
+    assert stream.getvalue().count("disconnected: refused") == 1
+    assert "eof_received" not in stream.getvalue()
