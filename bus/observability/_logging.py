@@ -209,8 +209,13 @@ class Announcer:
         self._logger = logger
         self._stream = stream
 
-    def __call__(self, line: str, *, level: int = logging.INFO) -> None:
+    def __call__(self, line: str, *, level: int = logging.INFO, **fields: Any) -> None:
+        """Print ``line``; in json format with ``fields`` (``task_id``, ``agent``,
+        ``capability``) beside it, those that are not None."""
         if self._formatter is not None:
             record = logging.LogRecord(self._logger, level, __name__, 0, line, None, None)
+            for name, value in fields.items():
+                if value is not None:
+                    setattr(record, name, value)
             line = self._formatter.format(record)
         print(line, file=self._stream or sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from bus import Subjects
 from bus.codec import OPERATION
 
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_cli, connect_options, duration
+from ._common import Subcommands, connect_cli, connect_options, duration, say
 from ._exit_codes import EXIT_NO_AGENT, EXIT_OK
 from ._permissions import PermissionWatch
 
@@ -55,7 +55,7 @@ async def cmd_agents(args: argparse.Namespace) -> int:
         sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
         return EXIT_OK
     if not rows:
-        print(f"no agents answered on prefix {args.prefix!r}", file=sys.stderr)
+        say(args, f"no agents answered on prefix {args.prefix!r}", level=logging.ERROR)
         return EXIT_NO_AGENT
     headers = ("AGENT", "KIND", "CAPABILITIES", "IN FLIGHT", "LAST SEEN")
     table = [

@@ -9,6 +9,7 @@ exits with 1 and a line that says what to do (start Ollama, pull the model, ...)
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from bus import CallboardError
 from .._orchestrator import Orchestrator
 from .._pipeline import StepResult
 from .._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
-from ._common import Subcommands, connect_cli, duration
+from ._common import Subcommands, connect_cli, duration, say
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 
 __all__ = ["MODEL_ENV", "cmd_ask", "register"]
@@ -108,7 +109,7 @@ async def cmd_ask(args: argparse.Namespace) -> int:
         if isinstance(exc, AggregationError):
             _print_steps(exc.steps)
         message = " ".join(str(exc).split())
-        print(f"callboard ask: {message} (hint: {_model_hint(exc, args)})", file=sys.stderr)
+        say(args, f"callboard ask: {message} (hint: {_model_hint(exc, args)})", level=logging.ERROR)
         return EXIT_AGENT_ERROR
     finally:
         if model is not None:

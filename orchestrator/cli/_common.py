@@ -7,24 +7,28 @@ its subcommand, flags and handler; ``_main`` assembles the parser from them.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from contextvars import ContextVar
+from typing import Any, NoReturn, Protocol
 
 import msgspec
 from nats.aio.client import Client
 
 from bus import DEFAULT_PREFIX, CallboardError, ConfigError, ConnectOptions, connect, env_fields
 from bus.durable import validate_durable_task_id
-from bus.observability import LOG_FORMAT_ENV, LOG_FORMATS
+from bus.observability import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, resolve_log_format
 
-from ._exit_codes import exit_codes_epilog
+from ._exit_codes import EXIT_USAGE, exit_codes_epilog
 from ._nats_context import CONTEXT_ENV, load_context_fields
 from ._permissions import PermissionWatch
 
 __all__ = [
     "CONNECTION_FLAGS",
+    "USAGE_LOG_FORMAT",
+    "CallboardParser",
     "Command",
     "Handler",
     "Subcommands",
@@ -37,8 +41,10 @@ __all__ = [
     "daemon_connect_flags",
     "durable_task_id",
     "duration",
+    "log_format_of",
     "parse_duration",
     "parse_json",
+    "say",
 ]
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
@@ -132,6 +138,44 @@ def _add_connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) ->
         default=argparse.SUPPRESS if suppress else DEFAULT_PREFIX,
         help=f"subject prefix of the callboard system (default {DEFAULT_PREFIX})",
     )
+
+
+USAGE_LOG_FORMAT: ContextVar[str] = ContextVar("usage_log_format", default="text")
+"""The log format usage errors are printed in, known before the arguments are parsed."""
+
+
+class CallboardParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are a JSON line in json log format
+    (so that a json-format stderr holds nothing but JSON lines)."""
+
+    def error(self, message: str) -> NoReturn:
+        if USAGE_LOG_FORMAT.get() != "json":
+            super().error(message)
+        report = Announcer("json", logger="callboard.cli")
+        report(f"{self.prog}: error: {message}", level=logging.ERROR)
+        self.exit(EXIT_USAGE)
+
+
+def say(args: argparse.Namespace, line: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """A line for the user on stderr, in the command's log format: in json format a
+    JSON line with ``fields`` (``task_id``, ``agent``, ``capability``)."""
+    report = Announcer(getattr(args, "log_format", "text"), logger="callboard.cli")
+    report(line, level=level, **fields)
+
+
+def log_format_of(argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    """The log format ``argv`` or ``CALLBOARD_LOG_FORMAT`` ask for, before parsing them
+    (``text`` when they name none, or no valid one)."""
+    flag = None
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            flag = argv[i + 1]
+        elif arg.startswith("--log-format="):
+            flag = arg.split("=", 1)[1]
+    try:
+        return resolve_log_format(flag if flag in LOG_FORMATS else None, environ)
+    except CallboardError:
+        return "text"
 
 
 class Subcommands:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from typing import Any
@@ -11,7 +12,7 @@ import msgspec
 
 from bus.durable import DurableNames, DurableTaskClient, replay_status
 
-from ._common import Subcommands, connect_cli, durable_task_id, parse_duration
+from ._common import Subcommands, connect_cli, durable_task_id, parse_duration, say
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 from ._status import describe
 from .monitor import decode_status, format_status
@@ -53,7 +54,12 @@ async def cmd_history(args: argparse.Namespace) -> int:
                 ts = float(getattr(event, "ts", 0.0) or 0.0)
                 lines.append((ts, f"event   {format_status(event, msg.data)}", msg.data))
     if not lines:
-        print(f"no record and no kept events of task {args.task_id}", file=sys.stderr)
+        say(
+            args,
+            f"no record and no kept events of task {args.task_id}",
+            level=logging.ERROR,
+            task_id=args.task_id,
+        )
         return EXIT_AGENT_ERROR
     for _, text, raw in sorted(lines, key=lambda line: line[0]):
         if args.json:

@@ -16,12 +16,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 
 from bus import CallboardError
 from bus.observability import Announcer, configure_logging, resolve_log_format
 
+from .._pipeline import StepFailed
 from . import (
     _agents,
     _ask,
@@ -36,7 +38,15 @@ from . import (
     _status,
     _submit,
 )
-from ._common import Command, Subcommands, add_common_flags, connection_flags_given
+from ._common import (
+    USAGE_LOG_FORMAT,
+    CallboardParser,
+    Command,
+    Subcommands,
+    add_common_flags,
+    connection_flags_given,
+    log_format_of,
+)
 from ._exit_codes import (
     EXIT_AGENT_ERROR,
     EXIT_BROKEN_PIPE,
@@ -84,7 +94,7 @@ COMMANDS: tuple[Command, ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = CallboardParser(
         prog="callboard",
         description="Coordinate a network of AI agents over NATS.",
         epilog=exit_codes_epilog(),
@@ -100,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``callboard`` console script."""
     parser = build_parser()
+    USAGE_LOG_FORMAT.set(log_format_of(sys.argv[1:] if argv is None else argv, os.environ))
     args = parser.parse_args(argv)
     if not args.connects and (given := connection_flags_given(args)):
         parser.error(
@@ -119,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = anyio.run(args.func, args)
     except CallboardError as exc:
         report = Announcer(args.log_format, logger="callboard.cli")
-        report(f"callboard {args.command}: {exc}", level=logging.ERROR)
+        report(f"callboard {args.command}: {exc}", level=logging.ERROR, **_task_fields(exc))
         code = exit_code_for(exc)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
@@ -131,6 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_BROKEN_PIPE
     return code
+
+
+def _task_fields(exc: CallboardError) -> dict[str, Any]:
+    """The task an error is about, for the fields of a JSON log line."""
+    cause = exc.cause if isinstance(exc, StepFailed) else exc
+    return {
+        "task_id": getattr(exc, "task_id", None) or getattr(cause, "task_id", None),
+        "capability": getattr(exc, "capability", None) or getattr(cause, "capability", None),
+        "agent": getattr(cause, "agent_id", None),
+    }
 
 
 def _only_broken_pipes(exc: BaseException) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from bus import ConfigError
 
 from .._orchestrator import Orchestrator
 from .._pipeline import StepFailed, StepResult, load_pipeline
-from ._common import Subcommands, connect_cli, duration
+from ._common import Subcommands, connect_cli, duration, say
 from ._exit_codes import EXIT_OK, exit_code_for, exit_code_of_error_type
 
 __all__ = ["cmd_pipeline", "register"]
@@ -66,16 +67,18 @@ async def cmd_pipeline(args: argparse.Namespace) -> int:
         except StepFailed as exc:
             shown = sorted([*exc.results, exc.result], key=lambda r: r.seq)
             _print_pipeline(shown, args.json, error=str(exc), cancelled=exc.cancelled)
-            print(f"callboard pipeline: {exc}", file=sys.stderr)
+            task = {"task_id": exc.task_id, "capability": exc.capability}
+            task["agent"] = getattr(exc.cause, "agent_id", None)
+            say(args, f"callboard pipeline: {exc}", level=logging.ERROR, **task)
             if exc.cancelled:
                 cancelled = ", ".join(map(str, exc.cancelled))
-                print(f"callboard pipeline: cancelled steps {cancelled}", file=sys.stderr)
+                say(args, f"callboard pipeline: cancelled steps {cancelled}", level=logging.ERROR)
             return exit_code_for(exc)
     _print_pipeline(results, args.json)
     failures = [r.error for r in results if r.error is not None and r.error.code != 424]
     if not failures:
         return EXIT_OK
-    print(f"callboard pipeline: {len(failures)} step(s) failed", file=sys.stderr)
+    say(args, f"callboard pipeline: {len(failures)} step(s) failed", level=logging.ERROR)
     return exit_code_of_error_type(failures[0].type)
 
 

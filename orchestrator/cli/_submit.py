@@ -8,7 +8,7 @@ import sys
 import msgspec
 
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_cli, duration, parse_json
+from ._common import Subcommands, connect_cli, duration, parse_json, say
 from ._exit_codes import EXIT_OK
 
 __all__ = ["cmd_submit", "register"]
@@ -69,7 +69,13 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             durable=durable,
         )
     if args.verbose:
-        print(f"task {reply.task_id} answered by {reply.sender}", file=sys.stderr)
+        say(
+            args,
+            f"task {reply.task_id} answered by {reply.sender}",
+            task_id=reply.task_id,
+            agent=reply.sender,
+            capability=args.capability,
+        )
     encoded = msgspec.json.encode(reply.payload)
     if args.pretty:
         encoded = msgspec.json.format(encoded, indent=2)
