@@ -21,7 +21,12 @@ from typing import Any
 import anyio
 
 from bus import CallboardError
-from bus.observability import Announcer, configure_logging, resolve_log_format
+from bus.observability import (
+    Announcer,
+    configure_logging,
+    resolve_log_format,
+    resolve_repeat_window,
+)
 
 from .._pipeline import StepFailed
 from . import (
@@ -119,13 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         args.log_format = resolve_log_format(args.log_format, os.environ)
+        repeat_window = resolve_repeat_window(os.environ)
     except CallboardError as exc:
         print(f"callboard {args.command}: {exc}", file=sys.stderr)
         return exit_code_for(exc)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     if args.command == "run":
         level = min(level, logging.INFO)
-    configure_logging(level, args.log_format)
+    configure_logging(level, args.log_format, repeat_window=repeat_window)
     try:
         code: int = anyio.run(args.func, args)
     except CallboardError as exc:

@@ -9,12 +9,10 @@ have been enough, then a new nats-server takes the port and the daemon reconnect
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
+from reconnect_support import attempts_counted
 from system_support import Daemon
 
 from bus import EmbeddedServer, new_agent_suffix
@@ -23,43 +21,6 @@ pytestmark = pytest.mark.system
 
 ATTEMPTS = 6
 """Reconnect attempts the outage lasts: each one used to print a warning."""
-ATTEMPT_TIMEOUT = 30.0
-
-
-class AttemptCounter:
-    """A TCP listener on ``port`` that counts the connections made to it and closes them."""
-
-    def __init__(self, port: int) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen()
-        self.count = 0
-        self.enough = threading.Event()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:  # closed: the outage is over
-                return
-            connection.close()
-            self.count += 1
-            if self.count >= ATTEMPTS:
-                self.enough.set()
-
-
-@contextmanager
-def attempts_counted(port: int) -> Iterator[AttemptCounter]:
-    counter = AttemptCounter(port)
-    thread = threading.Thread(target=counter.serve, daemon=True)
-    thread.start()
-    try:
-        yield counter
-    finally:
-        counter.listener.shutdown(socket.SHUT_RDWR)
-        counter.listener.close()
-        thread.join(5)
 
 
 def test_an_outage_prints_one_reconnect_warning_not_one_per_attempt(
@@ -80,7 +41,7 @@ def test_an_outage_prints_one_reconnect_warning_not_one_per_attempt(
         server.stop()
         daemon.proc.stderr.wait_for("disconnected from NATS")
         with attempts_counted(port) as counter:
-            assert counter.enough.wait(ATTEMPT_TIMEOUT), f"{counter.count} attempts"
+            counter.wait(ATTEMPTS)
         server = EmbeddedServer(port=port, jetstream=False)
         server.start()
         daemon.proc.stderr.wait_for("reconnected to NATS")

@@ -15,12 +15,15 @@ from actors._tasklog import log_outcome, task_logger
 from bus import ConfigError, ErrorInfo
 from bus.observability._logging import (
     LOG_FORMAT_ENV,
+    REPEAT_WINDOW,
+    REPEAT_WINDOW_ENV,
     Announcer,
     JsonFormatter,
     RepeatFilter,
     TextFormatter,
     configure_logging,
     resolve_log_format,
+    resolve_repeat_window,
 )
 
 TASK: dict[str, object] = {"task_id": "01J0TASK", "agent": "math-1", "capability": "math"}
@@ -221,3 +224,27 @@ def test_the_handler_holds_back_repeats_and_asyncios_tls_eof_warning() -> None:
         configure_logging(logging.WARNING, "text")
     assert stream.getvalue().count("disconnected: refused") == 1
     assert "eof_received" not in stream.getvalue()
+
+
+def test_a_burst_ends_when_its_logger_says_something_else() -> None:
+    clock = FakeClock()
+    repeats = RepeatFilter(window=30.0, clock=clock)
+    disconnected = record("disconnected from NATS (%s); reconnecting", "nats://a:4222")
+    assert repeats.filter(disconnected)
+    assert repeats.filter(record("NATS connection error: %s", "refused"))
+    assert not repeats.filter(record("NATS connection error: %s", "refused"))
+    assert repeats.filter(record("reconnected to NATS at %s", "nats://a:4222"))
+    clock.now += 1.0  # a second outage, at once: said again, all of it
+    assert repeats.filter(record("disconnected from NATS (%s); reconnecting", "nats://a:4222"))
+    assert repeats.filter(record("NATS connection error: %s", "refused"))
+
+
+def test_the_repeat_window_comes_from_the_environment() -> None:
+    assert resolve_repeat_window({}) == REPEAT_WINDOW
+    assert resolve_repeat_window({REPEAT_WINDOW_ENV: "0"}) == 0.0
+    assert resolve_repeat_window({REPEAT_WINDOW_ENV: " 5.5 "}) == 5.5
+    for bad in ("-1", "soon", "inf", "nan"):
+        with pytest.raises(ConfigError, match=REPEAT_WINDOW_ENV):
+            resolve_repeat_window({REPEAT_WINDOW_ENV: bad})
+    every = RepeatFilter(window=0.0)
+    assert all(every.filter(record("refused %s", "again")) for _ in range(3))
