@@ -9,6 +9,7 @@ natscli's: flags, then ``NATS_*`` variables, then the context, then the defaults
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from go_tools import nats_cli, nats_env
 from nats_security_support import DeployCopy, make_deploy_copy, secure_server
-from system_support import Daemon, run_cli, run_cli_async
+from system_support import ROOT, Daemon, run_cli, run_cli_async
 
 from bus import new_agent_suffix
 from orchestrator.cli import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE
@@ -232,3 +233,38 @@ async def test_tlsfirst_as_a_flag_and_from_a_context(
         nats("context", "save", "first", "--server", server.url, "--tlsfirst")
         by_context = await run_cli_async(callboard_cmd, env, ["--context", "first", *agents])
         assert by_context.returncode == EXIT_OK, by_context.stderr
+
+
+def test_the_readmes_context_lines_work_as_written(
+    daemon: Daemon,
+    prefix: str,
+    nats_url: str,
+    env: dict[str, str],
+    callboard_cmd: list[str],
+) -> None:
+    """The README's ``nats context save ... --select``, its server swapped for the test's."""
+    [line] = [
+        x for x in (ROOT / "README.md").read_text().splitlines() if x.startswith("nats context ")
+    ]
+    words = shlex.split(line.partition("#")[0])
+    words[words.index("--server") + 1] = nats_url
+    saved = subprocess.run(
+        [nats_cli(), *words[1:]], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert saved.returncode == 0, saved.stderr
+
+    listed = run_cli(callboard_cmd, env, ["agents", "--prefix", prefix, "--json"])
+    assert listed.returncode == EXIT_OK, listed.stderr
+    assert {row["agent"] for row in json.loads(listed.stdout)} == set(daemon.agent_ids)
+
+    named = run_cli(
+        callboard_cmd,
+        env,
+        ["--context", "dev", "submit", "--prefix", prefix, "math", '{"expression": "6*7"}'],
+    )
+    assert named.stdout == '{"value":42}\n', named.stderr
+
+    env["NATS_URL"] = DEAD_URL
+    assert run_cli(callboard_cmd, env, ["agents", "--prefix", prefix]).returncode == (
+        EXIT_CONNECTION
+    )
