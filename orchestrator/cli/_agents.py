@@ -16,9 +16,10 @@ from bus import Subjects
 from bus.codec import OPERATION
 
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_cli, connect_options, duration, say
+from ._common import Subcommands, connect_cli, connect_options, say
 from ._exit_codes import EXIT_NO_AGENT, EXIT_OK
 from ._permissions import PermissionWatch
+from ._values import duration
 
 __all__ = ["cmd_agents", "register"]
 

@@ -32,8 +32,9 @@ from bus import CallboardError
 from .._orchestrator import Orchestrator
 from .._pipeline import StepResult
 from .._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
-from ._common import Subcommands, connect_cli, duration, say
+from ._common import Subcommands, connect_cli, say
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
+from ._values import duration
 
 __all__ = ["MODEL_ENV", "cmd_ask", "register"]
 

@@ -2,28 +2,27 @@
 
 Each command is a module of this package with a ``register(commands)`` that adds
 its subcommand, flags and handler; ``_main`` assembles the parser from them.
+The argument values (durations, JSON, task IDs) are in ``_values``, re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, NoReturn, Protocol
 
-import msgspec
 from nats.aio.client import Client
 
-from bus import DEFAULT_PREFIX, CallboardError, ConfigError, ConnectOptions, connect, env_fields
-from bus.durable import validate_durable_task_id
+from bus import DEFAULT_PREFIX, CallboardError, ConnectOptions, connect, env_fields
 from bus.observability import LOG_FORMAT_ENV, LOG_FORMATS, Announcer, resolve_log_format
 
 from ._exit_codes import EXIT_USAGE, exit_codes_epilog
 from ._nats_context import CONTEXT_ENV, load_context_fields
 from ._permissions import PermissionWatch
+from ._values import durable_task_id, duration, parse_duration, parse_json
 
 __all__ = [
     "CONNECTION_FLAGS",
@@ -262,70 +261,3 @@ def daemon_connect_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
     flags = {key: value for key, value in connect_flags(args).items() if value is not None}
     return {**context, **flags}
-
-
-def parse_json(text: str, what: str) -> Any:
-    """``text`` decoded, or a usage error that shows how to quote JSON for the shell."""
-    try:
-        return msgspec.json.decode(text.encode())
-    except msgspec.DecodeError as exc:
-        raise ConfigError(
-            f"{what} is not valid JSON ({exc}): quote it for the shell, e.g. "
-            '\'{"expression": "6*7"}\''
-        ) from exc
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
-_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 0.001,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a plain number (``90``, ``0.5``) or a Go duration (``5s``, ``500ms``,
-    ``1m30s``, ``2h``; ``1d`` too), as the ``nats`` CLI takes them.
-    """
-    spec = text.strip()
-    try:
-        return _non_negative(float(spec))
-    except ValueError:
-        pass
-    parts = list(_DURATION_PART.finditer(spec))
-    if not spec or not parts or "".join(p.group(0) for p in parts) != spec:
-        raise ConfigError(
-            f"invalid duration {text!r}: write seconds (90, 0.5) or a Go duration "
-            "(500ms, 5s, 1m30s, 2h, 1d)"
-        )
-    return sum(float(p.group(1)) * _UNITS[p.group(2)] for p in parts)
-
-
-def _non_negative(seconds: float) -> float:
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(seconds)
-    return seconds
-
-
-def durable_task_id(text: str) -> str:
-    """A durable task's ID as an argparse ``type``: a malformed one is a usage error,
-    not a question to the server.
-    """
-    try:
-        return validate_durable_task_id(text)
-    except CallboardError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-
-
-def duration(text: str) -> float:
-    """``parse_duration`` as an argparse ``type``: a bad one is a usage error naming it."""
-    try:
-        return parse_duration(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None

@@ -39,7 +39,7 @@ from bus.codec import OPERATION
 from bus.observability._logging import Announcer
 
 from .._registry import discover_agents
-from ._common import Subcommands, connect_cli, duration
+from ._common import Subcommands, connect_cli
 from ._exit_codes import (
     EXIT_CONNECTION,
     EXIT_NO_AGENT,
@@ -48,6 +48,7 @@ from ._exit_codes import (
     EXIT_UNHEALTHY,
     health_exit_codes_epilog,
 )
+from ._values import duration
 
 __all__ = ["DEFAULT_HEALTH_TIMEOUT", "cmd_health", "ping_agent", "register"]
 

@@ -12,9 +12,10 @@ import msgspec
 
 from bus.durable import DurableNames, DurableTaskClient, replay_status
 
-from ._common import Subcommands, connect_cli, durable_task_id, parse_duration, say
+from ._common import Subcommands, connect_cli, say
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 from ._status import describe
+from ._values import durable_task_id, parse_duration
 from .monitor import decode_status, format_status
 
 __all__ = ["cmd_history", "register"]

@@ -41,8 +41,9 @@ from bus import (
 
 from .._live import DEFAULT_HEARTBEAT_TIMEOUT
 from .._registry import discover_agents
-from ._common import Subcommands, connect_options, duration, parse_duration
+from ._common import Subcommands, connect_options
 from ._exit_codes import EXIT_OK
+from ._values import duration, parse_duration
 from .monitor import (
     DEFAULT_FORGET_AFTER,
     FleetView,

@@ -14,8 +14,9 @@ from bus import ConfigError
 
 from .._orchestrator import Orchestrator
 from .._pipeline import StepFailed, StepResult, load_pipeline
-from ._common import Subcommands, connect_cli, duration, say
+from ._common import Subcommands, connect_cli, say
 from ._exit_codes import EXIT_OK, exit_code_for, exit_code_of_error_type
+from ._values import duration
 
 __all__ = ["cmd_pipeline", "register"]
 

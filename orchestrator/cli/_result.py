@@ -9,8 +9,9 @@ import msgspec
 
 from bus.durable import DurableTaskClient
 
-from ._common import Subcommands, connect_cli, durable_task_id, duration
+from ._common import Subcommands, connect_cli
 from ._exit_codes import EXIT_OK
+from ._values import durable_task_id, duration
 
 __all__ = ["cmd_result", "register"]
 

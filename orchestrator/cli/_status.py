@@ -14,8 +14,9 @@ import msgspec
 
 from bus.durable import DurableTaskClient, TaskRecord
 
-from ._common import Subcommands, connect_cli, durable_task_id
+from ._common import Subcommands, connect_cli
 from ._exit_codes import EXIT_OK
+from ._values import durable_task_id
 
 __all__ = ["cmd_status", "describe", "register"]
 

@@ -8,8 +8,9 @@ import sys
 import msgspec
 
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_cli, duration, parse_json, say
+from ._common import Subcommands, connect_cli, say
 from ._exit_codes import EXIT_OK
+from ._values import duration, parse_json
 
 __all__ = ["cmd_submit", "register"]
 

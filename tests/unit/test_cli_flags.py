@@ -9,8 +9,8 @@ import pytest
 
 from bus import ConfigError, ConnectOptions
 from orchestrator.cli import EXIT_USAGE, build_parser, main
-from orchestrator.cli._common import parse_duration
 from orchestrator.cli._nats_context import load_context_fields
+from orchestrator.cli._values import parse_duration
 
 
 def test_the_nats_cli_spellings_of_the_tls_flags_are_accepted() -> None:
