@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = min(level, logging.INFO)
     configure_logging(level, args.log_format, repeat_window=repeat_window)
     try:
-        code: int = anyio.run(args.func, args)
+        code = _run_command(args)
     except CallboardError as exc:
         report = Announcer(args.log_format, logger="callboard.cli")
         report(f"callboard {args.command}: {exc}", level=logging.ERROR, **_task_fields(exc))
@@ -148,6 +148,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_BROKEN_PIPE
     return code
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the command; the one error that ended a task group comes out as itself,
+    to be reported like any other, not as a traceback."""
+    try:
+        code: int = anyio.run(args.func, args)
+    except BaseExceptionGroup as group:
+        errors, others = group.split(CallboardError)
+        leaves = [] if errors is None else list(_leaves(errors))
+        if others is None and len(leaves) == 1:
+            raise leaves[0] from group
+        raise
+    return code
+
+
+def _leaves(group: BaseExceptionGroup[CallboardError]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves.extend(_leaves(exc))
+        else:
+            leaves.append(exc)
+    return leaves
 
 
 def _task_fields(exc: CallboardError) -> dict[str, Any]:
