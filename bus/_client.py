@@ -138,9 +138,15 @@ class TaskClient:
             self._cancel_nowait(task_id, "the caller cancelled the task")
             raise
         except nats.errors.NoRespondersError:
+            if agent_id is None:
+                missing = f"no agent serves capability {capability!r}"
+                check = "the subject prefix"
+            else:
+                missing = f"no agent has the id {agent_id!r}"
+                check = "the id ('callboard agents' lists them) and the subject prefix"
             raise NoAgentError(
-                f"no agent serves capability {capability!r} (nobody listens on {subject}); "
-                "start one with 'callboard run CONFIG.toml', or check the subject prefix",
+                f"{missing} (nobody listens on {subject}); start one with "
+                f"'callboard run CONFIG.toml', or check {check}",
                 task_id=task_id,
                 capability=capability,
             ) from None

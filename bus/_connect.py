@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -144,12 +144,18 @@ class ConnectOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
             raise ConfigError(
                 "TLS client auth needs both tls_cert and tls_key (--tls-cert, --tls-key)"
             )
+        files = {"tls_ca": self.tls_ca, "tls_cert": self.tls_cert, "tls_key": self.tls_key}
+        for field, path in files.items():  # h-cli: name the file that is missing
+            if path and not os.path.isfile(path):
+                flag = "--" + field.replace("_", "-")
+                raise ConfigError(f"the {field} file {path!r} ({flag}) does not exist")
         try:
             context = ssl.create_default_context(cafile=self.tls_ca)
             if self.tls_cert and self.tls_key:
                 context.load_cert_chain(self.tls_cert, self.tls_key)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load TLS files: {exc}") from exc
+            named = ", ".join(f"{field} {path!r}" for field, path in files.items() if path)
+            raise ConfigError(f"cannot load TLS files ({named}): {exc}") from exc
         return context
 
 
@@ -291,6 +297,7 @@ async def connect(
     *,
     options: ConnectOptions | None = None,
     metrics: ConnectionMetrics | None = None,
+    error_listener: Callable[[Exception], bool] | None = None,
     **changes: Any,
 ) -> AsyncIterator[Client]:
     """Connect to NATS for the duration of the block, draining on exit.
@@ -300,6 +307,9 @@ async def connect(
         options: the full option set; defaults to ``ConnectOptions.from_env()``.
         metrics: counts this connection's reconnects, time disconnected,
             slow-consumer errors and pending bytes, labelled with its name.
+        error_listener: told of each error the server reports once connected
+            (a permissions violation); True when it handles it, which is then
+            not logged as a warning.
         **changes: individual ConnectOptions fields to override.
 
     Raises:
@@ -324,6 +334,8 @@ async def connect(
             state.on_slow_consumer()
         if connected and state is not None and _is_final(exc):
             state.on_refused()  # a revoked login: before the line that reports it
+        if connected and error_listener is not None and error_listener(exc):
+            return  # h-cli: the caller reports it (e.g. a permissions violation)
         # before the first connection the final ConnectionFailed says it all
         log.log(logging.WARNING if connected else logging.DEBUG, "NATS connection error: %s", exc)
         if not connected:

@@ -19,6 +19,7 @@ from ._logging import (
     TextFormatter,
     configure_logging,
     resolve_log_format,
+    resolve_repeat_window,
 )
 from ._metrics import (
     DISPATCH_OUTCOMES,
@@ -56,4 +57,5 @@ __all__ = [
     "label_sets",
     "parse_metrics_address",
     "resolve_log_format",
+    "resolve_repeat_window",
 ]

@@ -12,12 +12,14 @@ from typing import Any
 import anyio
 import msgspec
 
-from bus import connect
+from bus import Subjects
 from bus.codec import OPERATION
 
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_cli, connect_options, say
 from ._exit_codes import EXIT_NO_AGENT, EXIT_OK
+from ._permissions import PermissionWatch
+from ._values import duration
 
 __all__ = ["cmd_agents", "register"]
 
@@ -27,21 +29,34 @@ log = logging.getLogger("callboard.cli")
 def register(commands: Subcommands) -> None:
     """Add ``agents`` and its flags to the parser."""
     p = commands.add("agents", cmd_agents, "list the live agents, their capabilities and load")
-    p.add_argument("--wait", type=float, default=0.5, help="seconds to collect answers")
+    p.add_argument(
+        "--wait", type=duration, default=0.5, help="how long to collect answers (0.5, 500ms, 2s)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 async def cmd_agents(args: argparse.Namespace) -> int:
     """List the live agents: capabilities, load, when last heard from."""
-    async with connect(options=connect_options(args)) as nc:
+    subjects = Subjects(args.prefix)
+    ping_subjects: set[str] = set()
+    # a read-only login (the monitor's) may discover agents but not ping them
+    pings = PermissionWatch(
+        connect_options(args).user,
+        expected=lambda kind, subject: kind == "publish" and subject in ping_subjects,
+    )
+    async with connect_cli(args, watch=pings) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name="cli")
         agents = await orchestrator.discover(wait=args.wait)
+        ping_subjects.update(subjects.agent(agent.id) for agent in agents)
         rows = await _agent_rows(orchestrator, agents)
+    for entry in rows:
+        if subjects.agent(entry["agent"]) in pings.tolerated:
+            entry["last_seen"] = "not permitted to ping it (this login's permissions)"
     if args.json:
         sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
         return EXIT_OK
     if not rows:
-        print(f"no agents answered on prefix {args.prefix!r}", file=sys.stderr)
+        say(args, f"no agents answered on prefix {args.prefix!r}", level=logging.ERROR)
         return EXIT_NO_AGENT
     headers = ("AGENT", "KIND", "CAPABILITIES", "IN FLIGHT", "LAST SEEN")
     table = [

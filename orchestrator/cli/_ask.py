@@ -9,6 +9,7 @@ exits with 1 and a line that says what to do (start Ollama, pull the model, ...)
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -26,13 +27,14 @@ from actors.llm.models import (
     ModelUnavailable,
     create_model,
 )
-from bus import CallboardError, connect
+from bus import CallboardError
 
 from .._orchestrator import Orchestrator
 from .._pipeline import StepResult
 from .._planner import AggregationError, LLMAggregator, LLMDecomposer, PlanError
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_cli, say
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
+from ._values import duration
 
 __all__ = ["MODEL_ENV", "cmd_ask", "register"]
 
@@ -44,7 +46,12 @@ def register(commands: Subcommands) -> None:
     """Add ``ask`` and its flags to the parser."""
     p = commands.add("ask", cmd_ask, "run a request in plain words: decompose, route, aggregate")
     p.add_argument("request", help="what to do, e.g. \"calculate 6*7, then summarize '...'\"")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=duration,
+        default=30.0,
+        help="time per step: seconds or a duration, e.g. 30, 45s, 2m (default 30s)",
+    )
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     g = p.add_argument_group(
         "model",
@@ -72,10 +79,10 @@ def register(commands: Subcommands) -> None:
     )
     g.add_argument(
         "--model-timeout",
-        type=float,
+        type=duration,
         default=DEFAULT_MODEL_TIMEOUT,
-        metavar="SECONDS",
-        help=f"seconds to wait for each answer of the model (default {DEFAULT_MODEL_TIMEOUT:g})",
+        metavar="DURATION",
+        help=f"time to wait for each answer of the model (default {DEFAULT_MODEL_TIMEOUT:g})",
     )
 
 
@@ -89,7 +96,7 @@ async def cmd_ask(args: argparse.Namespace) -> int:
     model = _ask_model(args)  # bad model settings fail here, before connecting
     try:
         async with (
-            connect(options=connect_options(args)) as nc,
+            connect_cli(args) as nc,
             Orchestrator(
                 nc,
                 prefix=args.prefix,
@@ -103,7 +110,7 @@ async def cmd_ask(args: argparse.Namespace) -> int:
         if isinstance(exc, AggregationError):
             _print_steps(exc.steps)
         message = " ".join(str(exc).split())
-        print(f"callboard ask: {message} (hint: {_model_hint(exc, args)})", file=sys.stderr)
+        say(args, f"callboard ask: {message} (hint: {_model_hint(exc, args)})", level=logging.ERROR)
         return EXIT_AGENT_ERROR
     finally:
         if model is not None:

@@ -48,7 +48,12 @@ DEMO_PIPELINE: list[dict[str, Any]] = [
 
 def register(commands: Subcommands) -> None:
     """Add ``demo`` to the parser."""
-    commands.add("demo", cmd_demo, "start a server and agents, run a pipeline, show the events")
+    commands.add(
+        "demo",
+        cmd_demo,
+        "start a server and agents, run a pipeline, show the events",
+        connects=False,
+    )
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@
 3     no agent serves the capability
 4     timeout: no reply before the deadline
 5     cannot connect to NATS (or, for ``health``, to the daemon's /healthz)
+6     permission denied: the server's permissions do not let this login use
+      a subject the command needs (it says which)
 130   interrupted (Ctrl-C)
 141   the reader of stdout left (``callboard monitor | head``), as SIGPIPE would
 ====  ==========================================================
@@ -31,6 +33,7 @@ from bus import (
 
 from .._pipeline import StepFailed
 from .._router import NoRouteError
+from ._permissions import PermissionDenied
 
 __all__ = [
     "EXIT_AGENT_ERROR",
@@ -39,6 +42,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NO_AGENT",
     "EXIT_OK",
+    "EXIT_PERMISSION",
     "EXIT_TIMEOUT",
     "EXIT_UNHEALTHY",
     "EXIT_USAGE",
@@ -56,6 +60,7 @@ EXIT_USAGE = 2
 EXIT_NO_AGENT = 3
 EXIT_TIMEOUT = 4
 EXIT_CONNECTION = 5
+EXIT_PERMISSION = 6
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
@@ -66,6 +71,7 @@ _MEANINGS: Mapping[int, str] = {
     EXIT_NO_AGENT: "no agent",
     EXIT_TIMEOUT: "timeout",
     EXIT_CONNECTION: "cannot connect",
+    EXIT_PERMISSION: "permission denied (the server's permissions for this login)",
     EXIT_INTERRUPTED: "interrupted",
 }
 
@@ -79,6 +85,7 @@ _HEALTH_MEANINGS: Mapping[int, str] = {
     EXIT_NO_AGENT: "no such agent or capability",
     EXIT_TIMEOUT: "no answer within --timeout",
     EXIT_CONNECTION: "cannot reach the daemon's /healthz or NATS",
+    EXIT_PERMISSION: "this login may not ping agents (--agent, --capability)",
 }
 
 _BY_ERROR_CLASS: tuple[tuple[type[CallboardError], int], ...] = (
@@ -87,6 +94,7 @@ _BY_ERROR_CLASS: tuple[tuple[type[CallboardError], int], ...] = (
     (UnknownTask, EXIT_NO_AGENT),
     (TaskTimeout, EXIT_TIMEOUT),  # before AgentError: DeadlineExceeded is both
     (ConnectionFailed, EXIT_CONNECTION),
+    (PermissionDenied, EXIT_PERMISSION),
     (ConfigError, EXIT_USAGE),
 )
 """First match wins; anything else is the agent's (or the task's) own error."""
@@ -123,4 +131,5 @@ def health_exit_codes_epilog() -> str:
 
 
 def _epilog(meanings: Mapping[int, str]) -> str:
-    return "Exit codes: " + ", ".join(f"{code} {text}" for code, text in meanings.items()) + "."
+    """A table, one code a line (for a parser with ``RawDescriptionHelpFormatter``)."""
+    return "Exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in meanings.items())

@@ -33,14 +33,13 @@ from bus import (
     NoAgentError,
     Subjects,
     TaskTimeout,
-    connect,
     parse_metrics_address,
 )
 from bus.codec import OPERATION
 from bus.observability._logging import Announcer
 
 from .._registry import discover_agents
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_cli
 from ._exit_codes import (
     EXIT_CONNECTION,
     EXIT_NO_AGENT,
@@ -49,6 +48,7 @@ from ._exit_codes import (
     EXIT_UNHEALTHY,
     health_exit_codes_epilog,
 )
+from ._values import duration
 
 __all__ = ["DEFAULT_HEALTH_TIMEOUT", "cmd_health", "ping_agent", "register"]
 
@@ -85,9 +85,10 @@ def register(commands: Subcommands) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=duration,
         default=DEFAULT_HEALTH_TIMEOUT,
-        help=f"seconds to wait for an answer (default {DEFAULT_HEALTH_TIMEOUT:g})",
+        help=f"how long to wait for an answer: seconds or a duration like 500ms "
+        f"(default {DEFAULT_HEALTH_TIMEOUT:g}s)",
     )
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
 
@@ -125,6 +126,8 @@ async def cmd_health(args: argparse.Namespace) -> int:
         return await _ping_health(args)
     url = _healthz_url(args.url, args.metrics)
     status, document = await anyio.to_thread.run_sync(_fetch_health, url, args.timeout)
+    if document.get("status") == "unreachable":
+        document["error"] += _METRICS_OFF_HINT
     if args.json:
         _print_json(document)
     else:
@@ -133,6 +136,12 @@ async def cmd_health(args: argparse.Namespace) -> int:
         _report(args, document["error"])
         return EXIT_TIMEOUT if document["status"] == "timeout" else EXIT_CONNECTION
     return EXIT_OK if status == 200 else EXIT_UNHEALTHY
+
+
+_METRICS_OFF_HINT = (
+    ". Is the daemon running with metrics on? It serves /healthz only when its config "
+    "sets metrics_address (or with 'callboard run --metrics ADDR'): metrics are off by default"
+)
 
 
 def _healthz_url(url: str | None, metrics: str | None) -> str:
@@ -200,17 +209,20 @@ def _health_summary(document: dict[str, Any]) -> str:
 async def _ping_health(args: argparse.Namespace) -> int:
     """``--agent``/``--capability``: 0 when every agent asked answers its ping."""
     subjects = Subjects(args.prefix)
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         if args.agent is not None:
             ids = [args.agent]
         else:
             found = await discover_agents(nc, subjects, wait=min(args.timeout, DISCOVERY_WAIT))
             ids = [a.id for a in found if args.capability in a.capabilities]
             if not ids:
-                raise NoAgentError(
-                    f"no agent serves {args.capability!r} on prefix {args.prefix!r}",
-                    capability=args.capability,
-                )
+                problem = f"no agent serves {args.capability!r} on prefix {args.prefix!r}"
+                if args.json:
+                    _print_json({"status": "unhealthy", "agents": [], "error": problem})
+                else:
+                    print(f"unhealthy: {problem}")
+                _report(args, problem)
+                return EXIT_NO_AGENT
         answers: dict[str, dict[str, Any]] = {}
 
         async def ping(agent_id: str) -> None:

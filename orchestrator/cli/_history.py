@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from typing import Any
 
 import msgspec
 
-from bus import connect
 from bus.durable import DurableNames, DurableTaskClient, replay_status, split_task_ref
 
-from ._common import Subcommands, connect_options, parse_duration
+from ._common import Subcommands, connect_cli, say
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 from ._status import describe
+from ._values import durable_task_id, parse_duration
 from .monitor import decode_status, format_status
 
 __all__ = ["cmd_history", "register"]
@@ -27,7 +28,7 @@ def register(commands: Subcommands) -> None:
         cmd_history,
         "replay a durable task's story: record revisions and the status events kept for it",
     )
-    p.add_argument("task_id", help="the task ID")
+    p.add_argument("task_id", type=durable_task_id, help="the task ID")
     p.add_argument(
         "--since", default=None, metavar="DURATION", help="only events newer than this (10m, 2h)"
     )
@@ -40,7 +41,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
     _, wanted = split_task_ref(args.task_id)  # TASK_ID, or CAPABILITY.TASK_ID
     names = DurableNames(args.prefix)
     lines: list[tuple[float, str, Any]] = []
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         client = DurableTaskClient(nc, prefix=args.prefix, sender="cli")
         for record in await client.history(args.task_id):
             lines.append((record.updated_at, f"record  {describe(record)}", record))
@@ -55,7 +56,12 @@ async def cmd_history(args: argparse.Namespace) -> int:
                 ts = float(getattr(event, "ts", 0.0) or 0.0)
                 lines.append((ts, f"event   {format_status(event, msg.data)}", msg.data))
     if not lines:
-        print(f"no record and no kept events of task {args.task_id}", file=sys.stderr)
+        say(
+            args,
+            f"no record and no kept events of task {args.task_id}",
+            level=logging.ERROR,
+            task_id=args.task_id,
+        )
         return EXIT_AGENT_ERROR
     for _, text, raw in sorted(lines, key=lambda line: line[0]):
         if args.json:

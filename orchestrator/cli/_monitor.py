@@ -33,22 +33,21 @@ from bus import (
     ConfigError,
     ConnectionFailed,
     ConnectionMetrics,
-    ConnectOptions,
     FleetMetrics,
     MetricsServer,
     StatusEvent,
     Subjects,
     connect,
     connection_status,
-    env_fields,
     wait_until_lost,
 )
 from bus.security import StatusBinding
 
 from .._live import DEFAULT_HEARTBEAT_TIMEOUT
 from .._registry import discover_agents
-from ._common import Subcommands, connect_flags, parse_duration
+from ._common import Subcommands, connect_options
 from ._exit_codes import EXIT_OK
+from ._values import duration, parse_duration
 from .monitor import (
     DEFAULT_FORGET_AFTER,
     DEFAULT_MAX_AGENTS,
@@ -111,18 +110,18 @@ def register(commands: Subcommands) -> None:
     )
     p.add_argument(
         "--heartbeat-timeout",
-        type=float,
+        type=duration,
         default=DEFAULT_HEARTBEAT_TIMEOUT,
-        metavar="SECONDS",
-        help="seconds of silence after which an agent counts as expired "
+        metavar="DURATION",
+        help="time of silence after which an agent counts as expired "
         f"(default {DEFAULT_HEARTBEAT_TIMEOUT:g}, as the orchestrator's registry)",
     )
     p.add_argument(
         "--forget-after",
-        type=float,
+        type=duration,
         default=DEFAULT_FORGET_AFTER,
-        metavar="SECONDS",
-        help="seconds an offline or expired agent stays in the table and in /metrics "
+        metavar="DURATION",
+        help="time an offline or expired agent stays in the table and in /metrics "
         f"(default {DEFAULT_FORGET_AFTER:g})",
     )
     p.add_argument(
@@ -195,9 +194,7 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
     if args.since is not None:
         parse_duration(args.since)  # a bad duration is a usage error before connecting
     mode = output_mode(args, tty=sys.stdout.isatty())
-    options = ConnectOptions.layered(
-        {"name": "callboard-monitor"}, env_fields(), connect_flags(args)
-    )
+    options = connect_options(args, "callboard-monitor")
     metrics = None if args.metrics is None else MonitorMetrics(args.metrics, options.name)
     async with AsyncExitStack() as stack:
         if metrics is not None:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from bus import ConfigError, connect
+from bus import ConfigError
 
 from .._orchestrator import Orchestrator
 from .._pipeline import StepFailed, StepResult, load_pipeline
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_cli, say
 from ._exit_codes import EXIT_OK, exit_code_for, exit_code_of_error_type
+from ._values import duration
 
 __all__ = ["cmd_pipeline", "register"]
 
@@ -35,7 +37,10 @@ def register(commands: Subcommands) -> None:
         help="run every step that can run despite failures, instead of stopping at the first",
     )
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds per step unless it sets its own"
+        "--timeout",
+        type=duration,
+        default=30.0,
+        help="time per step unless it sets its own: seconds or a duration (30, 45s, 2m)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document of all results")
 
@@ -51,7 +56,7 @@ async def cmd_pipeline(args: argparse.Namespace) -> int:
     concurrency = pipeline.max_concurrency if args.concurrency is None else args.concurrency
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {concurrency}")
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name="cli")
         try:
             results = await orchestrator.run_pipeline(
@@ -63,16 +68,18 @@ async def cmd_pipeline(args: argparse.Namespace) -> int:
         except StepFailed as exc:
             shown = sorted([*exc.results, exc.result], key=lambda r: r.seq)
             _print_pipeline(shown, args.json, error=str(exc), cancelled=exc.cancelled)
-            print(f"callboard pipeline: {exc}", file=sys.stderr)
+            task = {"task_id": exc.task_id, "capability": exc.capability}
+            task["agent"] = getattr(exc.cause, "agent_id", None)
+            say(args, f"callboard pipeline: {exc}", level=logging.ERROR, **task)
             if exc.cancelled:
                 cancelled = ", ".join(map(str, exc.cancelled))
-                print(f"callboard pipeline: cancelled steps {cancelled}", file=sys.stderr)
+                say(args, f"callboard pipeline: cancelled steps {cancelled}", level=logging.ERROR)
             return exit_code_for(exc)
     _print_pipeline(results, args.json)
     failures = [r.error for r in results if r.error is not None and r.error.code != 424]
     if not failures:
         return EXIT_OK
-    print(f"callboard pipeline: {len(failures)} step(s) failed", file=sys.stderr)
+    say(args, f"callboard pipeline: {len(failures)} step(s) failed", level=logging.ERROR)
     return exit_code_of_error_type(failures[0].type)
 
 

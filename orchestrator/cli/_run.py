@@ -11,7 +11,7 @@ from actors import DaemonConfig, load_config, run_daemon
 from bus import DEFAULT_PREFIX
 from bus.observability import Announcer
 
-from ._common import Subcommands, connect_flags
+from ._common import Subcommands, daemon_connect_flags
 from ._exit_codes import EXIT_OK
 from ._pid_file import pid_file
 
@@ -55,5 +55,5 @@ async def cmd_run(args: argparse.Namespace) -> int:
     announce = Announcer(getattr(args, "log_format", "text"), logger="callboard.daemon")
     config = load()
     with pid_file(args.pid_file):
-        await run_daemon(config, flags=connect_flags(args), reload=load, announce=announce)
+        await run_daemon(config, flags=daemon_connect_flags(args), reload=load, announce=announce)
     return EXIT_OK

@@ -27,7 +27,9 @@ __all__ = ["cmd_server", "register"]
 
 def register(commands: Subcommands) -> None:
     """Add ``server`` and its flags to the parser."""
-    p = commands.add("server", cmd_server, "run an embedded nats-server in the foreground")
+    p = commands.add(
+        "server", cmd_server, "run an embedded nats-server in the foreground", connects=False
+    )
     p.add_argument("--port", type=int, default=4222, help="client port (0 = any free port)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--monitor-port", type=int, default=None, help="HTTP monitoring port")

@@ -12,11 +12,12 @@ import sys
 
 import msgspec
 
-from bus import UnknownTask, connect
+from bus import UnknownTask
 from bus.durable import DurableTaskClient, TaskRecord
 
-from ._common import Subcommands, connect_options
+from ._common import Subcommands, connect_cli
 from ._exit_codes import EXIT_OK
+from ._values import durable_task_id
 
 __all__ = ["cmd_status", "describe", "register"]
 
@@ -24,13 +25,13 @@ __all__ = ["cmd_status", "describe", "register"]
 def register(commands: Subcommands) -> None:
     """Add ``status`` and its flags to the parser."""
     p = commands.add("status", cmd_status, "show a durable task's state, attempts, agent and error")
-    p.add_argument("task_id", help="the task ID")
+    p.add_argument("task_id", type=durable_task_id, help="the task ID")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
     """Print a durable task's record: state, attempts, agent, times, error."""
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         try:
             record = await DurableTaskClient(nc, prefix=args.prefix, sender="cli").record(
                 args.task_id

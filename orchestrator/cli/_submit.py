@@ -7,11 +7,10 @@ import sys
 
 import msgspec
 
-from bus import connect
-
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_options, parse_json
+from ._common import Subcommands, connect_cli, say
 from ._exit_codes import EXIT_OK
+from ._values import duration, parse_json
 
 __all__ = ["cmd_submit", "register"]
 
@@ -21,9 +20,17 @@ def register(commands: Subcommands) -> None:
     p = commands.add("submit", cmd_submit, "dispatch one task and print its result as JSON")
     p.add_argument("capability", help="the capability to send the task to")
     p.add_argument(
-        "payload", nargs="?", default="null", help="the payload as JSON, or - to read stdin"
+        "payload",
+        nargs="?",
+        default="{}",
+        help="the payload as JSON, or - to read stdin (default {}, an empty object)",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=duration,
+        default=30.0,
+        help="how long to wait: seconds or a duration, e.g. 30, 500ms, 1m30s (default 30s)",
+    )
     p.add_argument("--task-id", default=None, help="task ID to use (to retry a task)")
     p.add_argument("--agent", default=None, help="send to this agent id directly")
     p.add_argument("--sender", default="cli", help="the Agent-Sender header (default cli)")
@@ -46,7 +53,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.payload == "-" else args.payload
     payload = parse_json(text, "the payload")
     durable = args.durable or args.no_wait
-    async with connect(options=connect_options(args)) as nc:
+    async with connect_cli(args) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name=args.sender)
         if args.no_wait:
             record = await orchestrator.durable.client.submit(
@@ -63,7 +70,13 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             durable=durable,
         )
     if args.verbose:
-        print(f"task {reply.task_id} answered by {reply.sender}", file=sys.stderr)
+        say(
+            args,
+            f"task {reply.task_id} answered by {reply.sender}",
+            task_id=reply.task_id,
+            agent=reply.sender,
+            capability=args.capability,
+        )
     encoded = msgspec.json.encode(reply.payload)
     if args.pretty:
         encoded = msgspec.json.format(encoded, indent=2)

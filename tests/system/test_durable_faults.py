@@ -486,7 +486,7 @@ async def test_every_task_completes_across_a_server_restart(
     acknowledging it, so a killed process (unlike a crashed machine) loses none."""
     suffix = new_agent_suffix()
     url = own_server.url
-    env = {**cli_env, "NATS_URL": url}
+    env = {**cli_env, "NATS_URL": url, "CALLBOARD_LOG_REPEAT_WINDOW": "0"}  # each attempt
     daemons = [
         await start_echo(start_daemon, prefix, f"echo-{n}-{suffix}", env=env, nats=CONNECTION)
         for n in (1, 2)

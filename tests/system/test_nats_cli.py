@@ -202,6 +202,7 @@ def test_the_readme_names_the_natscli_release_and_every_nats_line_is_tested() ->
         "nats micro ping",
         "nats kv get --raw AGENTS_TASKS math.TASK_ID",
         "nats stream view AGENTS_DEAD",
+        "nats context save dev --server nats://127.0.0.1:4222 --select",  # test_cli_nats_context
     }
     in_readme = {line.partition("#")[0].strip() for line in readme_nats_lines()}
     assert in_readme == tested

@@ -59,7 +59,7 @@ async def start_echo_daemon(
             start_daemon,
             [{"type": "echo", "id": f"echo-{new_agent_suffix()}", "replicas": 2}],
             prefix=prefix,
-            env={**env, "NATS_URL": node.url},
+            env={**env, "NATS_URL": node.url, "CALLBOARD_LOG_REPEAT_WINDOW": "0"},  # each attempt
             nats=CONNECTION,
             heartbeat_interval=600.0,
             **kw,

@@ -15,11 +15,15 @@ from actors._tasklog import log_outcome, task_logger
 from bus import ConfigError, ErrorInfo
 from bus.observability._logging import (
     LOG_FORMAT_ENV,
+    REPEAT_WINDOW,
+    REPEAT_WINDOW_ENV,
     Announcer,
     JsonFormatter,
+    RepeatFilter,
     TextFormatter,
     configure_logging,
     resolve_log_format,
+    resolve_repeat_window,
 )
 
 TASK: dict[str, object] = {"task_id": "01J0TASK", "agent": "math-1", "capability": "math"}
@@ -173,3 +177,74 @@ def test_a_task_outcome_is_logged_only_when_it_is_news(
     fields = {name: logged.__dict__[name] for name in ("task_id", "agent", "capability")}
     assert fields == {"task_id": "01J0TASK", "agent": "math-1", "capability": "math"}
     assert str(code) in logged.getMessage() and "it went wrong" in logged.getMessage()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_repeated_warning_is_said_once_a_window_with_a_count() -> None:
+    clock = FakeClock()
+    repeats = RepeatFilter(window=30.0, clock=clock)
+    refused = "NATS connection error: %s"
+
+    def passes(message: str = refused, *args: object) -> bool:
+        return repeats.filter(record(message, *args or ("Connect call failed",)))
+
+    assert passes()  # the first, at once
+    for _ in range(39):  # an outage: a refused reconnect every 0.75 s, for 29.25 s
+        clock.now += 0.75
+        assert not passes()
+    clock.now = 130.0  # a window after the first: said again, with the count
+    said = record(refused, "Connect call failed")
+    assert repeats.filter(said)
+    assert said.getMessage() == (
+        "NATS connection error: Connect call failed (39 more like this in the last 30s)"
+    )
+    clock.now += 0.75
+    assert not passes()
+    assert passes(refused, "another server refused")  # another text is another record
+    assert repeats.filter(record("task %s failed", level=logging.INFO))  # below WARNING
+
+
+def test_the_handler_holds_back_repeats_and_asyncios_tls_eof_warning() -> None:
+    stream = io.StringIO()
+    configure_logging(logging.INFO, "text", stream=stream)
+    try:
+        for _ in range(5):
+            logging.getLogger("callboard.bus").warning("disconnected: %s", "refused")
+        logging.getLogger("asyncio").warning(
+            "returning true from eof_received() has no effect when using ssl"
+        )
+    finally:
+        configure_logging(logging.WARNING, "text")
+    assert stream.getvalue().count("disconnected: refused") == 1
+    assert "eof_received" not in stream.getvalue()
+
+
+def test_a_burst_ends_when_its_logger_says_something_else() -> None:
+    clock = FakeClock()
+    repeats = RepeatFilter(window=30.0, clock=clock)
+    disconnected = record("disconnected from NATS (%s); reconnecting", "nats://a:4222")
+    assert repeats.filter(disconnected)
+    assert repeats.filter(record("NATS connection error: %s", "refused"))
+    assert not repeats.filter(record("NATS connection error: %s", "refused"))
+    assert repeats.filter(record("reconnected to NATS at %s", "nats://a:4222"))
+    clock.now += 1.0  # a second outage, at once: said again, all of it
+    assert repeats.filter(record("disconnected from NATS (%s); reconnecting", "nats://a:4222"))
+    assert repeats.filter(record("NATS connection error: %s", "refused"))
+
+
+def test_the_repeat_window_comes_from_the_environment() -> None:
+    assert resolve_repeat_window({}) == REPEAT_WINDOW
+    assert resolve_repeat_window({REPEAT_WINDOW_ENV: "0"}) == 0.0
+    assert resolve_repeat_window({REPEAT_WINDOW_ENV: " 5.5 "}) == 5.5
+    for bad in ("-1", "soon", "inf", "nan"):
+        with pytest.raises(ConfigError, match=REPEAT_WINDOW_ENV):
+            resolve_repeat_window({REPEAT_WINDOW_ENV: bad})
+    every = RepeatFilter(window=0.0)
+    assert all(every.filter(record("refused %s", "again")) for _ in range(3))
