@@ -65,10 +65,17 @@ class PermissionWatch:
             return True
         if self.denied is None:
             verb = "publish to" if kind == "publish" else "subscribe to"
+            advice = (
+                "each role reads only its own inbox: set its inbox prefix (--inbox-prefix, "
+                "NATS_INBOX_PREFIX or the context's inbox_prefix; _INBOX_<user> in "
+                "deploy/nats/accounts.conf)"
+                if subject.lower().startswith("_inbox.")
+                else "use a login whose permissions allow it, e.g. the orchestrator's of "
+                "deploy/nats/accounts.conf"
+            )
             self.denied = PermissionDenied(
                 f"the NATS server does not let {self._user} {verb} {subject!r} (permissions "
-                "violation): use a login whose permissions allow it, e.g. the orchestrator's "
-                "of deploy/nats/accounts.conf"
+                f"violation): {advice}"
             )
         for scope in self._scopes:
             scope.cancel()

@@ -190,6 +190,8 @@ async def test_a_context_with_a_login_and_a_ca_reaches_a_tls_server(
             password,
             "--tlsca",
             str(deploy.ca),
+            "--inbox-prefix",
+            deploy.env("orchestrator")["NATS_INBOX_PREFIX"],
         )
         result = await run_cli_async(
             callboard_cmd, env, ["--context", "secure", "agents", "--json"]
