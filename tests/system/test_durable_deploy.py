@@ -59,6 +59,7 @@ from bus.durable import (
     replay_status,
 )
 from orchestrator.cli import EXIT_NO_AGENT, EXIT_OK
+from orchestrator.cli._exit_codes import EXIT_PERMISSION
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
 
@@ -215,11 +216,12 @@ async def test_durable_tasks_run_under_the_roles_users_on_one_node(
         assert refused.returncode != EXIT_OK, refused.stdout
         assert "Traceback" not in refused.stderr
         # the server's refusal, named (the client then gives up on its unanswered request)
-        refusal = 'permissions violation for publish to "$js.api.stream.info.agents_tasks"'
+        refusal = "publish to '$js.api.stream.info.agents_tasks' (permissions violation)"
         assert refusal in refused.stderr.lower(), refused.stderr
+        assert refused.returncode == EXIT_PERMISSION, refused.stderr
         unknown = await cli(callboard_cmd, orchestrator, ["status", refused_id])
         assert unknown.returncode == EXIT_NO_AGENT, unknown.stderr
-        assert f"no durable task {refused_id}" in unknown.stderr
+        assert f"no record of task {refused_id}" in unknown.stderr
         logged = violations(server)
         assert logged and all("monitor" in line for line in logged), "\n".join(logged)
         assert all("$JS.API.STREAM.INFO." in line for line in logged), "\n".join(logged)
