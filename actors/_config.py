@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from bus import DEFAULT_PREFIX, ConfigError, parse_metrics_address
+from bus import DEFAULT_PREFIX, ConfigError, load_toml_file, parse_metrics_address
 from bus.durable import DurableSettings
 from bus.micro import SERVICE_NAME_RULE, valid_service_name
 
@@ -86,16 +86,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 def load_config(path: str | Path) -> DaemonConfig:
     """Read and validate a daemon config file."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    try:
-        config = msgspec.toml.decode(raw, type=DaemonConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid config {path}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    config = load_toml_file(path, DaemonConfig, what="config")
     if not config.agents:
         raise ConfigError(f"config {path} has no [[agents]] entries: nothing to run")
     if config.metrics_address is not None:

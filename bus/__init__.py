@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import codec
 from ._client import DEFAULT_TIMEOUT, TaskClient
+from ._config_file import load_toml_file
 from ._connect import (
     DEFAULT_URL,
     ConnectOptions,
@@ -155,6 +156,7 @@ __all__ = [
     "dispatch_outcome",
     "env_fields",
     "find_nats_server",
+    "load_toml_file",
     "new_agent_suffix",
     "new_task_id",
     "now_ms",

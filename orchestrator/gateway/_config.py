@@ -14,7 +14,13 @@ from typing import Annotated, Any
 
 import msgspec
 
-from bus import DEFAULT_PREFIX, ConfigError, parse_metrics_address, validate_capability
+from bus import (
+    DEFAULT_PREFIX,
+    ConfigError,
+    load_toml_file,
+    parse_metrics_address,
+    validate_capability,
+)
 
 __all__ = [
     "DEFAULT_HTTP_ADDRESS",
@@ -103,16 +109,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway config file."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    try:
-        config = msgspec.toml.decode(raw, type=GatewayConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid gateway config {path}: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"gateway config {path} is not valid TOML: {exc}") from exc
+    config = load_toml_file(path, GatewayConfig, what="gateway config")
     if not config.capabilities:
         raise ConfigError(
             f"gateway config {path} exposes no capabilities: add e.g. [capabilities.math]"
