@@ -19,7 +19,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema
+try:  # the llm extra; without it no text is taken for a tool call (nothing looser)
+    import jsonschema
+except ModuleNotFoundError as exc:  # pragma: no cover - the test extra installs it
+    if exc.name != "jsonschema":
+        raise
+    jsonschema = None
 import msgspec
 
 from actors.llm.models import ToolCall
@@ -78,7 +83,7 @@ def _call(body: str, tools: Mapping[str, Tool]) -> ToolCall | None:
     if not isinstance(name, str) or not isinstance(arguments, dict):
         return None
     tool = tools.get(name)
-    if tool is None:
+    if tool is None or jsonschema is None:
         return None
     try:
         jsonschema.validate(arguments, tool.parameters)
