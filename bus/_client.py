@@ -139,8 +139,9 @@ class TaskClient:
             raise
         except nats.errors.NoRespondersError:
             raise NoAgentError(
-                f"no agent serves capability {capability!r} (nobody listens on {subject}); "
-                "start one with 'callboard run CONFIG.toml', or check the subject prefix",
+                f"no agent serves capability {capability!r} now (nobody listens on {subject}: "
+                "none runs, or its connection to NATS is down or reconnecting); start one "
+                "with 'callboard run CONFIG.toml', or check the subject prefix",
                 task_id=task_id,
                 capability=capability,
             ) from None
