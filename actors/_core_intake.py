@@ -183,7 +183,7 @@ class CoreIntake:
     async def _lead(self, intake: Intake, slot: Running) -> None:
         """Take ``intake``'s messages and run them, until one waits (then an idle
         worker takes the lead over) or the subscription ends."""
-        queue, took, took_over = intake.taken.queue, intake.taken.took, intake.taken.over
+        queue, took, over_budget = intake.taken.queue, intake.taken.took, intake.taken.over
         capability, series, executor = intake.capability, intake.series, self._executor
         while True:
             try:
@@ -200,7 +200,7 @@ class CoreIntake:
                 self._jobs.put(intake)  # refusing may wait on the connection
                 await self.admit(capability, msg)
                 return
-            if took_over(self.queued_bytes_budget, self.queued_messages_budget):
+            if over_budget(self.queued_bytes_budget, self.queued_messages_budget):
                 self._jobs.put(intake)
                 await self._refuse_backlog(intake, msg)
                 return
