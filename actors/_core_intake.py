@@ -11,6 +11,13 @@ idle worker first, by the same deque of jobs that carries the tasks admitted on
 the direct address, so intake never waits for a task. The pool has a worker
 per task slot plus one per capability, so there is always a leader to refuse
 with 503 at the limit.
+
+A capability whose queue outgrows its budget (``QUEUED_BYTES_BUDGET``,
+``QUEUED_MESSAGES_BUDGET``) has what is taken off it refused with 503 too, until
+the queue is back under it: a refusal costs a tiny reply, so a flood on one
+capability drains fast instead of reaching nats-py's pending limits (where
+messages are dropped unanswered) or holding up the other agents of the
+connection.
 """
 
 from __future__ import annotations
@@ -40,9 +47,17 @@ from ._executor import Executor
 from ._pool import Intake, Jobs, Running, resume
 from ._replier import Replier
 
-__all__ = ["CoreIntake"]
+__all__ = ["QUEUED_BYTES_BUDGET", "QUEUED_MESSAGES_BUDGET", "CoreIntake"]
 
 log = logging.getLogger("callboard.agent")
+
+QUEUED_BYTES_BUDGET = 32 * 1024 * 1024
+"""Payload bytes a capability's queue may hold before what is taken off it is
+refused (a quarter of nats-py's 128 MB pending limit, half the server's 64 MB
+for the whole connection)."""
+QUEUED_MESSAGES_BUDGET = 20_000
+"""Messages a capability's queue may hold before what is taken off it is refused
+(nats-py drops beyond 524,288)."""
 
 
 class CoreIntake:
@@ -54,6 +69,9 @@ class CoreIntake:
         executor: runs the tasks.
         replier: answers them.
     """
+
+    queued_bytes_budget = QUEUED_BYTES_BUDGET
+    queued_messages_budget = QUEUED_MESSAGES_BUDGET
 
     def __init__(self, nc: Client, subjects: Subjects, executor: Executor, replier: Replier):
         self._nc = nc
@@ -107,6 +125,19 @@ class CoreIntake:
         executor.task_began()
         self._jobs.put((capability, msg))
 
+    async def _refuse_backlog(self, intake: Intake, msg: Msg) -> None:
+        """Refuse a task of a capability whose queue is over its budget."""
+        if intake.series is not None:
+            intake.series.received.inc()
+        error = TaskError(
+            f"agent {self._agent.id} has more {intake.capability!r} tasks queued than it "
+            f"takes ({self.queued_messages_budget} tasks or "
+            f"{self.queued_bytes_budget // 1_048_576} MiB); retry later or run more replicas",
+            code=503,
+            type="overloaded",
+        )
+        await self._replier.refuse(msg, intake.capability, error, "overloaded")
+
     async def stop(self) -> None:
         """Stop taking tasks: drain the subscriptions (tasks already delivered
         still run), then refuse what is admitted after."""
@@ -152,7 +183,7 @@ class CoreIntake:
     async def _lead(self, intake: Intake, slot: Running) -> None:
         """Take ``intake``'s messages and run them, until one waits (then an idle
         worker takes the lead over) or the subscription ends."""
-        queue, took = intake.taken.queue, intake.taken.took
+        queue, took, over_budget = intake.taken.queue, intake.taken.took, intake.taken.over
         capability, series, executor = intake.capability, intake.series, self._executor
         while True:
             try:
@@ -168,6 +199,10 @@ class CoreIntake:
             if not (self._accepting and executor.in_flight < executor.limit):
                 self._jobs.put(intake)  # refusing may wait on the connection
                 await self.admit(capability, msg)
+                return
+            if over_budget(self.queued_bytes_budget, self.queued_messages_budget):
+                self._jobs.put(intake)
+                await self._refuse_backlog(intake, msg)
                 return
             if series is not None:
                 series.received.inc()

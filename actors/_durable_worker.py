@@ -40,6 +40,7 @@ from bus.durable import (
 
 from ._dead_letter import ATTEMPTS, PAYLOAD_OMITTED, DeadLetter, publish_dead_letter
 from ._runner import AgentRunner
+from ._status import claimed_sender
 
 __all__ = ["ATTEMPTS", "PAYLOAD_OMITTED", "DurableWorker"]
 
@@ -231,7 +232,9 @@ class DurableWorker:
                 f"task {task_id} reached its deadline (Agent-Deadline) before an agent took "
                 "it; it was not run",
             )
-            await self.runner.status.failed(task_id, capability, 0.0, error)
+            await self.runner.status.failed(
+                task_id, capability, 0.0, error, sender=claimed_sender(headers)
+            )
             failed = record.moved_to(TaskState.FAILED, error=error, job=job)
             await self._commit(failed, revision)
             await _settle(msg.term())
@@ -299,6 +302,7 @@ class DurableWorker:
     ) -> None:
         task_id = working.task_id
         status = self.runner.status
+        sender = claimed_sender(msg.headers)
         if error is None and len(body) + _RECORD_OVERHEAD > self.runner.nc.max_payload:
             error = _info(
                 413,
@@ -316,20 +320,22 @@ class DurableWorker:
                     task_id,
                 )
             await _settle(msg.ack())
-            await status.completed(task_id, capability, elapsed_ms)
+            await status.completed(task_id, capability, elapsed_ms, sender=sender)
             return
         if cancel_reason == "draining":
             requeued = working.moved_to(TaskState.SUBMITTED, error=error)
             await self._commit(requeued, revision)
             await _settle(msg.nak())
-            await status.cancelled(task_id, capability, elapsed_ms, "agent draining; task requeued")
+            await status.cancelled(
+                task_id, capability, elapsed_ms, "agent draining; task requeued", sender=sender
+            )
             return
         if cancel_reason:
             await self._commit(working.moved_to(TaskState.CANCELLED, error=error), revision)
             await _settle(msg.term())
-            await status.cancelled(task_id, capability, elapsed_ms, cancel_reason)
+            await status.cancelled(task_id, capability, elapsed_ms, cancel_reason, sender=sender)
             return
-        await status.failed(task_id, capability, elapsed_ms, error)
+        await status.failed(task_id, capability, elapsed_ms, error, sender=sender)
         if not retryable(error.code) or _expired(msg.headers or {}):
             await self._commit(working.moved_to(TaskState.FAILED, error=error), revision)
             await _settle(msg.term())

@@ -20,7 +20,7 @@ from bus.codec import TASK_ID
 from bus.wire import ReplyFrames, Wire
 
 from ._executor import Executor
-from ._status import BEGUN, StatusPublisher
+from ._status import BEGUN, StatusPublisher, claimed_sender
 from ._tasklog import log_outcome, task_logger
 
 __all__ = ["Replier", "answerable_id"]
@@ -65,10 +65,13 @@ class Replier:
             await self._reply(msg, task_id, capability, body, elapsed_ms, begun)
             return
         await self.reply_error(msg, task_id, error)
+        sender = claimed_sender(msg.headers)
         if cancel_reason:
-            await self._status.cancelled(task_id, capability, elapsed_ms, cancel_reason)
+            await self._status.cancelled(
+                task_id, capability, elapsed_ms, cancel_reason, sender=sender
+            )
         else:
-            await self._status.failed(task_id, capability, elapsed_ms, error)
+            await self._status.failed(task_id, capability, elapsed_ms, error, sender=sender)
         log_outcome(self._agent_id, task_id, capability, error, cancel_reason)
 
     async def refuse(self, msg: Msg, capability: str, error: CallboardError, reason: str) -> None:
@@ -81,7 +84,9 @@ class Replier:
         info = ErrorInfo(code=error.code, type=error.type, message=error.message)
         executor.counters[capability].record(0, info.message)
         await self.reply_error(msg, task_id, info)
-        await self._status.failed(task_id, capability, 0.0, info)
+        await self._status.failed(
+            task_id, capability, 0.0, info, sender=claimed_sender(msg.headers)
+        )
 
     async def reply_error(self, msg: Msg, task_id: str, error: ErrorInfo) -> None:
         """An error reply, if the task has a reply subject."""
@@ -95,7 +100,9 @@ class Replier:
         self, msg: Msg, task_id: str, capability: str, body: bytes, elapsed_ms: float, begun: bytes
     ) -> None:
         status = self._status
-        frames = status.completed_frame(task_id, capability, elapsed_ms)
+        frames = status.completed_frame(
+            task_id, capability, elapsed_ms, claimed_sender(msg.headers)
+        )
         if msg.reply:
             try:
                 frames = self._frames.result(msg.reply, task_id, body) + frames
@@ -137,7 +144,9 @@ class Replier:
         )
         task_logger(self._agent_id, task_id, capability).warning("%s", error.message)
         await self.reply_error(msg, task_id, error)
-        await self._status.failed(task_id, capability, elapsed_ms, error)
+        await self._status.failed(
+            task_id, capability, elapsed_ms, error, sender=claimed_sender(msg.headers)
+        )
 
 
 def answerable_id(headers: dict[str, str]) -> str:

@@ -8,6 +8,10 @@ events (``frame``, by ``bus.wire.EventFrames``) and writes them together with
 the reply in one append to the connection's buffer (``bus.wire_for``), in
 order, each still its own NATS message on its own subject; ``sent`` counts
 them once written.
+
+Every task event carries the task's ``sender``: what its ``Agent-Sender`` header
+claims (``"anonymous"`` without one), cut to ``MAX_SENDER`` characters. It is a
+claim, not an identity: any client may put any name there.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ from bus import (
     Subjects,
     TaskEvent,
 )
+from bus.codec import SENDER
 from bus.wire import EventFrames, Wire, wire_for
 
-__all__ = ["BEGUN", "StatusPublisher"]
+__all__ = ["BEGUN", "MAX_SENDER", "StatusPublisher", "claimed_sender"]
 
 log = logging.getLogger("callboard.status")
 
@@ -44,6 +49,14 @@ _encoder = msgspec.json.Encoder()
 
 BEGUN = ("accepted", "started")
 """The states of ``StatusPublisher.begun_frames``."""
+MAX_SENDER = 256
+"""Characters of a claimed sender name kept in a status event (the header may be
+as large as the server's max_payload; the event must still fit)."""
+
+
+def claimed_sender(headers: Mapping[str, str] | None) -> str:
+    """The sender a task message claims (``Agent-Sender``), as its events show it."""
+    return ((headers.get(SENDER) if headers else None) or "anonymous")[:MAX_SENDER]
 
 
 class StatusPublisher:
@@ -124,55 +137,85 @@ class StatusPublisher:
         with ``sent(*BEGUN)`` once written)."""
         ts = time.time()
         agent, task_id, capability = self.agent_id, task.task_id, task.capability
+        sender = task.sender[:MAX_SENDER]
         accepted = _encoder.encode(
-            Accepted(agent=agent, ts=ts, task_id=task_id, capability=capability, sender=task.sender)
+            Accepted(agent=agent, ts=ts, task_id=task_id, capability=capability, sender=sender)
         )
         started = _encoder.encode(
-            Started(agent=agent, ts=ts, task_id=task_id, capability=capability)
+            Started(agent=agent, ts=ts, task_id=task_id, capability=capability, sender=sender)
         )
         frames = self._frames
         return frames.event("accepted", accepted) + frames.event("started", started)
 
-    def completed_frame(self, task_id: str, capability: str, elapsed_ms: float) -> bytes:
-        """The ``completed`` event, framed."""
+    def completed_frame(
+        self, task_id: str, capability: str, elapsed_ms: float, sender: str = ""
+    ) -> bytes:
+        """The ``completed`` event, framed (``sender`` from ``claimed_sender``)."""
         return self.frame(
             Completed(
                 agent=self.agent_id,
                 ts=time.time(),
                 task_id=task_id,
                 capability=capability,
+                sender=sender,
                 elapsed_ms=round(elapsed_ms, 3),
             )
         )
 
     async def accepted(self, task: AgentMessage) -> None:
         """The task was taken off the bus."""
-        await self.task_event(Accepted, task.task_id, task.capability, sender=task.sender)
+        await self.task_event(
+            Accepted, task.task_id, task.capability, sender=task.sender[:MAX_SENDER]
+        )
 
     async def started(self, task: AgentMessage) -> None:
         """The handler began."""
-        await self.task_event(Started, task.task_id, task.capability)
+        await self.task_event(
+            Started, task.task_id, task.capability, sender=task.sender[:MAX_SENDER]
+        )
 
     async def progress(self, task: AgentMessage, message: str, data: Any) -> None:
         """A handler's intermediate report."""
-        await self.task_event(Progress, task.task_id, task.capability, message=message, data=data)
+        await self.task_event(
+            Progress,
+            task.task_id,
+            task.capability,
+            sender=task.sender[:MAX_SENDER],
+            message=message,
+            data=data,
+        )
 
-    async def completed(self, task_id: str, capability: str, elapsed_ms: float) -> None:
-        """The handler returned a result."""
-        await self.task_event(Completed, task_id, capability, elapsed_ms=round(elapsed_ms, 3))
+    async def completed(
+        self, task_id: str, capability: str, elapsed_ms: float, *, sender: str = ""
+    ) -> None:
+        """The handler returned a result (``sender`` from ``claimed_sender``)."""
+        await self.task_event(
+            Completed, task_id, capability, sender=sender, elapsed_ms=round(elapsed_ms, 3)
+        )
 
     async def failed(
-        self, task_id: str, capability: str, elapsed_ms: float, error: ErrorInfo
+        self,
+        task_id: str,
+        capability: str,
+        elapsed_ms: float,
+        error: ErrorInfo,
+        *,
+        sender: str = "",
     ) -> None:
-        """The task ended with an error reply."""
+        """The task ended with an error reply (``sender`` from ``claimed_sender``)."""
         await self.task_event(
-            Failed, task_id, capability, elapsed_ms=round(elapsed_ms, 3), error=error
+            Failed, task_id, capability, sender=sender, elapsed_ms=round(elapsed_ms, 3), error=error
         )
 
     async def cancelled(
-        self, task_id: str, capability: str, elapsed_ms: float, reason: str
+        self, task_id: str, capability: str, elapsed_ms: float, reason: str, *, sender: str = ""
     ) -> None:
-        """The task was cancelled."""
+        """The task was cancelled (``sender`` from ``claimed_sender``)."""
         await self.task_event(
-            Cancelled, task_id, capability, elapsed_ms=round(elapsed_ms, 3), reason=reason
+            Cancelled,
+            task_id,
+            capability,
+            sender=sender,
+            elapsed_ms=round(elapsed_ms, 3),
+            reason=reason,
         )

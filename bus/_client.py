@@ -145,8 +145,9 @@ class TaskClient:
                 missing = f"no agent has the id {agent_id!r}"
                 check = "the id ('callboard agents' lists them) and the subject prefix"
             raise NoAgentError(
-                f"{missing} (nobody listens on {subject}); start one with "
-                f"'callboard run CONFIG.toml', or check {check}",
+                f"{missing} now (nobody listens on {subject}: none runs, or its connection "
+                f"to NATS is down or reconnecting); start one with 'callboard run "
+                f"CONFIG.toml', or check {check}",
                 task_id=task_id,
                 capability=capability,
             ) from None

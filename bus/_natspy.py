@@ -360,6 +360,12 @@ class Taken:
         self._sub = sub
         self.queue: asyncio.Queue[Msg | None] = sub._pending_queue  # type: ignore[assignment]
 
+    def over(self, max_bytes: int, max_messages: int) -> bool:
+        """True while more than ``max_bytes`` of payload or ``max_messages``
+        messages wait in the queue: refused then, before nats-py's own pending
+        limits would drop messages unanswered (its client-side slow consumer)."""
+        return self._sub._pending_size > max_bytes or self.queue.qsize() > max_messages
+
     def took(self, msg: Msg) -> None:
         """Count ``msg`` (from ``queue.get()``) as no longer pending."""
         self._sub._pending_size -= len(msg.data)

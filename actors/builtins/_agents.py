@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import logging
+import os
+from typing import Annotated, Any, Final
 
 import anyio
+import anyio.to_process
 import msgspec
+from anyio import BrokenWorkerProcess
+from anyio.lowlevel import RunVar
 
 from bus import AgentMessage, BadInput
 
@@ -118,8 +123,72 @@ class SummarizeOutput(msgspec.Struct):
     summary: str
 
 
+INLINE_TEXT: Final = 8_000
+"""Characters summarised in the event loop itself (a few milliseconds at most);
+a longer text goes to a worker process, where it cannot hold the GIL that the
+connection's read loop and every other agent of the daemon need."""
+
+log = logging.getLogger("callboard.agent")
+
+_processes: RunVar[anyio.CapacityLimiter] = RunVar("callboard_summarize_processes")
+
+
+def summarize_processes() -> anyio.CapacityLimiter:
+    """The bound on worker processes summarising at once (of this event loop):
+    one core is left to the event loop that reads the connection."""
+    try:
+        return _processes.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(max(1, min(4, (os.cpu_count() or 2) - 1)))
+        _processes.set(limiter)
+        return limiter
+
+
+WORKER_FAILURES_TOLERATED: Final = 3
+"""Worker processes in a row that may die or fail to start before long texts go
+to threads for good."""
+_worker_failures = 0
+
+
+async def _summarize_elsewhere(text: str, sentences: int) -> str:
+    """``summarize`` in a worker process; in a thread if the worker dies, and for
+    good if they keep dying (a main script without ``if __name__ == "__main__":``
+    re-runs in each worker and breaks it, as with ``multiprocessing``)."""
+    global _worker_failures
+    if _worker_failures < WORKER_FAILURES_TOLERATED:
+        try:
+            summary = await anyio.to_process.run_sync(
+                summarize,
+                text,
+                sentences,
+                cancellable=True,  # a cancel or deadline kills the worker
+                limiter=summarize_processes(),
+            )
+        except BrokenWorkerProcess as exc:
+            _worker_failures += 1
+            if _worker_failures == WORKER_FAILURES_TOLERATED:
+                log.warning(
+                    "summarize: %d worker processes in a row died or could not start (%r; "
+                    "is the main script guarded by 'if __name__ == \"__main__\":'?): long "
+                    "texts are summarised in threads from now on, where they hold the GIL "
+                    "that the other agents need",
+                    _worker_failures,
+                    exc.__cause__ or exc,
+                )
+        else:
+            _worker_failures = 0
+            return summary
+    return await anyio.to_thread.run_sync(summarize, text, sentences)
+
+
 class SummarizeAgent(Agent):
-    """Extractive summary: keeps the sentences with the most frequent words, in order."""
+    """Extractive summary: keeps the sentences with the most frequent words, in order.
+
+    A long text is summarised in a worker process (``anyio.to_process``, at most
+    ``summarize_processes()`` at once): in a thread it would hold the GIL, and a
+    flood of them starved the daemon's read loop until the server cut the
+    connection of every agent on it as a slow consumer.
+    """
 
     kind = "summarize"
     capabilities = (
@@ -136,7 +205,10 @@ class SummarizeAgent(Agent):
         """Summarise ``task.payload.text`` to ``sentences`` sentences."""
         payload: SummarizeInput = task.payload
         try:
-            summary = await anyio.to_thread.run_sync(summarize, payload.text, payload.sentences)
+            if len(payload.text) <= INLINE_TEXT:
+                summary = summarize(payload.text, payload.sentences)
+            else:
+                summary = await _summarize_elsewhere(payload.text, payload.sentences)
         except SummaryError as exc:
             raise BadInput(str(exc)) from exc
         return SummarizeOutput(summary=summary)

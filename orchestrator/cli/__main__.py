@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._main import main
+from orchestrator.cli._main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not in a worker process that imports it
+    sys.exit(main())
