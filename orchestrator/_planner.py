@@ -95,6 +95,11 @@ A payload may use an earlier step's result: "$prev" is the previous step's whole
 result, "$prev.<field>" one field of it, "$steps.<n>.<field>" a field of step n's \
 result (steps count from 1), and "${{prev.<field>}}" puts a value inside a longer string.
 
+A payload is the data itself, never a schema. For example, with capabilities \
+"lookup" and "translate", "look up Oslo's weather, then translate it" is:
+{{"steps": [{{"capability": "lookup", "payload": {{"city": "Oslo"}}}}, \
+{{"capability": "translate", "payload": {{"text": "$prev.forecast"}}}}]}}
+
 Answer with JSON only, no prose:
 {{"steps": [{{"capability": "<name>", "payload": <JSON value>}}]}}
 
