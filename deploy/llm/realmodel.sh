@@ -45,7 +45,7 @@ build() {
         tar -xzf "$sdist" -C "$CACHE"
     fi
     local started=$SECONDS
-    log "building llama-server (nice -n 19, -j2; about 9 minutes on 2 cores)"
+    log "building llama-server (nice -n 19, -j2; 9 to 20 minutes on 2 cores)"
     cmake -S "$SRC" -B "$CACHE/build-$LLAMA_CPP_PYTHON_VERSION" -DCMAKE_BUILD_TYPE=Release \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >&2

@@ -5,7 +5,7 @@ Opt-in (marker ``realmodel``, deselected by the default run)::
     pytest -m realmodel tests/realmodel -s
 
 ``deploy/llm/realmodel.sh`` builds llama-server and fetches the model the first
-time (about 10 minutes on 2 cores, cached under ~/.cache/callboard-realmodel);
+time (10 to 20 minutes on 2 cores, cached under ~/.cache/callboard-realmodel);
 later runs start the server in seconds. Everything else is real too: the
 session's nats-server, the built-in agents, an LLM agent talking to the server
 over HTTP, and ``callboard ask --model`` as a subprocess. ``-s`` shows the
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.realmodel, pytest.mark.anyio]
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "llm" / "realmodel.sh"
 MODEL_NAME = "qwen2.5-coder-1.5b-instruct"
 PREPARE_TIMEOUT = 3600.0
-"""Seconds to build llama-server and fetch the model on a cold cache (about 10 minutes)."""
+"""Seconds to build llama-server and fetch the model on a cold cache (10 to 20 minutes)."""
 LOAD_TIMEOUT = 300.0
 """Seconds for llama-server to load the model."""
 ANSWER_TIMEOUT = 900.0
