@@ -1,10 +1,10 @@
 """A model's plan: the catalogue it is shown, the shape it must have, the check it must pass.
 
 ``Catalogue`` is what the model may use: each live capability once, with its
-description, keywords and input schema. ``plan_schema`` is the plan's JSON
-Schema (structured output), and ``check_plan`` reads an answer into ``Step``
-values and lists every problem in words the model can act on, so one repair
-message can fix them all. The payload check is light on purpose (an object
+description, keywords and input schema (``_plan_schema`` makes the plan's JSON
+Schema of it, for structured output). ``check_plan`` reads an answer into
+``Step`` values and lists every problem in words the model can act on, so one
+repair message can fix them all. The payload check is light on purpose (an object
 where an object is asked for, its required fields present): the agent
 validates its input fully, and a schema library would be a new dependency.
 """
@@ -27,34 +27,10 @@ __all__ = [
     "CatalogueEntry",
     "catalogue_of",
     "check_plan",
-    "plan_schema",
     "render_catalogue",
 ]
 
 _FENCED = re.compile(r"^```[A-Za-z]*\s*(.*?)\s*```$", re.DOTALL)
-
-
-def plan_schema(capabilities: Sequence[str], max_steps: int) -> dict[str, Any]:
-    """The JSON Schema of a plan over ``capabilities`` (the model's structured output)."""
-    return {
-        "type": "object",
-        "properties": {
-            "steps": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": max_steps,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "capability": {"type": "string", "enum": sorted(capabilities)},
-                        "payload": {"description": "the capability's input"},
-                    },
-                    "required": ["capability", "payload"],
-                },
-            }
-        },
-        "required": ["steps"],
-    }
 
 
 class CatalogueEntry(msgspec.Struct, frozen=True):

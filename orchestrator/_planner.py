@@ -2,8 +2,9 @@
 
 The decomposer shows the model the live capabilities (name, description,
 keywords, input JSON Schema) and asks for a plan, ``{"steps": [{"capability":
-..., "payload": ...}]}``, passing that shape as structured output so that
-servers which can enforce it do. The plan is checked against the live
+..., "payload": ...}]}``, passing that shape as structured output, each step's
+payload typed by its capability's input schema, so that servers which can
+enforce it do. The plan is checked against the live
 capabilities before anything is dispatched; when it is wrong the model is told
 exactly what is wrong, once, and a second bad plan is a ``PlanError``. The
 aggregator asks the model to answer the request from the step results. Both
@@ -20,7 +21,8 @@ from actors.llm.models import ChatMessage, ChatModel, ModelError
 from bus import ConfigError
 
 from ._pipeline import Step, StepResult
-from ._plan import catalogue_of, check_plan, plan_schema, render_catalogue
+from ._plan import catalogue_of, check_plan, render_catalogue
+from ._plan_schema import plan_schema
 from ._registry import AgentInfo
 from ._router import NoRouteError
 
@@ -93,6 +95,11 @@ A payload may use an earlier step's result: "$prev" is the previous step's whole
 result, "$prev.<field>" one field of it, "$steps.<n>.<field>" a field of step n's \
 result (steps count from 1), and "${{prev.<field>}}" puts a value inside a longer string.
 
+A payload is the data itself, never a schema. For example, with capabilities \
+"lookup" and "translate", "look up Oslo's weather, then translate it" is:
+{{"steps": [{{"capability": "lookup", "payload": {{"city": "Oslo"}}}}, \
+{{"capability": "translate", "payload": {{"text": "$prev.forecast"}}}}]}}
+
 Answer with JSON only, no prose:
 {{"steps": [{{"capability": "<name>", "payload": <JSON value>}}]}}
 
@@ -136,7 +143,7 @@ class LLMDecomposer:
         catalogue = catalogue_of(agents)
         if not catalogue:
             raise NoRouteError("no live agents to plan with: start some agents first")
-        schema = plan_schema(list(catalogue), self.max_steps)
+        schema = plan_schema(catalogue, self.max_steps)
         messages = [
             ChatMessage.system(
                 _PLAN_PROMPT.format(max_steps=self.max_steps, catalogue=render_catalogue(catalogue))

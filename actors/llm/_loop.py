@@ -34,6 +34,7 @@ _DEADLINE_SLACK_MS = 50
 """A sub-task timing out this close to the task's own deadline is the task ending."""
 
 _encoder = msgspec.json.Encoder()
+_sorted_encoder = msgspec.json.Encoder(order="sorted")
 
 
 class AgentLoop:
@@ -50,6 +51,9 @@ class AgentLoop:
     Attributes:
         text_tool_calls: replies whose tool calls came written as text (see
             ``_text_calls``), run as calls; counted since the loop was made.
+        repeated_calls: replies that only repeated calls already answered in
+            the same task; they are not run again, the model is told to answer
+            from the results it has (it still counts as a tool round).
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class AgentLoop:
         self.output = output
         self.progress_interval = progress_interval
         self.text_tool_calls = 0
+        self.repeated_calls = 0
 
     async def run(
         self,
@@ -101,6 +106,7 @@ class AgentLoop:
         tool_rounds = 0
         repaired = False
         turn = 0
+        answered: dict[str, str] = {}  # call (name and arguments) -> its successful result
         while True:
             turn += 1
             if stream is not None:
@@ -124,10 +130,22 @@ class AgentLoop:
                 if tool_rounds >= self.max_tool_rounds:
                     raise self._rounds_exceeded(message.tool_calls)
                 tool_rounds += 1
+                keys = [_call_key(call) for call in message.tool_calls]
+                if all(key in answered for key in keys):
+                    # small models ask again for what they already have, round after
+                    # round: say so instead of running the calls again
+                    self.repeated_calls += 1
+                    history[-1] = ChatMessage.user(_repeat_reminder(keys, answered))
+                    continue
                 results = await self._run_calls(message.tool_calls, turn, report, deadline_ms)
                 history.extend(
                     ChatMessage.tool(call, content)
                     for call, content in zip(message.tool_calls, results, strict=True)
+                )
+                answered.update(
+                    (key, content)
+                    for key, content in zip(keys, results, strict=True)
+                    if not content.startswith('{"error":')
                 )
                 continue
             if self.output is None:
@@ -209,6 +227,21 @@ class AgentLoop:
                 raise
             log.info("tool call %s failed, told the model: %s", call.name, exc)
             return _error_result(exc)
+
+
+def _call_key(call: ToolCall) -> str:
+    """A call's identity: its tool and its arguments, as canonical JSON."""
+    return _sorted_encoder.encode([call.name, call.arguments]).decode()
+
+
+def _repeat_reminder(keys: Sequence[str], answered: dict[str, str]) -> str:
+    """The user turn that replaces a reply of calls whose results the model already has."""
+    lines = [
+        "You already made these tool calls in this conversation; their results were:",
+        *(f"- {key} -> {answered[key]}" for key in dict.fromkeys(keys)),
+        "Answer my request now from these results, in words, without calling a tool again.",
+    ]
+    return "\n".join(lines)
 
 
 def _ends_task(exc: Exception, deadline_ms: int | None) -> bool:

@@ -143,6 +143,7 @@ def _ask_model(args: argparse.Namespace) -> ChatModel | None:
         "model": name,
         "provider": args.provider,
         "timeout": args.model_timeout,
+        "temperature": 0.0,  # a plan should be the model's likeliest, not a sample of many
     }
     if args.model_url:
         fields["base_url"] = args.model_url

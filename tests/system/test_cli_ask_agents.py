@@ -116,5 +116,9 @@ def test_ask_with_a_model_plans_and_answers(
     assert "1. math by m" in result.stderr and "2. echo by e" in result.stderr
     assert planning.body["model"] == "llama3.2"
     steps = planning.body["format"]["properties"]["steps"]  # the plan as structured output
-    assert steps["items"]["properties"]["capability"]["enum"] == ["echo", "math"]
+    branches = steps["items"]["oneOf"]  # one per capability, its payload typed
+    assert [b["properties"]["capability"]["const"] for b in branches] == ["echo", "math"]
+    math_payload = branches[1]["properties"]["payload"]["anyOf"][0]
+    assert math_payload["required"] == ["expression"]
+    assert planning.body["options"]["temperature"] == 0  # the likeliest plan
     assert '{"value":42}' in aggregating.body["messages"][-1]["content"]

@@ -66,8 +66,9 @@ async def test_a_valid_plan_becomes_steps_bound_to_capabilities() -> None:
     assert [m.role for m in call.messages] == ["system", "user"]
     assert call.messages[1].content == "what is 6*7, then echo it"
     assert call.output_schema is not None
-    capability = call.output_schema["properties"]["steps"]["items"]["properties"]["capability"]
-    assert capability["enum"] == ["echo", "math", "summarize"]
+    branches = call.output_schema["properties"]["steps"]["items"]["oneOf"]
+    named = [b["properties"]["capability"]["const"] for b in branches]
+    assert named == ["echo", "math", "summarize"]
 
 
 async def test_the_prompt_lists_the_live_capabilities_with_their_schemas() -> None:

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from actors.builtins._agents import MathInput
-from actors.llm import AgentLoop, CapabilityTool, LLMAgent, Tool, tool
+from actors.llm import AgentLoop, CapabilityTool, LLMAgent, Tool, ToolRoundsExceeded, tool
 from actors.llm._text_calls import text_tool_calls
 from actors.llm.models import ChatMessage, ScriptedCall, ScriptedModel
 
@@ -118,3 +118,63 @@ async def test_the_agent_counts_the_text_calls_of_all_its_tasks() -> None:
     agent = LLMAgent("llm-text", model=model, tools=[add])
     assert [await agent.ask("1+1?"), await agent.ask("1+1 again?")] == ["2", "2"]
     assert agent.text_tool_calls == 2
+
+
+# What Qwen2.5-Coder-1.5B-Instruct under llama-server --jinja really answered to "What is
+# 1234*5678?" with the math tool (temperature 0): the same call, as text, after its result.
+QWEN_REPEATS = [
+    '```json\n{\n  "name": "math",\n  "arguments": {\n    "expression": "1234*5678"\n  }\n}\n```',
+    QWEN_FENCED,
+    QWEN_BARE,
+    "",
+]
+
+
+async def test_a_call_repeated_after_its_result_is_not_run_again_and_the_model_is_told() -> None:
+    runs: list[str] = []
+
+    @tool
+    def math(expression: str) -> dict[str, int]:
+        """Evaluate an arithmetic expression."""
+        runs.append(expression)
+        return {"value": 7006652}
+
+    model = ScriptedModel([QWEN_REPEATS[0], QWEN_REPEATS[1], "1234*5678 is 7006652."])
+    loop = AgentLoop(model, [math])
+    assert await loop.run([ChatMessage.user("What is 1234*5678?")]) == "1234*5678 is 7006652."
+    assert runs == ["1234*5678"]
+    assert (loop.text_tool_calls, loop.repeated_calls) == (2, 1)
+    reminded = model.calls[2].messages
+    assert [m.role for m in reminded] == ["user", "assistant", "tool", "user"]
+    assert '{"value":7006652}' in reminded[-1].content
+    assert "without calling a tool again" in reminded[-1].content
+
+
+async def test_repeats_still_count_as_rounds_so_a_model_that_only_repeats_fails() -> None:
+    @tool
+    def math(expression: str) -> int:
+        """Evaluate an arithmetic expression."""
+        return 7006652
+
+    model = ScriptedModel([QWEN_BARE] * 4)
+    loop = AgentLoop(model, [math], max_tool_rounds=3)
+    with pytest.raises(ToolRoundsExceeded):
+        await loop.run([ChatMessage.user("What is 1234*5678?")])
+    assert loop.repeated_calls == 2
+
+
+async def test_a_call_that_failed_may_be_made_again() -> None:
+    attempts: list[int] = []
+
+    @tool
+    def math(expression: str) -> int:
+        """Evaluate an arithmetic expression."""
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("busy")
+        return 7006652
+
+    model = ScriptedModel([QWEN_BARE, QWEN_BARE, "7006652"])
+    loop = AgentLoop(model, [math])
+    assert await loop.run([ChatMessage.user("What is 1234*5678?")]) == "7006652"
+    assert (len(attempts), loop.repeated_calls) == (2, 0)
