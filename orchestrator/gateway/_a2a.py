@@ -16,7 +16,11 @@ message with the event); a result → ``completed`` with a ``result`` artifact
 reply, a timeout or no agent → ``failed`` (a data part ``{"error": {code,
 type, message}}``); an unknown skill or unreadable message → ``rejected``;
 ``tasks/cancel`` → ``canceled``, and callboard's cancel reaches the agent.
-``tasks/get`` reads the gateway's in-memory task store (tasks of this run).
+
+A capability the config makes durable runs as a durable task whose id is the
+A2A task's: ``tasks/get`` reads its record (see ``_a2a_tasks``), after a
+restart and on any replica, and a deadline that passes leaves it ``working``
+(it goes on). Other tasks live in the gateway's memory (tasks of this run).
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ from a2a.types import (
 )
 from starlette.routing import BaseRoute
 
-from bus import CallboardError, Progress
+from bus import CallboardError, Progress, TaskStillPending
 
+from ._a2a_tasks import DurableBackedTaskStore
 from ._catalog import WRAPPED_ARGUMENT
 from ._config import GatewayConfig
 from ._events import RelayedEvent
@@ -121,8 +126,18 @@ class CapabilityExecutor(AgentExecutor):
 
         try:
             result = await self.gateway.call(
-                name, arguments, protocol="a2a", timeout=timeout, on_event=on_event
+                name,
+                arguments,
+                protocol="a2a",
+                timeout=timeout,
+                on_event=on_event,
+                task_id=context.task_id,
             )
+        except TaskStillPending as exc:  # a durable task goes on: tasks/get follows it
+            await updater.update_status(
+                TaskState.working, message=updater.new_agent_message([_text(exc.message)])
+            )
+            return
         except CallboardError as exc:
             error = {"code": exc.code, "type": exc.type, "message": exc.message}
             await updater.failed(
@@ -139,9 +154,13 @@ class CapabilityExecutor(AgentExecutor):
         await updater.complete()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        """Say ``canceled``; the request handler then cancels ``execute``, and with it
-        the callboard task (its cancel reaches the agent)."""
+        """Send callboard's cancel and say ``canceled``; the request handler then
+        cancels ``execute`` if it runs here. The cancel is sent here too, for a
+        durable task that another run or replica of the gateway submitted."""
         assert context.task_id is not None and context.context_id is not None
+        await self.gateway.orchestrator.client.cancel(
+            context.task_id, "cancelled by the A2A caller"
+        )
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
 
     def _read(self, context: RequestContext) -> tuple[str, Any, float | None]:
@@ -199,8 +218,12 @@ def a2a_routes(
     def live_card(_card: AgentCard) -> AgentCard:
         return agent_card(gateway, config, base_url())
 
-    handler = DefaultRequestHandler(
-        agent_executor=CapabilityExecutor(gateway), task_store=InMemoryTaskStore()
+    durable = config.durable_capabilities
+    store = (
+        DurableBackedTaskStore(gateway.orchestrator.durable.client, durable)
+        if durable
+        else InMemoryTaskStore()
     )
+    handler = DefaultRequestHandler(agent_executor=CapabilityExecutor(gateway), task_store=store)
     app = A2AStarletteApplication(agent_card=card, http_handler=handler, card_modifier=live_card)
     return list(app.routes(agent_card_url=AGENT_CARD_PATH, rpc_url=A2A_PATH))

@@ -10,6 +10,7 @@ It stops on SIGTERM/SIGINT (or, with ``--stdio``, when the client closes stdin).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import signal
 import sys
@@ -108,7 +109,9 @@ async def run_gateway(
                 url = (await stack.enter_async_context(server)).url
                 announce(f"callboard gateway metrics on {url}/metrics (health on {url}/healthz)")
             nc = await stack.enter_async_context(connect(options=options, metrics=connection))
-            gateway = await stack.enter_async_context(Gateway(nc, config, metrics=metrics))
+            gateway = await stack.enter_async_context(
+                Gateway(nc, config, metrics=metrics, cancel_secret=_cancel_secret(token))
+            )
             mcp = build_mcp_server(gateway)
             if not stdio:
                 assert token is not None
@@ -142,6 +145,17 @@ async def run_gateway(
                     break
                 tg.cancel_scope.cancel()
     log.info("gateway stopped")
+
+
+def _cancel_secret(token: str | None) -> bytes | None:
+    """The cancel tokens' secret, derived from the bearer token (never sent as is).
+
+    Gateways that share the token (replicas, the next run) can cancel the
+    durable tasks each other submitted; without a token (stdio) it is random.
+    """
+    if token is None:
+        return None
+    return hashlib.blake2b(token.encode(), person=b"cb-gw-cancel").digest()
 
 
 def _names(gateway: Gateway) -> str:
