@@ -5,6 +5,9 @@ capabilities as skills. ``message/send`` and ``message/stream`` run one:
 
 - the skill is the message's ``metadata.skill`` (or the request's), or the
   only skill when there is one;
+- the skill ``ask``, or free text with no skill, is a request in words: the
+  orchestrator's decompose-route-aggregate runs it over the exposed
+  capabilities only (``_ask``), a ``working`` status per step's start and end;
 - the payload is the first data part's ``data``, else the text parts, read as
   JSON when they parse (``{"input": ...}`` for a skill that does not take an
   object); ``metadata.timeout`` is the caller's deadline in seconds.
@@ -52,6 +55,7 @@ from starlette.routing import BaseRoute
 from bus import CallboardError, Progress, TaskStillPending
 
 from ._a2a_tasks import DurableBackedTaskStore
+from ._ask import ASK_SKILL, ask
 from ._catalog import WRAPPED_ARGUMENT
 from ._config import GatewayConfig
 from ._events import RelayedEvent
@@ -78,6 +82,18 @@ def agent_card(gateway: Gateway, config: GatewayConfig, base_url: str) -> AgentC
         AgentSkill(id=t.name, name=t.name, description=t.description, tags=list(t.keywords))
         for t in gateway.tools
     ]
+    if ASK_SKILL not in config.capabilities:
+        skills.append(
+            AgentSkill(
+                id=ASK_SKILL,
+                name=ASK_SKILL,
+                description=(
+                    "A request in plain words (a text part), split into steps over the "
+                    "other skills, each step's start and end streamed, then one answer."
+                ),
+                tags=["orchestrate"],
+            )
+        )
     return AgentCard(
         name=f"callboard gateway ({config.prefix})",
         description="The capabilities of a callboard agent mesh; each skill is a capability.",
@@ -107,11 +123,15 @@ class CapabilityExecutor(AgentExecutor):
             await updater.submit()
         try:
             name, arguments, timeout = self._read(context)
-            self.gateway.tool(name)
+            if name != ASK_SKILL or ASK_SKILL in self.gateway.config.capabilities:
+                self.gateway.tool(name)
         except (_Unreadable, NotExposed) as exc:
             await updater.reject(message=updater.new_agent_message([_text(str(exc))]))
             return
         await updater.start_work()
+        if name == ASK_SKILL and ASK_SKILL not in self.gateway.config.capabilities:
+            await self._ask(updater, arguments, timeout)
+            return
 
         async def on_event(event: RelayedEvent) -> None:
             state = type(event).__name__.lower()
@@ -139,18 +159,41 @@ class CapabilityExecutor(AgentExecutor):
             )
             return
         except CallboardError as exc:
-            error = {"code": exc.code, "type": exc.type, "message": exc.message}
-            await updater.failed(
-                message=updater.new_agent_message(
-                    [
-                        _text(f"error {exc.code} ({exc.type}): {exc.message}"),
-                        _data({"error": error}),
-                    ]
-                )
-            )
+            await updater.failed(message=updater.new_agent_message(_error_parts(exc)))
             return
         value = result if isinstance(result, dict) else {"result": result}
         await updater.add_artifact([_data(value)], name="result")
+        await updater.complete()
+
+    async def _ask(self, updater: TaskUpdater, arguments: Any, timeout: float | None) -> None:
+        """Run a request in plain words over the exposed capabilities, a status per step."""
+        request = arguments.get(WRAPPED_ARGUMENT) if isinstance(arguments, dict) else None
+        if not isinstance(request, str) or not request.strip():
+            await updater.reject(
+                message=updater.new_agent_message(
+                    [_text("ask takes a request in words: a text part")]
+                )
+            )
+            return
+
+        async def on_step(seq: int, capability: str, state: str, detail: dict[str, Any]) -> None:
+            data = {"step": seq, "capability": capability, "state": state, **detail}
+            await updater.update_status(
+                TaskState.working,
+                message=updater.new_agent_message(
+                    [_text(f"step {seq} ({capability}): {state}"), _data(data)]
+                ),
+            )
+
+        try:
+            run = await ask(self.gateway, request, timeout=timeout, on_step=on_step)
+        except CallboardError as exc:
+            await updater.failed(message=updater.new_agent_message(_error_parts(exc)))
+            return
+        answer = msgspec.to_builtins(run)
+        await updater.add_artifact(
+            [_data({"answer": answer["answer"], "steps": answer["steps"]})], name="result"
+        )
         await updater.complete()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -169,6 +212,9 @@ class CapabilityExecutor(AgentExecutor):
             raise _Unreadable("the request has no message")
         meta = {**(context.metadata or {}), **(message.metadata or {})}
         name = meta.get("skill")
+        arguments = _arguments(message)
+        if not isinstance(name, str) and isinstance(arguments.get(WRAPPED_ARGUMENT), str):
+            name = ASK_SKILL  # free text and no skill: a request in words
         if not isinstance(name, str):
             tools = self.gateway.tools
             if len(tools) != 1:
@@ -178,7 +224,7 @@ class CapabilityExecutor(AgentExecutor):
         timeout = meta.get("timeout")
         return (
             name,
-            _arguments(message),
+            arguments,
             float(timeout) if isinstance(timeout, int | float) else None,
         )
 
@@ -195,6 +241,11 @@ def _arguments(message: Message) -> Any:
     except msgspec.DecodeError:
         value = text
     return value if isinstance(value, dict) else {WRAPPED_ARGUMENT: value}
+
+
+def _error_parts(exc: CallboardError) -> list[Part]:
+    error = {"code": exc.code, "type": exc.type, "message": exc.message}
+    return [_text(f"error {exc.code} ({exc.type}): {exc.message}"), _data({"error": error})]
 
 
 def _text(text: str) -> Part:
