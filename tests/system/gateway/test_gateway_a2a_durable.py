@@ -134,3 +134,21 @@ async def test_a_long_durable_task_is_cancelled_through_another_gateway_run(
     assert cancelled.status.state == TaskState.canceled
     assert record.state == RecordState.CANCELLED  # the agent stopped it: callboard's cancel
     assert stored.status.state == TaskState.canceled
+
+
+async def test_a_durable_task_past_its_deadline_stays_working_and_completes_later(
+    durable_daemon: Daemon, start_gateway: Callable[[], Running], nc: Client, prefix: str
+) -> None:
+    """A core task past its deadline fails; a durable one goes on, and tasks/get says so."""
+    running = await anyio.to_thread.run_sync(start_gateway)
+    request = message("echo", {"input": {"n": 2, "delay_ms": 3000}})
+    request.metadata = {"skill": "echo", "timeout": 1}
+    async with a2a_client(running, streaming=False) as (_card, client):
+        with anyio.fail_after(30):
+            sent = await final_task(client, request)
+            assert sent.status.state == TaskState.working, sent
+            record = await DurableTaskClient(nc, prefix=prefix).wait(sent.id, 20, capability="echo")
+            stored = await client.get_task(TaskQueryParams(id=sent.id))
+    assert record.state == RecordState.COMPLETED
+    assert stored.status.state == TaskState.completed, stored
+    assert data_of(stored) == {"n": 2, "delay_ms": 3000}
