@@ -121,10 +121,13 @@ async def run_gateway(
         }
 
     lost: list[str] = []
+    gateway: Gateway | None = None
 
     async def end_when_lost(serving: anyio.CancelScope) -> None:
         lost.append(await wait_until_lost(state))
         log.error("%s; stopping the gateway", lost[0])
+        if gateway is not None:
+            gateway.stopping = True
         serving.cancel()
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -169,6 +172,7 @@ async def run_gateway(
                 async for signum in signals:
                     log.info("%s: stopping the gateway", signal.Signals(signum).name)
                     break
+                gateway.stopping = True
                 tg.cancel_scope.cancel()
     if lost:
         raise ConnectionFailed(

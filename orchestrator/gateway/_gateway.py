@@ -84,6 +84,8 @@ class Gateway:
         self.events = TaskEvents(nc, self.orchestrator.subjects, registry, metrics)
         self.on_tools_changed: list[Callable[[], Awaitable[None]]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
+        self.stopping = False
+        """Set when the gateway stops: the calls it cancels then are not the callers' cancels."""
 
     async def __aenter__(self) -> Gateway:
         await self.orchestrator.__aenter__()
@@ -173,6 +175,7 @@ class Gateway:
                 ``TaskStillPending`` when a durable task outlives the deadline.
         """
         task_id = task_id or new_task_id()
+        durable = False
         try:
             tool = self.tool(name)
             payload = tool.payload(arguments) if isinstance(arguments, dict) else arguments
@@ -189,6 +192,11 @@ class Gateway:
                     )
         except BaseException as exc:
             self._count(protocol, name, exc)
+            if durable and not self.stopping and isinstance(exc, anyio.get_cancelled_exc_class()):
+                # the caller cancelled (a durable wait sends no cancel of its own); a
+                # gateway that stops leaves its durable tasks running, as any caller does
+                with anyio.CancelScope(shield=True):
+                    await self.orchestrator.client.cancel(task_id, "cancelled by the caller")
             raise
         self._count(protocol, name, None)
         return reply.payload

@@ -26,9 +26,12 @@ from a2a.types import (
     TaskStatusUpdateEvent,
 )
 from gateway_support import GATEWAY_READY, TOKEN_ENV, Running, gateway_url, new_token
+from mcp import types
+from mcp.shared.exceptions import McpError
 from nats.aio.client import Client
-from system_support import Daemon, Proc
+from system_support import Daemon, Proc, watch_status
 from test_gateway_a2a import a2a_client, data_of, final_task, status_data
+from test_gateway_mcp import http_session
 
 from bus import new_agent_suffix
 from bus.durable import DurableTaskClient
@@ -152,3 +155,32 @@ async def test_a_durable_task_past_its_deadline_stays_working_and_completes_late
     assert record.state == RecordState.COMPLETED
     assert stored.status.state == TaskState.completed, stored
     assert data_of(stored) == {"n": 2, "delay_ms": 3000}
+
+
+async def test_an_mcp_cancel_of_a_durable_tool_call_cancels_the_task(
+    durable_daemon: Daemon, start_gateway: Callable[[], Running], nc: Client, prefix: str
+) -> None:
+    """A durable wait sends no cancel of its own: the gateway sends callboard's."""
+    running = await anyio.to_thread.run_sync(start_gateway)
+    failures: list[BaseException] = []
+    async with watch_status(nc, prefix) as watch, http_session(running) as session:
+
+        async def call() -> None:
+            try:
+                await session.call_tool("echo", {"input": {"n": 3, "delay_ms": 60_000}})
+            except McpError as exc:
+                failures.append(exc)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                started = await watch.wait_for(lambda e: e.get("state") == "started", 20)
+                request_id = session._request_id - 1  # the call: the last request sent
+                cancel = types.CancelledNotification(
+                    params=types.CancelledNotificationParams(requestId=request_id, reason="no")
+                )
+                await session.send_notification(types.ClientNotification(cancel))
+                durable = DurableTaskClient(nc, prefix=prefix)
+                record = await durable.wait(started["task_id"], 20, capability="echo")
+                tg.cancel_scope.cancel()  # the call itself gets no answer once cancelled
+    assert record.state == RecordState.CANCELLED, record
