@@ -5,6 +5,9 @@ capabilities as skills. ``message/send`` and ``message/stream`` run one:
 
 - the skill is the message's ``metadata.skill`` (or the request's), or the
   only skill when there is one;
+- the skill ``ask``, or free text with no skill, is a request in words: the
+  orchestrator's decompose-route-aggregate runs it over the exposed
+  capabilities only (``_ask``), a ``working`` status per step's start and end;
 - the payload is the first data part's ``data``, else the text parts, read as
   JSON when they parse (``{"input": ...}`` for a skill that does not take an
   object); ``metadata.timeout`` is the caller's deadline in seconds.
@@ -16,7 +19,11 @@ message with the event); a result → ``completed`` with a ``result`` artifact
 reply, a timeout or no agent → ``failed`` (a data part ``{"error": {code,
 type, message}}``); an unknown skill or unreadable message → ``rejected``;
 ``tasks/cancel`` → ``canceled``, and callboard's cancel reaches the agent.
-``tasks/get`` reads the gateway's in-memory task store (tasks of this run).
+
+A capability the config makes durable runs as a durable task whose id is the
+A2A task's: ``tasks/get`` reads its record (see ``_a2a_tasks``), after a
+restart and on any replica, and a deadline that passes leaves it ``working``
+(it goes on). Other tasks live in the gateway's memory (tasks of this run).
 """
 
 from __future__ import annotations
@@ -45,8 +52,10 @@ from a2a.types import (
 )
 from starlette.routing import BaseRoute
 
-from bus import CallboardError, Progress
+from bus import CallboardError, Progress, TaskStillPending
 
+from ._a2a_tasks import DurableBackedTaskStore
+from ._ask import ASK_SKILL, ask
 from ._catalog import WRAPPED_ARGUMENT
 from ._config import GatewayConfig
 from ._events import RelayedEvent
@@ -73,6 +82,18 @@ def agent_card(gateway: Gateway, config: GatewayConfig, base_url: str) -> AgentC
         AgentSkill(id=t.name, name=t.name, description=t.description, tags=list(t.keywords))
         for t in gateway.tools
     ]
+    if ASK_SKILL not in config.capabilities:
+        skills.append(
+            AgentSkill(
+                id=ASK_SKILL,
+                name=ASK_SKILL,
+                description=(
+                    "A request in plain words (a text part), split into steps over the "
+                    "other skills, each step's start and end streamed, then one answer."
+                ),
+                tags=["orchestrate"],
+            )
+        )
     return AgentCard(
         name=f"callboard gateway ({config.prefix})",
         description="The capabilities of a callboard agent mesh; each skill is a capability.",
@@ -102,11 +123,15 @@ class CapabilityExecutor(AgentExecutor):
             await updater.submit()
         try:
             name, arguments, timeout = self._read(context)
-            self.gateway.tool(name)
+            if name != ASK_SKILL or ASK_SKILL in self.gateway.config.capabilities:
+                self.gateway.tool(name)
         except (_Unreadable, NotExposed) as exc:
             await updater.reject(message=updater.new_agent_message([_text(str(exc))]))
             return
         await updater.start_work()
+        if name == ASK_SKILL and ASK_SKILL not in self.gateway.config.capabilities:
+            await self._ask(updater, arguments, timeout)
+            return
 
         async def on_event(event: RelayedEvent) -> None:
             state = type(event).__name__.lower()
@@ -121,27 +146,64 @@ class CapabilityExecutor(AgentExecutor):
 
         try:
             result = await self.gateway.call(
-                name, arguments, protocol="a2a", timeout=timeout, on_event=on_event
+                name,
+                arguments,
+                protocol="a2a",
+                timeout=timeout,
+                on_event=on_event,
+                task_id=context.task_id,
             )
+        except TaskStillPending as exc:  # a durable task goes on: tasks/get follows it
+            await updater.update_status(
+                TaskState.working, message=updater.new_agent_message([_text(exc.message)])
+            )
+            return
         except CallboardError as exc:
-            error = {"code": exc.code, "type": exc.type, "message": exc.message}
-            await updater.failed(
-                message=updater.new_agent_message(
-                    [
-                        _text(f"error {exc.code} ({exc.type}): {exc.message}"),
-                        _data({"error": error}),
-                    ]
-                )
-            )
+            await updater.failed(message=updater.new_agent_message(_error_parts(exc)))
             return
         value = result if isinstance(result, dict) else {"result": result}
         await updater.add_artifact([_data(value)], name="result")
         await updater.complete()
 
+    async def _ask(self, updater: TaskUpdater, arguments: Any, timeout: float | None) -> None:
+        """Run a request in plain words over the exposed capabilities, a status per step."""
+        request = arguments.get(WRAPPED_ARGUMENT) if isinstance(arguments, dict) else None
+        if not isinstance(request, str) or not request.strip():
+            await updater.reject(
+                message=updater.new_agent_message(
+                    [_text("ask takes a request in words: a text part")]
+                )
+            )
+            return
+
+        async def on_step(seq: int, capability: str, state: str, detail: dict[str, Any]) -> None:
+            data = {"step": seq, "capability": capability, "state": state, **detail}
+            await updater.update_status(
+                TaskState.working,
+                message=updater.new_agent_message(
+                    [_text(f"step {seq} ({capability}): {state}"), _data(data)]
+                ),
+            )
+
+        try:
+            run = await ask(self.gateway, request, timeout=timeout, on_step=on_step)
+        except CallboardError as exc:
+            await updater.failed(message=updater.new_agent_message(_error_parts(exc)))
+            return
+        answer = msgspec.to_builtins(run)
+        await updater.add_artifact(
+            [_data({"answer": answer["answer"], "steps": answer["steps"]})], name="result"
+        )
+        await updater.complete()
+
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        """Say ``canceled``; the request handler then cancels ``execute``, and with it
-        the callboard task (its cancel reaches the agent)."""
+        """Send callboard's cancel and say ``canceled``; the request handler then
+        cancels ``execute`` if it runs here. The cancel is sent here too, for a
+        durable task that another run or replica of the gateway submitted."""
         assert context.task_id is not None and context.context_id is not None
+        await self.gateway.orchestrator.client.cancel(
+            context.task_id, "cancelled by the A2A caller"
+        )
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
 
     def _read(self, context: RequestContext) -> tuple[str, Any, float | None]:
@@ -150,6 +212,9 @@ class CapabilityExecutor(AgentExecutor):
             raise _Unreadable("the request has no message")
         meta = {**(context.metadata or {}), **(message.metadata or {})}
         name = meta.get("skill")
+        arguments = _arguments(message)
+        if not isinstance(name, str) and isinstance(arguments.get(WRAPPED_ARGUMENT), str):
+            name = ASK_SKILL  # free text and no skill: a request in words
         if not isinstance(name, str):
             tools = self.gateway.tools
             if len(tools) != 1:
@@ -159,7 +224,7 @@ class CapabilityExecutor(AgentExecutor):
         timeout = meta.get("timeout")
         return (
             name,
-            _arguments(message),
+            arguments,
             float(timeout) if isinstance(timeout, int | float) else None,
         )
 
@@ -176,6 +241,11 @@ def _arguments(message: Message) -> Any:
     except msgspec.DecodeError:
         value = text
     return value if isinstance(value, dict) else {WRAPPED_ARGUMENT: value}
+
+
+def _error_parts(exc: CallboardError) -> list[Part]:
+    error = {"code": exc.code, "type": exc.type, "message": exc.message}
+    return [_text(f"error {exc.code} ({exc.type}): {exc.message}"), _data({"error": error})]
 
 
 def _text(text: str) -> Part:
@@ -199,8 +269,12 @@ def a2a_routes(
     def live_card(_card: AgentCard) -> AgentCard:
         return agent_card(gateway, config, base_url())
 
-    handler = DefaultRequestHandler(
-        agent_executor=CapabilityExecutor(gateway), task_store=InMemoryTaskStore()
+    durable = config.durable_capabilities
+    store = (
+        DurableBackedTaskStore(gateway.orchestrator.durable.client, durable)
+        if durable
+        else InMemoryTaskStore()
     )
+    handler = DefaultRequestHandler(agent_executor=CapabilityExecutor(gateway), task_store=store)
     app = A2AStarletteApplication(agent_card=card, http_handler=handler, card_modifier=live_card)
     return list(app.routes(agent_card_url=AGENT_CARD_PATH, rpc_url=A2A_PATH))

@@ -5,11 +5,15 @@ at ``/a2a``, behind a bearer token from the environment; with ``--stdio`` it
 speaks MCP on stdin/stdout instead, for a desktop client that starts it as a
 subprocess (and needs no token: whoever can start it is already the user).
 It stops on SIGTERM/SIGINT (or, with ``--stdio``, when the client closes stdin).
+A NATS connection that will not come back (closed for good, or the login
+refused again and again) ends it with ``ConnectionFailed`` (exit code 5), so
+that its supervisor restarts it; ``/healthz`` says 503 while it is not connected.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import signal
 import sys
@@ -20,7 +24,17 @@ from typing import Any
 import anyio
 from prometheus_client import CollectorRegistry
 
-from bus import ConfigError, ConnectionMetrics, ConnectOptions, MetricsServer, connect, env_fields
+from bus import (
+    ConfigError,
+    ConnectionFailed,
+    ConnectionMetrics,
+    ConnectOptions,
+    MetricsServer,
+    connect,
+    connection_status,
+    env_fields,
+    wait_until_lost,
+)
 
 from ._config import GatewayConfig
 from ._gateway import Gateway
@@ -99,7 +113,22 @@ async def run_gateway(
         serving = stdio or (http is not None and http.serving)
         ok = state.connected and serving
         status = "ok" if ok else "unhealthy"
-        return ok, {"status": status, "connected": state.connected, "serving": serving}
+        return ok, {
+            "status": status,
+            "connected": state.connected,
+            "connection": connection_status(state),
+            "serving": serving,
+        }
+
+    lost: list[str] = []
+    gateway: Gateway | None = None
+
+    async def end_when_lost(serving: anyio.CancelScope) -> None:
+        lost.append(await wait_until_lost(state))
+        log.error("%s; stopping the gateway", lost[0])
+        if gateway is not None:
+            gateway.stopping = True
+        serving.cancel()
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with AsyncExitStack() as stack:
@@ -108,7 +137,9 @@ async def run_gateway(
                 url = (await stack.enter_async_context(server)).url
                 announce(f"callboard gateway metrics on {url}/metrics (health on {url}/healthz)")
             nc = await stack.enter_async_context(connect(options=options, metrics=connection))
-            gateway = await stack.enter_async_context(Gateway(nc, config, metrics=metrics))
+            gateway = await stack.enter_async_context(
+                Gateway(nc, config, metrics=metrics, cancel_secret=_cancel_secret(token))
+            )
             mcp = build_mcp_server(gateway)
             if not stdio:
                 assert token is not None
@@ -127,6 +158,7 @@ async def run_gateway(
                     f"tools: {_names(gateway)}"
                 )
             async with anyio.create_task_group() as tg:
+                tg.start_soon(end_when_lost, tg.cancel_scope)
                 if stdio:
 
                     async def serve_stdio() -> None:
@@ -140,8 +172,25 @@ async def run_gateway(
                 async for signum in signals:
                     log.info("%s: stopping the gateway", signal.Signals(signum).name)
                     break
+                gateway.stopping = True
                 tg.cancel_scope.cancel()
+    if lost:
+        raise ConnectionFailed(
+            f"{lost[0]}: the gateway stops so that its supervisor restarts it "
+            "(check the NATS server, the credentials and the server's authorization config)"
+        )
     log.info("gateway stopped")
+
+
+def _cancel_secret(token: str | None) -> bytes | None:
+    """The cancel tokens' secret, derived from the bearer token (never sent as is).
+
+    Gateways that share the token (replicas, the next run) can cancel the
+    durable tasks each other submitted; without a token (stdio) it is random.
+    """
+    if token is None:
+        return None
+    return hashlib.blake2b(token.encode(), person=b"cb-gw-cancel").digest()
 
 
 def _names(gateway: Gateway) -> str:

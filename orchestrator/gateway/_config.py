@@ -48,10 +48,13 @@ class ExposedCapability(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
             when the agents of the account are not all trusted).
         timeout: seconds a call may take when the caller does not say; the
             gateway's ``default_timeout`` when None.
+        durable: run its calls as durable tasks (JetStream; the daemons
+            serving it need ``[durable]``); the gateway's ``durable`` when None.
     """
 
     description: str | None = None
     timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    durable: bool | None = None
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -70,6 +73,9 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             its capability's entry says.
         max_timeout: the longest deadline a caller may ask for.
         metrics_address: serve ``/metrics`` and ``/healthz`` here; None serves nothing.
+        durable: run calls as durable tasks unless a capability's entry says
+            otherwise; an A2A task of a durable capability is its durable
+            record, readable after a restart and by every replica.
     """
 
     capabilities: dict[str, ExposedCapability]
@@ -82,6 +88,19 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_timeout: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_MAX_TIMEOUT
     metrics_address: str | None = None
+    durable: bool = False
+
+    def is_durable(self, capability: str) -> bool:
+        """Whether calls to ``capability`` are durable tasks."""
+        entry = self.capabilities.get(capability)
+        if entry is not None and entry.durable is not None:
+            return entry.durable
+        return self.durable
+
+    @property
+    def durable_capabilities(self) -> list[str]:
+        """The exposed capabilities whose calls are durable tasks."""
+        return [name for name in self.capabilities if self.is_durable(name)]
 
     def timeout_for(self, capability: str, asked: float | None) -> float:
         """The seconds a call may take: what the caller asked, up to ``max_timeout``."""

@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
 
 from bus import AgentMessage, CallboardError, dispatch_outcome, new_task_id
+from bus._cancel_token import CancelKeys
 
 from .._orchestrator import Orchestrator
 from ._catalog import ExposedTool, ToolCatalog
@@ -53,6 +54,9 @@ class Gateway:
         nc: a connected client (the gateway's own NATS user).
         config: what is exposed, and the deadlines.
         metrics: where to count calls; None counts nothing.
+        cancel_secret: the secret its cancel tokens derive from; replicas and
+            restarts that share it can cancel each other's durable tasks
+            (random when None: only this process can).
 
     Attributes:
         catalog: the tools offered now.
@@ -61,18 +65,27 @@ class Gateway:
     """
 
     def __init__(
-        self, nc: Client, config: GatewayConfig, *, metrics: GatewayMetrics | None = None
+        self,
+        nc: Client,
+        config: GatewayConfig,
+        *,
+        metrics: GatewayMetrics | None = None,
+        cancel_secret: bytes | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.orchestrator = Orchestrator(
             nc, prefix=config.prefix, name=config.name, default_timeout=config.default_timeout
         )
+        keys = CancelKeys(cancel_secret)  # security: one secret for core and durable cancels
+        self.orchestrator.client.cancel_keys = self.orchestrator.durable.client.cancel_keys = keys
         registry = self.orchestrator.registry
         self.catalog = ToolCatalog(nc, self.orchestrator.subjects, registry, config)
         self.events = TaskEvents(nc, self.orchestrator.subjects, registry, metrics)
         self.on_tools_changed: list[Callable[[], Awaitable[None]]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
+        self.stopping = False
+        """Set when the gateway stops: the calls it cancels then are not the callers' cancels."""
 
     async def __aenter__(self) -> Gateway:
         await self.orchestrator.__aenter__()
@@ -153,26 +166,37 @@ class Gateway:
             protocol: ``mcp`` or ``a2a``, for the metrics.
             timeout: the caller's deadline in seconds; bounded by ``max_timeout``.
             on_event: told of the task's accepted, started and progress events.
-            task_id: the task's id; a new one when None.
+            task_id: the task's id; a new one when None (a durable task's
+                must be a valid durable id).
 
         Raises:
             NotExposed: the tool is not offered.
-            DispatchError: the task failed (its subclass and ``code`` say how).
+            DispatchError: the task failed (its subclass and ``code`` say how);
+                ``TaskStillPending`` when a durable task outlives the deadline.
         """
         task_id = task_id or new_task_id()
+        durable = False
         try:
             tool = self.tool(name)
             payload = tool.payload(arguments) if isinstance(arguments, dict) else arguments
             budget = self.config.timeout_for(name, timeout)
+            durable = self.config.is_durable(name)
             with self.events.watch(task_id, name) as events:
                 if on_event is None:
                     reply = await self.orchestrator.request(
-                        name, payload, timeout=budget, task_id=task_id
+                        name, payload, timeout=budget, task_id=task_id, durable=durable
                     )
                 else:
-                    reply = await self._relayed(name, payload, budget, task_id, events, on_event)
+                    reply = await self._relayed(
+                        name, payload, budget, task_id, events, on_event, durable=durable
+                    )
         except BaseException as exc:
             self._count(protocol, name, exc)
+            if durable and not self.stopping and isinstance(exc, anyio.get_cancelled_exc_class()):
+                # the caller cancelled (a durable wait sends no cancel of its own); a
+                # gateway that stops leaves its durable tasks running, as any caller does
+                with anyio.CancelScope(shield=True):
+                    await self.orchestrator.client.cancel(task_id, "cancelled by the caller")
             raise
         self._count(protocol, name, None)
         return reply.payload
@@ -185,6 +209,8 @@ class Gateway:
         task_id: str,
         events: MemoryObjectReceiveStream[RelayedEvent],
         on_event: EventSink,
+        *,
+        durable: bool = False,
     ) -> AgentMessage:
         relaying = anyio.Lock()
 
@@ -198,7 +224,7 @@ class Gateway:
             tg.start_soon(relay)
             try:
                 reply = await self.orchestrator.request(
-                    name, payload, timeout=budget, task_id=task_id
+                    name, payload, timeout=budget, task_id=task_id, durable=durable
                 )
             except Exception as exc:  # raised after the group, not inside its exception group
                 failure = exc

@@ -69,3 +69,23 @@ def test_http_needs_a_token_of_16_characters_or_more(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 16"):
         config.token({"CALLBOARD_GATEWAY_TOKEN": "short"})
     assert config.token({"CALLBOARD_GATEWAY_TOKEN": "x" * 16}) == "x" * 16
+
+
+def test_durable_is_the_gateways_unless_a_capability_says_otherwise(tmp_path: Path) -> None:
+    config = load_gateway_config(
+        write(
+            tmp_path,
+            "durable = true\n[capabilities.math]\n"
+            "[capabilities.echo]\ndurable = false\n[capabilities.summarize]\n",
+        )
+    )
+    assert [config.is_durable(name) for name in ("math", "echo", "summarize")] == [
+        True,
+        False,
+        True,
+    ]
+    assert config.durable_capabilities == ["math", "summarize"]
+    plain = load_gateway_config(
+        write(tmp_path, "[capabilities.math]\ndurable = true\n[capabilities.echo]\n")
+    )
+    assert plain.durable_capabilities == ["math"]

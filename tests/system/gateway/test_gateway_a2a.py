@@ -78,7 +78,7 @@ async def test_the_card_lists_the_live_exposed_capabilities_and_the_bearer_schem
 ) -> None:
     async with a2a_client(gateway) as (card, _client):
         pass
-    assert {s.id for s in card.skills} == {"math", "steps", "refuse"}
+    assert {s.id for s in card.skills} == {"math", "steps", "refuse", "ask"}
     assert card.url == f"{gateway.url}/a2a"
     assert card.capabilities.streaming is True
     assert card.security == [{"bearer": []}]

@@ -70,7 +70,12 @@ async def test_metrics_count_calls_and_refusals_and_sigterm_stops_it(
     assert "callboard_gateway_tools 3.0" in scraped
     assert 'callboard_gateway_refused_total{reason="unauthorized"} 1.0' in scraped
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "connected": True, "serving": True}
+    assert health.json() == {
+        "status": "ok",
+        "connected": True,
+        "connection": "connected",
+        "serving": True,
+    }
 
     proc.send_signal(signal.SIGTERM)
     assert await anyio.to_thread.run_sync(proc.wait) == 0, proc.stderr.text
