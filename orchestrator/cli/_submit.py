@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import msgspec
@@ -55,6 +56,8 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     durable = args.durable or args.no_wait
     async with connect_cli(args) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name=args.sender)
+        if durable and args.agent is None:
+            await _note_if_unserved(args, orchestrator)
         if args.no_wait:
             record = await orchestrator.durable.client.submit(
                 args.capability, payload, task_id=args.task_id
@@ -82,3 +85,20 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         encoded = msgspec.json.format(encoded, indent=2)
     sys.stdout.write(encoded.decode() + "\n")
     return EXIT_OK
+
+
+async def _note_if_unserved(args: argparse.Namespace, orchestrator: Orchestrator) -> None:
+    """Say at once when no agent takes durable tasks of the capability (a daemon
+    without ``[durable]`` serves core requests only): the task is stored anyway and
+    waits for an agent that starts later, but the user should not wait in silence."""
+    if await orchestrator.durable.client.served(args.capability) is not False:
+        return
+    say(
+        args,
+        f"note: no agent serves durable tasks of {args.capability!r} yet; the task waits in "
+        "the work queue until one starts. A daemon serves them with a [durable] section in "
+        "its config (an empty one takes the defaults; see the README's 'Durable tasks on "
+        "JetStream')",
+        level=logging.WARNING,
+        capability=args.capability,
+    )
