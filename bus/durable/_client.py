@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -47,6 +48,8 @@ MSG_ID = "Nats-Msg-Id"
 DEFAULT_SUBMIT_TIMEOUT = 30.0
 """Seconds a submission keeps trying while the server is unreachable."""
 _JS_TIMEOUT = 5.0
+_IDLE_PULL_GAP = 0.2
+"""Seconds between two looks at a consumer: an idle agent renews its pull request at once."""
 
 
 def message_size(headers: dict[str, str], body: bytes) -> int:
@@ -183,6 +186,31 @@ class DurableTaskClient:
                 self._ready = False  # the stream was deleted: create it again
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    async def served(self, capability: str) -> bool | None:
+        """Whether an agent takes durable tasks of ``capability`` now.
+
+        An agent that serves them keeps a pull request waiting on its capability's
+        consumer, or holds a task unacknowledged. A missing stream or consumer
+        means none ever did. One JetStream request when an agent is there; a
+        second look, a moment later, before saying there is none (an idle agent
+        is between two pull requests for an instant). None: JetStream did not
+        say (this login may not ask, or no answer), so nobody should guess.
+        """
+        for look in range(2):
+            if look:
+                await anyio.sleep(_IDLE_PULL_GAP)
+            try:
+                info = await self.js.consumer_info(
+                    self.names.tasks_stream, self.names.consumer(capability)
+                )
+            except nats.js.errors.NotFoundError:
+                return False
+            except (nats.errors.Error, TimeoutError):
+                return None
+            if info.num_waiting or info.num_ack_pending:
+                return True
+        return False
 
     async def locate(self, task: str, capability: str | None = None) -> tuple[str, str]:
         """``(capability, task_id)`` of ``TASK_ID`` or ``CAPABILITY.TASK_ID``.

@@ -272,6 +272,13 @@ class _Monitor:
         self.subscribed.set()
         print(f"following {self.shown_subject} (Ctrl-C to stop)", file=sys.stderr, flush=True)
 
+    def _no_history(self, why: str) -> None:
+        print(
+            f"cannot replay --since {self.args.since}: {why}; showing live events only",
+            file=sys.stderr,
+            flush=True,
+        )
+
     async def _read(self, scope: anyio.CancelScope) -> None:
         tracked = self.view is not None
         subject = self.subjects.all_status() if tracked else self.shown_subject
@@ -280,7 +287,12 @@ class _Monitor:
         if self.args.since is not None:
             since = time.time() - parse_duration(self.args.since)
             stream = replay_and_follow_status(
-                self.nc, self.subjects, subject, since=since, on_ready=self._ready
+                self.nc,
+                self.subjects,
+                subject,
+                since=since,
+                on_ready=self._ready,
+                on_no_history=self._no_history,
             )
         else:
             stream = follow_status(self.nc, subject, on_ready=self._ready, prepare=prepare)

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+import anyio
 import msgspec
 
+from bus.durable import DurableNames
+
 from .._orchestrator import Orchestrator
-from ._common import Subcommands, connect_cli, say
+from ._common import Subcommands, connect_cli, connect_options, say
 from ._exit_codes import EXIT_OK
+from ._permissions import PermissionWatch
 from ._values import duration, parse_json
 
 __all__ = ["cmd_submit", "register"]
+
+NOTE_WAIT = 2.0
+"""Seconds the look for a durable agent may take before the task is sent without it."""
 
 
 def register(commands: Subcommands) -> None:
@@ -53,8 +61,24 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.payload == "-" else args.payload
     payload = parse_json(text, "the payload")
     durable = args.durable or args.no_wait
-    async with connect_cli(args) as nc:
+    look = anyio.CancelScope()
+    info = f"$JS.API.CONSUMER.INFO.{DurableNames(args.prefix).tasks_stream}.".lower()
+
+    def may_not_look(kind: str, subject: str) -> bool:
+        """A login that may not read consumers sends the task without the look."""
+        if kind == "publish" and subject.lower().startswith(info):  # nats-py lowercases
+            look.cancel()
+            return True
+        return False
+
+    watch = PermissionWatch(connect_options(args).user, expected=may_not_look)
+    async with connect_cli(args, watch=watch) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name=args.sender)
+        if durable and args.agent is None:
+            # the streams first, as the submission would: a login refused them stops here
+            await orchestrator.durable.client.ensure_ready()
+            with look, anyio.move_on_after(NOTE_WAIT):
+                await _note_if_unserved(args, orchestrator)
         if args.no_wait:
             record = await orchestrator.durable.client.submit(
                 args.capability, payload, task_id=args.task_id
@@ -82,3 +106,20 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         encoded = msgspec.json.format(encoded, indent=2)
     sys.stdout.write(encoded.decode() + "\n")
     return EXIT_OK
+
+
+async def _note_if_unserved(args: argparse.Namespace, orchestrator: Orchestrator) -> None:
+    """Say at once when no agent takes durable tasks of the capability (a daemon
+    without ``[durable]`` serves core requests only): the task is stored anyway and
+    waits for an agent that starts later, but the user should not wait in silence."""
+    if await orchestrator.durable.client.served(args.capability) is not False:
+        return
+    say(
+        args,
+        f"note: no agent serves durable tasks of {args.capability!r} yet; the task waits in "
+        "the work queue until one starts. A daemon serves them with a [durable] section in "
+        "its config (an empty one takes the defaults; see the README's 'Durable tasks on "
+        "JetStream')",
+        level=logging.WARNING,
+        capability=args.capability,
+    )

@@ -143,6 +143,8 @@ async def test_durable_tasks_run_under_the_roles_users_on_one_node(
         )
         assert queued.returncode == EXIT_OK, queued.stderr
         assert json.loads(queued.stdout)["state"] == "submitted"
+        # said at once, under the orchestrator's permissions (CONSUMER.INFO, read-only)
+        assert "no agent serves durable tasks of 'math' yet" in queued.stderr, queued.stderr
         # the streams are files in the store_dir that gen_dev_secrets.py chose
         store = deploy.root / "jetstream" / "single" / "jetstream" / "CALLBOARD" / "streams"
         assert {path.name for path in store.iterdir()} == STREAMS

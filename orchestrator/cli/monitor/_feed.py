@@ -8,7 +8,10 @@ from contextlib import aclosing
 from typing import Any
 
 import msgspec
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from bus import STATUS_EVENT_TYPES, Failed, StatusEvent, Subjects, TaskEvent
 from bus.durable import DurableNames, replay_status
@@ -81,16 +84,45 @@ async def replay_and_follow_status(
     *,
     since: float,
     on_ready: Callable[[], None] | None = None,
+    on_no_history: Callable[[str], None] | None = None,
 ) -> AsyncGenerator[tuple[str, StatusEvent | dict[str, Any] | None, bytes], None]:
     """Like ``follow_status``, but first the events kept in the status stream
-    since unix time ``since`` (one ordered consumer: no gap, no repeat)."""
+    since unix time ``since`` (one ordered consumer: no gap, no repeat).
+
+    Without a status stream there is nothing to replay: ``on_no_history`` is
+    told why (before ``on_ready``) and the live events follow alone.
+    """
     names = DurableNames(subjects.prefix)
-    replay = replay_status(nc.jetstream(), names, subject, since=since, follow=True)
+    js = nc.jetstream()
+    missing = await _no_history(js, names)
+    if missing is not None:
+        if on_no_history is not None:
+            on_no_history(missing)
+        async with aclosing(follow_status(nc, subject, on_ready=on_ready)) as live:
+            async for item in live:
+                yield item
+        return
+    replay = replay_status(js, names, subject, since=since, follow=True)
     async with aclosing(replay):
         if on_ready is not None:
             on_ready()
         async for msg in replay:
             yield msg.subject, decode_status(msg.data), msg.data
+
+
+async def _no_history(js: JetStreamContext, names: DurableNames) -> str | None:
+    """Why no status event is kept for ``names``' prefix (None: its stream exists)."""
+    try:
+        await js.stream_info(names.status_stream)
+    except nats.js.errors.NotFoundError:
+        return (
+            f"prefix {names.prefix!r} has no status stream {names.status_stream} (it is created "
+            "by 'callboard setup' or by a daemon with a [durable] section, and keeps events "
+            "only while status_max_age > 0)"
+        )
+    except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+        return "the NATS server has no JetStream (start it with -js), so it keeps no events"
+    return None
 
 
 def format_status(event: StatusEvent | dict[str, Any] | None, raw: bytes = b"") -> str:
