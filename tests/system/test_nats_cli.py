@@ -52,12 +52,20 @@ def readme_nats_lines() -> list[str]:
     """The ``nats …`` command lines of the README's shell code blocks, as written."""
     lines: list[str] = []
     in_shell = False
+    pending = ""
     for line in README.read_text().splitlines():
         if line.startswith("```"):
             in_shell = line.strip() in ("```sh", "```bash", "```console")
             continue
-        if in_shell and line.startswith("nats "):
-            lines.append(line)
+        if pending:  # a line continued with a backslash
+            pending += " " + line.strip()
+        elif in_shell and line.startswith("nats "):
+            pending = line
+        if pending and not pending.endswith("\\"):
+            lines.append(pending)
+            pending = ""
+        elif pending:
+            pending = pending[:-1].rstrip()
     return lines
 
 
@@ -203,8 +211,17 @@ def test_the_readme_names_the_natscli_release_and_every_nats_line_is_tested() ->
         "nats kv get --raw AGENTS_TASKS math.TASK_ID",
         "nats stream view AGENTS_DEAD",
         "nats context save dev --server nats://127.0.0.1:4222 --select",  # test_cli_nats_context
+        "nats kv create AGENTS_TASKS math.job-42.submitted",
+        'nats req agents.jobs.math \'{"expression": "6*7"}\' -H Nats-Msg-Id:job-42 '
+        "-H Agent-Sender:billing",
+        "nats kv get AGENTS_TASKS math.job-42 --raw",
     }
-    in_readme = {line.partition("#")[0].strip() for line in readme_nats_lines()}
+    in_readme = {
+        line.partition("#")[0].strip().partition(" '{")[0]
+        if "kv create" in line
+        else line.partition("#")[0].strip()
+        for line in readme_nats_lines()
+    }
     assert in_readme == tested
 
 
@@ -340,3 +357,34 @@ def test_nats_stream_view_shows_a_dead_letter_with_its_error(bus: Bus) -> None:
     assert "Nats-Service-Error-Code: 500" in out
     assert "Agent-Attempts: 2" in out
     assert '{"n":1}' in out
+
+
+def test_a_durable_task_submitted_and_read_with_the_nats_cli_alone(bus: Bus) -> None:
+    """The README's "Durable records for other clients" lines, as written: the
+    submission key, the job with its Nats-Msg-Id, then the record."""
+    create, _ = readme_line("nats kv create AGENTS_TASKS math.job-42.submitted")
+    created = bus.run(create)
+    assert created.returncode == 0, created.stderr
+    submit, _ = readme_line("nats req agents.jobs.math")
+    submitted = bus.run(submit)
+    assert json.loads(submitted.stdout) == {"stream": "AGENTS_TASKS", "seq": ANY_INT}, submitted
+    waited = bus.callboard("result", "math.job-42", "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout) == {"value": 42}
+    get, _ = readme_line("nats kv get AGENTS_TASKS math.job-42 --raw")
+    record = json.loads(bus.run(get).stdout)
+    assert record["task_id"] == "job-42"
+    assert record["state"] == "completed"
+    assert record["sender"] == "billing"
+    assert record["result"] == {"value": 42}
+
+
+class _AnyInt:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and not isinstance(other, bool)
+
+    def __repr__(self) -> str:
+        return "<any int>"
+
+
+ANY_INT = _AnyInt()
