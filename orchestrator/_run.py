@@ -176,27 +176,24 @@ async def _dispatch(
     agent_key = plan.agent_id or ""
     orch.outstanding[agent_key] = orch.outstanding.get(agent_key, 0) + 1
     try:
-        try:
-            reply = await orch.request(
-                step.capability,
-                payload,
-                timeout=step.timeout if step.timeout is not None else timeout,
-                task_id=task_id,
-                seq=seq,
-                agent_id=plan.agent_id,
-            )
-        except NoAgentError:
-            if plan.agent_id is None:
-                raise
-            # security: the chosen agent is gone or never was (a forged heartbeat):
-            # any replica of the capability will do
-            reply = await orch.request(
-                step.capability,
-                payload,
-                timeout=step.timeout if step.timeout is not None else timeout,
-                task_id=task_id,
-                seq=seq,
-            )
+        step_timeout = step.timeout if step.timeout is not None else timeout
+        # security: if the chosen agent is gone or never was (a forged heartbeat),
+        # any replica of the capability will do
+        targets = (plan.agent_id, None) if plan.agent_id is not None else (None,)
+        for target in targets:
+            try:
+                reply = await orch.request(
+                    step.capability,
+                    payload,
+                    timeout=step_timeout,
+                    task_id=task_id,
+                    seq=seq,
+                    agent_id=target,
+                )
+                break
+            except NoAgentError:
+                if target is None:
+                    raise
     except CallboardError as exc:
         raise StepFailed(seq, step, exc, results) from exc
     finally:
