@@ -90,13 +90,3 @@ def test_submit_without_a_payload_sends_an_empty_object(
     result = cli(callboard_cmd, cli_env, "submit", "--prefix", prefix, "echo")
     assert result.returncode == EXIT_OK, result.stderr
     assert result.stdout == "{}\n"
-
-
-def test_an_error_inside_a_running_command_is_reported_not_a_traceback(
-    prefix: str, cli_env: dict[str, str], callboard_cmd: list[str]
-) -> None:
-    # monitor --since reads a stream no daemon of this prefix has made, in a task group
-    result = cli(callboard_cmd, cli_env, "monitor", "--prefix", prefix, "--since", "1m")
-    assert result.returncode == EXIT_USAGE, result.stderr
-    assert "Traceback" not in result.stderr
-    assert f"no status history on prefix '{prefix}'" in result.stderr
