@@ -191,8 +191,8 @@ class Terminal:
         return result.stdout.decode(errors="replace")
 
     async def screen(self) -> str:
-        """What the terminal shows now."""
-        return await self.tmux("capture-pane", "-p", "-t", self.target)
+        """What the terminal shows now (lines it wrapped joined again: a JSON event is one)."""
+        return await self.tmux("capture-pane", "-p", "-J", "-t", self.target)
 
     async def wait_for(self, predicate: Callable[[str], bool], what: str) -> str:
         """The screen, once ``predicate`` holds for it; fails with the last screen."""
