@@ -222,3 +222,27 @@ async def test_each_roles_durable_path_works_under_its_user(
     # the only violation was the refused create before the setup
     logged = violations_in_log(server)
     assert len(logged) == 1 and "STREAM.CREATE" in logged[0], "\n".join(logged)
+
+
+async def test_the_orchestrators_consumer_read_does_not_let_it_delete_or_steer_consumers(
+    server: EmbeddedServer, deploy: DeployCopy
+) -> None:
+    """The orchestrator may read a capability's consumer (to say at once that no agent
+    serves durable tasks): reading is all. Deleting, creating or redirecting the
+    consumer would silence or steal that capability's tasks."""
+    async with system(server, deploy) as client:
+        async with logged_in(server.url, deploy, "orchestrator") as (nc, told):
+            info = await nc.jetstream().consumer_info(NAMES.tasks_stream, "math")
+            assert info.name == "math"
+            stolen = json.dumps(
+                {
+                    "stream_name": NAMES.tasks_stream,
+                    "config": {"durable_name": "math", "deliver_subject": "stolen.math"},
+                }
+            ).encode()
+            await refused(nc, told, f"$JS.API.CONSUMER.DELETE.{NAMES.tasks_stream}.math")
+            await refused(nc, told, f"$JS.API.CONSUMER.CREATE.{NAMES.tasks_stream}.math", stolen)
+            await refused(
+                nc, told, f"$JS.API.CONSUMER.DURABLE.CREATE.{NAMES.tasks_stream}.math", stolen
+            )
+        assert await six_times_seven(client)  # the agents still serve their tasks
