@@ -145,14 +145,17 @@ class CallerCancels:
 
     Attributes:
         refused: cancels ignored so far for a missing or wrong token.
+        on_refused: called once per refusal (the ``cancel_token`` series); None
+            counts only ``refused``.
     """
 
-    __slots__ = ("_hashes", "_logged", "owner", "refused")
+    __slots__ = ("_hashes", "_logged", "on_refused", "owner", "refused")
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, *, on_refused: Callable[[], None] | None = None) -> None:
         self.owner = owner
         self._hashes: dict[str, str] = {}
         self.refused = 0
+        self.on_refused = on_refused
         self._logged = False
 
     def remember(self, task_id: str, headers: dict[str, str] | None) -> None:
@@ -173,6 +176,8 @@ class CallerCancels:
         if token_matches(self._hashes.get(task_id), token):
             return True
         self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused()
         if not self._logged:
             self._logged = True
             log.warning(

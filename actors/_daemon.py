@@ -71,7 +71,7 @@ class DaemonMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.agents = AgentMetrics(self.registry)
-        self.connections = ConnectionMetrics(self.registry)
+        self.connections = ConnectionMetrics(self.registry, refusals=self.agents.refusals)
         self.connection = self.connections.track(connection_name)
         self.server = MetricsServer(address, self.registry, health=self.health)
         self.host: AgentHost | None = None

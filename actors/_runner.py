@@ -106,6 +106,9 @@ class AgentRunner:
             nc, subjects, agent, self._intake.admit, self.reply_guard, self.snapshot
         )
         self.discovery.reply_guard = self.reply_guard
+        if metrics is not None:  # refusals count on their own paths only
+            self.reply_guard.on_refused = metrics.refusals.counter("reply_not_inbox")
+            self.caller_cancels.on_refused = metrics.refusals.counter("cancel_token")
 
     @property
     def in_flight(self) -> int:

@@ -84,6 +84,7 @@ from .observability._metrics import (
     DispatchMetrics,
     dispatch_outcome,
 )
+from .observability._refusal_metrics import REFUSAL_REASONS, RefusalMetrics, RefusalReason
 
 __all__ = [
     "CONNECTION_STATUSES",
@@ -95,6 +96,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "PROTOCOL_VERSION",
     "QUEUE_GROUP",
+    "REFUSAL_REASONS",
     "REJECTION_TYPES",
     "STATUS_EVENT_TYPES",
     "WIRE_ERRORS",
@@ -134,6 +136,8 @@ __all__ = [
     "Online",
     "PayloadTooLarge",
     "Progress",
+    "RefusalMetrics",
+    "RefusalReason",
     "ServerError",
     "Started",
     "StatusEvent",

@@ -306,7 +306,8 @@ async def connect(
         servers: URL(s); overrides ``options.servers`` and ``NATS_URL``.
         options: the full option set; defaults to ``ConnectOptions.from_env()``.
         metrics: counts this connection's reconnects, time disconnected,
-            slow-consumer errors and pending bytes, labelled with its name.
+            slow-consumer errors and pending bytes, labelled with its name, and
+            the malformed frames it drops (if given ``refusals``).
         error_listener: told of each error the server reports once connected
             (a permissions violation); True when it handles it, which is then
             not logged as a warning.
@@ -370,6 +371,8 @@ async def connect(
         )
 
     nc = NatsClient()
+    if metrics is not None and metrics.refusals is not None:
+        nc.on_malformed = metrics.refusals.counter("malformed_frame")
     nc.require_tls = "tls" in kwargs
     nc.reconnect_delay = functools.partial(reconnect_delay, base=opts.reconnect_wait)
     try:

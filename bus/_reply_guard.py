@@ -14,6 +14,7 @@ dropped unanswered, counted, and the first one logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 __all__ = ["INBOX_TOKEN_START", "ReplyGuard", "is_inbox"]
 
@@ -39,13 +40,16 @@ class ReplyGuard:
 
     Attributes:
         refused: requests dropped so far for their reply subject.
+        on_refused: called once per refusal (the ``reply_not_inbox`` series); None
+            counts only ``refused``.
     """
 
-    __slots__ = ("_logged", "owner", "refused")
+    __slots__ = ("_logged", "on_refused", "owner", "refused")
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, *, on_refused: Callable[[], None] | None = None) -> None:
         self.owner = owner
         self.refused = 0
+        self.on_refused = on_refused
         self._logged = False
 
     def allows(self, reply: str) -> bool:
@@ -53,6 +57,8 @@ class ReplyGuard:
         if not reply or is_inbox(reply):
             return True
         self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused()
         if not self._logged:
             self._logged = True
             log.warning(

@@ -10,6 +10,7 @@ another agent or another state than its subject is a forgery or a bug: readers
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ._messages import StatusEvent
 from ._subjects import Subjects
@@ -24,16 +25,21 @@ class StatusBinding:
 
     Args:
         subjects: the system's subjects.
+        on_rejected: called once per rejected event (the ``status_body_mismatch``
+            series); None counts only ``rejected``.
 
     Attributes:
         rejected: events dropped so far because body and subject disagreed.
     """
 
-    __slots__ = ("_logged", "rejected", "subjects")
+    __slots__ = ("_logged", "on_rejected", "rejected", "subjects")
 
-    def __init__(self, subjects: Subjects) -> None:
+    def __init__(
+        self, subjects: Subjects, *, on_rejected: Callable[[], None] | None = None
+    ) -> None:
         self.subjects = subjects
         self.rejected = 0
+        self.on_rejected = on_rejected
         self._logged = False
 
     def accepts(self, subject: str, event: StatusEvent) -> bool:
@@ -43,6 +49,8 @@ class StatusBinding:
         if parsed is not None and parsed == (event.agent, state):
             return True
         self.rejected += 1
+        if self.on_rejected is not None:
+            self.on_rejected()
         if not self._logged:
             self._logged = True
             log.warning(

@@ -7,7 +7,8 @@ and schemas). An agent silent for longer than ``heartbeat_timeout`` drops out.
 
 What agents say about themselves is a claim. The agent id of an event is the
 one in its subject, which the server lets only that agent's user publish; an
-event whose body disagrees is dropped and counted (``rejected_events``). The
+event whose body disagrees is dropped and counted (``rejected_events``, and in
+Prometheus once given ``count_refusals``), as is one that does not decode. The
 capabilities a heartbeat or an INFO answer lists are confirmed before routing
 believes them (``confirmed``): a ping on ``<prefix>.agent.<capability>.<id>``,
 which only a user allowed to serve the capability may subscribe, must be
@@ -28,7 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus import Heartbeat, Offline, Online, Subjects, unsubscribe_all
+from bus import Heartbeat, Offline, Online, RefusalMetrics, Subjects, unsubscribe_all
 from bus.codec import OPERATION
 from bus.micro import ServiceInfo, find_service_info
 from bus.security import StatusBinding
@@ -78,6 +79,7 @@ class LiveRegistry:
     Attributes:
         on_change: called after every change (an agent added, refreshed or
             dropped), e.g. to keep metrics; None by default, costing nothing.
+        malformed_events: lifecycle events dropped because they did not decode.
     """
 
     def __init__(
@@ -98,6 +100,8 @@ class LiveRegistry:
         self._subs: list[Subscription] = []
         self._changed = anyio.Event()
         self.binding = StatusBinding(subjects)
+        self.malformed_events = 0
+        self._on_malformed: Callable[[], None] | None = None
         self._confirmed: dict[tuple[str, str], _CapabilityPing] = {}
         self._unconfirmed: dict[tuple[str, str], float] = {}
 
@@ -105,6 +109,12 @@ class LiveRegistry:
     def rejected_events(self) -> int:
         """Lifecycle events dropped because their body disagreed with their subject."""
         return self.binding.rejected
+
+    def count_refusals(self, refusals: RefusalMetrics) -> None:
+        """Count the events it drops in ``refusals`` too: forged (``status_body_mismatch``)
+        and undecodable (``malformed_status_event``)."""
+        self.binding.on_rejected = refusals.counter("status_body_mismatch")
+        self._on_malformed = refusals.counter("malformed_status_event")
 
     def _notify(self) -> None:
         self._changed.set()
@@ -248,6 +258,9 @@ class LiveRegistry:
             event = _lifecycle_decoder.decode(msg.data)
         except (msgspec.MsgspecError, UnicodeDecodeError):
             log.debug("ignoring malformed lifecycle event on %s", msg.subject)
+            self.malformed_events += 1
+            if self._on_malformed is not None:
+                self._on_malformed()
             return
         if not self.binding.accepts(msg.subject, event):
             return  # the body names another agent or state than the subject binds

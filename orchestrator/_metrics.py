@@ -74,6 +74,8 @@ class OrchestratorMetrics:
         self._heard: Mapping[str, tuple[tuple[str, ...], float]] = {}
         self._live_capabilities: set[str] = set()
         registry.on_change = self.registry_changed
+        if metrics.refusals is not None:
+            registry.count_refusals(metrics.refusals)
 
     def capability(self, capability: str) -> CapabilityChildren:
         """The children of ``capability``, bound on its first dispatch."""

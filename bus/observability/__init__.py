@@ -31,6 +31,7 @@ from ._metrics import (
     dispatch_outcome,
     label_sets,
 )
+from ._refusal_metrics import REFUSAL_REASONS, RefusalMetrics, RefusalReason
 
 __all__ = [
     "DEFAULT_CONNECTION_LABEL",
@@ -39,6 +40,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "LOG_FORMATS",
     "LOG_FORMAT_ENV",
+    "REFUSAL_REASONS",
     "TASK_FIELDS",
     "AgentMetrics",
     "AgentSeries",
@@ -51,6 +53,8 @@ __all__ = [
     "HealthCheck",
     "JsonFormatter",
     "MetricsServer",
+    "RefusalMetrics",
+    "RefusalReason",
     "TextFormatter",
     "configure_logging",
     "dispatch_outcome",

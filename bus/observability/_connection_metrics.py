@@ -1,5 +1,6 @@
 """Prometheus metrics of NATS connections: connected, reconnects, time spent
-disconnected, bytes not yet flushed, slow-consumer errors.
+disconnected, bytes not yet flushed, slow-consumer errors; and, given the
+process's ``RefusalMetrics``, the malformed frames its connections dropped.
 
 ``connect(..., metrics=ConnectionMetrics(registry))`` feeds them from nats-py's
 callbacks. They are one custom collector rather than Counters and Gauges so
@@ -16,6 +17,8 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ._refusal_metrics import RefusalMetrics
 
 __all__ = ["DEFAULT_CONNECTION_LABEL", "ConnectionMetrics", "ConnectionState"]
 
@@ -152,10 +155,18 @@ class ConnectionMetrics:
 
     Args:
         registry: the registry this collector registers itself on.
+        refusals: where ``connect`` counts the malformed frames its connections
+            drop (``malformed_frame``); None counts them only in the client.
+
+    Attributes:
+        refusals: as given.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, refusals: RefusalMetrics | None = None
+    ) -> None:
         self._states: dict[str, ConnectionState] = {}
+        self.refusals = refusals
         registry.register(self)
 
     def track(self, name: str | None) -> ConnectionState:

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from .._errors import NoAgentError, TaskCancelled, TaskTimeout
 from .._messages import AgentState, TaskState
 from ._prometheus import LoopCounter, LoopHistogram
+from ._refusal_metrics import RefusalMetrics
 
 __all__ = [
     "DISPATCH_OUTCOMES",
@@ -69,9 +70,15 @@ class AgentMetrics:
 
     Args:
         registry: where the collectors are registered (one set per registry).
+
+    Attributes:
+        refusals: what the agents refuse from the bus (reflection attempts,
+            cancels without the caller's token), by reason.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.refusals = RefusalMetrics(registry)
+
         def counter(name: str, doc: str, *labels: str) -> Counter:
             return LoopCounter(name, doc, labels, registry=registry)
 
@@ -226,9 +233,17 @@ class DispatchMetrics:
 
     Args:
         registry: where the collectors are registered.
+        refusals: where its registry counts the status events it drops (forged,
+            malformed); None counts them only in the registry's attributes.
+
+    Attributes:
+        refusals: as given.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, refusals: RefusalMetrics | None = None
+    ) -> None:
+        self.refusals = refusals
         self.dispatches = LoopCounter(
             "callboard_dispatch_total",
             "Tasks dispatched, by outcome",

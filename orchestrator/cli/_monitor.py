@@ -35,6 +35,7 @@ from bus import (
     ConnectionMetrics,
     FleetMetrics,
     MetricsServer,
+    RefusalMetrics,
     StatusEvent,
     Subjects,
     connect,
@@ -168,7 +169,8 @@ class MonitorMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.fleet = FleetMetrics(self.registry)
-        self.connections = ConnectionMetrics(self.registry)
+        self.refusals = RefusalMetrics(self.registry)
+        self.connections = ConnectionMetrics(self.registry, refusals=self.refusals)
         self.connection = self.connections.track(connection_name)
         self.server = MetricsServer(address, self.registry, health=self.health)
         self.live_agents = 0
@@ -229,6 +231,8 @@ class _Monitor:
         self.subjects = Subjects(args.prefix)
         self.shown_subject = status_subject(self.subjects, args.agent, args.state)
         self.binding = StatusBinding(self.subjects)  # security: events bound to their subject
+        if metrics is not None:
+            self.binding.on_rejected = metrics.refusals.counter("status_body_mismatch")
         tracked = mode == "live" or metrics is not None
         self.view = (
             FleetView(
@@ -301,6 +305,8 @@ class _Monitor:
             async for received, event, raw in stream:
                 if isinstance(event, StatusEvent) and not self.binding.accepts(received, event):
                     continue  # security: body and subject disagree (dropped, counted)
+                if event is None and self.metrics is not None:
+                    self.metrics.refusals.count("malformed_status_event")  # not JSON
                 if isinstance(event, StatusEvent):
                     self._observe(event)
                 if self.mode == "live" or not self._shown(received.removeprefix(status_prefix)):

@@ -105,7 +105,7 @@ async def run_gateway(
     token = None if stdio else config.token()
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    connection = ConnectionMetrics(registry)
+    connection = ConnectionMetrics(registry, refusals=metrics.refusals)
     state = connection.track(options.name)
     http: HttpServer | None = None
 

@@ -111,6 +111,8 @@ class TaskEvents:
             event = _decoder.decode(msg.data)
         except (msgspec.MsgspecError, UnicodeDecodeError):
             log.debug("ignoring a malformed task event on %s", msg.subject)
+            if self.metrics is not None:
+                self.metrics.refusals.count("malformed_status_event")
             return
         watch = self._watches.get(event.task_id)
         if watch is None:

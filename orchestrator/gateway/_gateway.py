@@ -80,6 +80,8 @@ class Gateway:
         keys = CancelKeys(cancel_secret)  # security: one secret for core and durable cancels
         self.orchestrator.client.cancel_keys = self.orchestrator.durable.client.cancel_keys = keys
         registry = self.orchestrator.registry
+        if metrics is not None:
+            registry.count_refusals(metrics.refusals)
         self.catalog = ToolCatalog(nc, self.orchestrator.subjects, registry, config)
         self.events = TaskEvents(nc, self.orchestrator.subjects, registry, metrics)
         self.on_tools_changed: list[Callable[[], Awaitable[None]]] = []

@@ -1,10 +1,13 @@
 """The gateway's Prometheus metrics: calls by protocol, capability and outcome,
-refused requests, dropped status events, and the tools offered.
+refused requests, dropped status events, the tools offered, and what the
+gateway refuses from the bus (``callboard_refused_messages_total``).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from bus import RefusalMetrics
 
 __all__ = ["GatewayMetrics"]
 
@@ -21,9 +24,13 @@ class GatewayMetrics:
             status events not relayed (``spoofed``: not from an agent that serves the
             capability; ``backlog``: the caller's relay was full).
         tools: ``callboard_gateway_tools``: the tools offered now.
+        refusals: ``callboard_refused_messages_total{reason}``: messages from the
+            bus its registry, its task-event relay and its connection dropped
+            (forged or malformed status events, malformed frames).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.refusals = RefusalMetrics(registry)
         self.calls = Counter(
             "callboard_gateway_calls",
             "Calls through the gateway, by protocol, capability and outcome.",
