@@ -10,7 +10,7 @@ script's output, and evaluates every query against a real Prometheus.
 Queries use the metrics contract (issue 5): ``callboard_agent_*`` from the daemons,
 ``callboard_dispatch_*`` / ``callboard_pipeline_*`` / ``callboard_registry_*`` from
 orchestrators, ``callboard_fleet_*`` from ``callboard monitor``, ``callboard_nats_*``
-from every process. The datasource is the ``DS_PROMETHEUS`` variable, so the file
+and ``callboard_refused_messages_total`` from every process. The datasource is the ``DS_PROMETHEUS`` variable, so the file
 works both provisioned (see ``provisioning/``) and imported by hand.
 """
 
@@ -507,6 +507,27 @@ def rows() -> list[Row]:
                     ],
                     "Messages dropped by a subscription that could not keep up.",
                     width=12,
+                ),
+            ],
+        ),
+        Row(
+            "Security",
+            [
+                Panel(
+                    "Refused messages by reason",
+                    [
+                        Query(
+                            "sum by (job, instance, reason) "
+                            f"(increase(callboard_refused_messages_total[{RATE}]))",
+                            "{{reason}} {{job}} {{instance}}",
+                        )
+                    ],
+                    "Messages each process refused from the bus: reply_not_inbox (a "
+                    "reflection attempt), cancel_token (a cancel without the caller's token), "
+                    "status_body_mismatch (a forged status event), malformed_status_event, "
+                    "malformed_frame. Anything above 0 is an attack or a broken client; "
+                    "CallboardMessagesRefused fires after 5 minutes.",
+                    width=24,
                 ),
             ],
         ),

@@ -53,6 +53,7 @@ ALERT_NAMES = {
     "CallboardHighLatencyP99",
     "CallboardSustainedOverload",
     "CallboardNatsDisconnected",
+    "CallboardMessagesRefused",
 }
 """The alerts operators rely on; renaming one breaks their routing and silences."""
 

@@ -82,6 +82,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "callboard_fleet_left_out": ("counter", {"what"}),
     "callboard_fleet_task_duration_seconds": ("histogram", {"capability"}),
     "callboard_fleet_status_events": ("counter", {"state"}),
+    "callboard_refused_messages": ("counter", {"reason"}),
 }
 SPEC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5]
 SPEC_BUCKETS += [1, 2.5, 5, 10, 30, 60, 120, 300]
@@ -172,10 +173,13 @@ def test_a_removed_agent_leaves_no_series_behind() -> None:
     series.delegated("math", "no_agent")
     series.remove()
     series.delegated("math", "ok")  # a late delegation after removal is not resurrected
-    agents = {s.labels.get("agent") for f in registry.collect() for s in f.samples}
+    # the process's refusals have no agent label: they stay
+    per_agent = [f for f in registry.collect() if f.name != "callboard_refused_messages"]
+    agents = {s.labels.get("agent") for f in per_agent for s in f.samples}
     assert agents == {"e-2"}
     kept.remove()
-    assert not [s for f in registry.collect() for s in f.samples]
+    left = {f.name for f in registry.collect() if f.samples}
+    assert left == {"callboard_refused_messages"}
 
 
 def test_failed_is_counted_by_code_and_observed() -> None:

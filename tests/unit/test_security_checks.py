@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from bus import Heartbeat, Offline, Subjects
+from actors._capability_address import CallerCancels
+from bus import REFUSAL_REASONS, Heartbeat, Offline, RefusalMetrics, Subjects
+from bus.security import CANCEL_HASH, CANCEL_TOKEN
 from bus.security import CancelKeys, ReplyGuard, StatusBinding, is_inbox, token_matches
 
 
@@ -28,10 +31,38 @@ def test_inboxes_are_answered(reply: str) -> None:
     ],
 )
 def test_every_other_reply_subject_is_refused_and_counted(reply: str) -> None:
-    guard = ReplyGuard("agent a")
+    registry = CollectorRegistry()
+    refusals = RefusalMetrics(registry)
+    guard = ReplyGuard("agent a", on_refused=refusals.counter("reply_not_inbox"))
     assert not guard.allows(reply)
     assert not guard.allows(reply)
+    assert guard.allows("_INBOX.x.1")
     assert guard.refused == 2
+    assert refused(registry, "reply_not_inbox") == 2
+
+
+def refused(registry: CollectorRegistry, reason: str) -> float | None:
+    return registry.get_sample_value("callboard_refused_messages_total", {"reason": reason})
+
+
+def test_every_refusal_reason_is_exported_from_the_start_at_zero() -> None:
+    registry = CollectorRegistry()
+    RefusalMetrics(registry)
+    assert {reason: refused(registry, reason) for reason in REFUSAL_REASONS} == dict.fromkeys(
+        REFUSAL_REASONS, 0.0
+    )
+
+
+def test_a_cancel_without_the_callers_token_is_counted_and_the_callers_is_not() -> None:
+    registry = CollectorRegistry()
+    cancels = CallerCancels("agent a", on_refused=RefusalMetrics(registry).counter("cancel_token"))
+    keys = CancelKeys()
+    cancels.remember("t-1", {CANCEL_HASH: keys.hash_of("t-1")})
+    assert cancels.allows("t-1", {CANCEL_TOKEN: keys.token("t-1")})
+    assert not cancels.allows("t-1", {CANCEL_TOKEN: CancelKeys().token("t-1")})
+    assert not cancels.allows("t-1", None)
+    assert cancels.refused == 2
+    assert refused(registry, "cancel_token") == 2
 
 
 def test_only_the_callers_token_matches_the_hash_its_task_carried() -> None:
@@ -47,10 +78,13 @@ def test_only_the_callers_token_matches_the_hash_its_task_carried() -> None:
 
 
 def test_an_event_is_believed_only_for_the_agent_and_state_of_its_subject() -> None:
-    binding = StatusBinding(Subjects())
+    registry = CollectorRegistry()
+    on_rejected = RefusalMetrics(registry).counter("status_body_mismatch")
+    binding = StatusBinding(Subjects(), on_rejected=on_rejected)
     beat = Heartbeat(agent="math-1", ts=0.0)
     assert binding.accepts("agents.status.math-1.heartbeat", beat)
     assert not binding.accepts("agents.status.math.heartbeat", beat)
     assert not binding.accepts("agents.status.math-1.offline", beat)
     assert not binding.accepts("agents.status.math-1", Offline(agent="math-1", ts=0.0))
     assert binding.rejected == 3
+    assert refused(registry, "status_body_mismatch") == 3
