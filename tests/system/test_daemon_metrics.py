@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import urllib.error
@@ -16,6 +17,14 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
+from refusal_support import (
+    exactly,
+    hpub,
+    raw_client,
+    refusals,
+    send_and_confirm,
+    wait_for_refusals,
+)
 from system_support import (
     STARTUP_TIMEOUT,
     Daemon,
@@ -29,7 +38,9 @@ from system_support import (
 )
 
 from actors import READY_LINE
-from bus import AgentError, TaskClient, new_agent_suffix
+from bus import AgentError, Subjects, TaskClient, new_agent_suffix, new_task_id
+from bus.codec import OPERATION, TASK_ID
+from bus.security import CANCEL_TOKEN
 from orchestrator.cli import EXIT_USAGE
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
@@ -180,3 +191,86 @@ def test_a_bad_metrics_address_is_a_usage_error(
     assert result.returncode == EXIT_USAGE, result.stderr
     assert "invalid metrics address 'everywhere'" in result.stderr
     assert "HOST:PORT" in result.stderr
+
+
+async def test_what_the_daemon_refuses_from_the_bus_is_counted_by_reason(
+    start_daemon: Callable[..., Daemon], prefix: str, nc: Client, nats_url: str
+) -> None:
+    """Each attack or malformed message, sent for real, moves its reason by exactly one;
+    tasks, pings and the caller's own cancel move none."""
+    echo_id = f"echo-{new_agent_suffix()}"
+    daemon = await anyio.to_thread.run_sync(
+        partial(
+            start_daemon,
+            [{"type": "echo", "id": echo_id}],
+            prefix=prefix,
+            heartbeat_interval=60.0,
+            metrics_address="127.0.0.1:0",
+        )
+    )
+    url = metrics_url(daemon)
+    assert await refusals(url) == exactly({})
+    client = TaskClient(nc, prefix=prefix)
+    subjects = Subjects(prefix)
+    async with watch_status(nc, prefix) as watch, anyio.create_task_group() as tg:
+        # the legitimate paths: a task, a ping on each address, the caller's own cancel
+        assert (await client.request("echo", {"hello": 1})).payload == {"hello": 1}
+        await nc.request(subjects.agent(echo_id), b"", timeout=5, headers={OPERATION: "ping"})
+        ping = {OPERATION: "ping"}
+        await nc.request(subjects.agent_task("echo", echo_id), b"", timeout=5, headers=ping)
+        cancelled: list[AgentError] = []
+        mine = new_task_id()
+
+        async def cancelled_by_its_caller() -> None:
+            try:
+                await client.request("echo", {"delay_ms": 10_000}, timeout=20, task_id=mine)
+            except AgentError as exc:
+                cancelled.append(exc)
+
+        tg.start_soon(cancelled_by_its_caller)
+        await watch.wait_state("started", task_id=mine)
+        await client.cancel(mine)
+        await watch.wait_state("cancelled", task_id=mine)
+        assert await refusals(url) == exactly({})
+
+        # reflection: a task on the queue and on the capability address, a ping on the
+        # control address, each with a reply subject that is not an inbox
+        forged_reply = f"{prefix}.status.{echo_id}.offline"
+        await nc.publish(subjects.task("echo"), b"{}", reply=forged_reply)
+        await nc.publish(subjects.agent_task("echo", echo_id), b"{}", reply=forged_reply)
+        await nc.publish(subjects.agent(echo_id), b"", reply="somewhere.else", headers=ping)
+        # cancels of a running task without its caller's token: broadcast, with a wrong
+        # token, and on the control address
+        victim: dict[str, Any] = {}
+        task_id = new_task_id()
+
+        async def runs_to_the_end() -> None:
+            reply = await client.request("echo", {"delay_ms": 3000}, timeout=20, task_id=task_id)
+            victim["result"] = reply.payload
+
+        tg.start_soon(runs_to_the_end)
+        await watch.wait_state("started", task_id=task_id)
+        await nc.publish(subjects.cancel(), b"stop", headers={TASK_ID: task_id})
+        wrong = {TASK_ID: task_id, CANCEL_TOKEN: "0" * 32}
+        await nc.publish(subjects.cancel(), b"stop", headers=wrong)
+        direct = {OPERATION: "cancel", TASK_ID: task_id}
+        answer = await nc.request(subjects.agent(echo_id), b"stop", timeout=5, headers=direct)
+        assert json.loads(answer.data)["cancelled"] is False
+        # malformed frames: reply subjects that are not UTF-8, a header block that is not one
+        stream = await raw_client(nats_url)
+        async with stream:
+            await send_and_confirm(
+                stream,
+                f"PUB {subjects.task('echo')} ".encode()
+                + b"\xff 2\r\n{}\r\n"
+                + f"PUB {subjects.cancel()} ".encode()
+                + b"\xfe 0\r\n\r\n"
+                + hpub(subjects.cancel(), b"NATS/1.0 \xff\xfe\r\n\r\n"),
+            )
+        expected = {"reply_not_inbox": 3, "cancel_token": 3, "malformed_frame": 3}
+        assert await wait_for_refusals(url, expected) == exactly(expected)
+    assert victim["result"] == {"delay_ms": 3000}
+    assert [exc.code for exc in cancelled] == [499]
+    # the daemon goes on serving, and a task moves no refusal
+    assert (await client.request("echo", {"after": 1})).payload == {"after": 1}
+    assert await refusals(url) == exactly(expected)
