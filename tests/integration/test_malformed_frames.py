@@ -9,51 +9,36 @@ an attacker would, to a real nats-server.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import anyio
 import pytest
-from anyio.abc import SocketStream
 from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
+from refusal_support import exactly, raw_client, refusals, send_and_confirm
 
 from actors import AgentHost, MathAgent
-from bus import StatusEvent, connect
+from bus import AgentMetrics, ConnectionMetrics, MetricsServer, StatusEvent, connect
 from bus.codec import decode_json
 from orchestrator import Orchestrator
 
 pytestmark = pytest.mark.anyio
 
 
-async def _raw_client(nats_url: str) -> SocketStream:
-    url = urlsplit(nats_url)
-    assert url.hostname is not None and url.port is not None
-    stream = await anyio.connect_tcp(url.hostname, url.port)
-    info = await stream.receive()
-    assert info.startswith(b"INFO ")
-    await stream.send(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n')
-    return stream
-
-
-async def _send_and_confirm(stream: SocketStream, frames: bytes) -> None:
-    """Send ``frames``; the PONG says the server has routed them."""
-    await stream.send(frames + b"PING\r\n")
-    received = b""
-    while b"PONG\r\n" not in received:
-        received += await stream.receive()
-
-
 async def test_a_reply_subject_that_is_not_utf8_does_not_deafen_an_agent(
     nats_url: str, prefix: str
 ) -> None:
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry)
+    connections = ConnectionMetrics(registry, refusals=metrics.refusals)
     async with (
-        connect(nats_url, name="malformed-agent") as agent_nc,
+        MetricsServer("127.0.0.1:0", registry) as server,
+        connect(nats_url, name="malformed-agent", metrics=connections) as agent_nc,
         connect(nats_url, name="malformed-caller") as caller_nc,
-        AgentHost(agent_nc, [MathAgent("m-1")], prefix=prefix),
+        AgentHost(agent_nc, [MathAgent("m-1")], prefix=prefix, metrics=metrics),
     ):
         orch = Orchestrator(caller_nc, prefix=prefix)
-        stream = await _raw_client(nats_url)
+        stream = await raw_client(nats_url)
         async with stream:
-            await _send_and_confirm(
+            await send_and_confirm(
                 stream,
                 f"PUB {prefix}.task.math ".encode() + b"\xff 2\r\n{}\r\n"
                 b"PUB $SRV.PING \xfe 0\r\n\r\n",
@@ -63,11 +48,14 @@ async def test_a_reply_subject_that_is_not_utf8_does_not_deafen_an_agent(
                     "value": 42
                 }
         assert getattr(agent_nc, "malformed_messages", 0) == 2
-        # and it goes on serving
+        # counted where an operator sees it (the read loop counted them before the reply)
+        assert await refusals(server.url) == exactly({"malformed_frame": 2})
+        # and it goes on serving; what it serves is not counted as refused
         for n in range(5):
             assert await orch.dispatch("math", {"expression": f"{n}+1"}, timeout=4) == {
                 "value": n + 1
             }
+        assert await refusals(server.url) == exactly({"malformed_frame": 2})
 
 
 async def test_a_status_subscriber_survives_malformed_subjects(
@@ -76,9 +64,9 @@ async def test_a_status_subscriber_survives_malformed_subjects(
     events: list[StatusEvent] = []
     arrived = anyio.Event()
     sub = await nc.subscribe(f"{prefix}.status.>")
-    stream = await _raw_client(nats_url)
+    stream = await raw_client(nats_url)
     async with stream:
-        await _send_and_confirm(
+        await send_and_confirm(
             stream,
             f"PUB {prefix}.status.a-1.online ".encode()
             + b"\xff 2\r\n{}\r\n"

@@ -10,6 +10,8 @@ Each attack must have no effect; each role's legitimate path must still work.
 from __future__ import annotations
 
 import json
+import re
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,16 +28,31 @@ from nats_security_support import (
     secure_server,
     wait_until,
 )
+from prometheus_client import CollectorRegistry
+from refusal_support import exactly, refusals
 from system_support import Proc, wait_exit, wait_line, watch_status
 
 from actors import Agent, AgentHost, EchoAgent, MathAgent, SummarizeAgent
 from actors._runner import AgentRunner
-from bus import AgentError, ConnectOptions, EmbeddedServer, NoAgentError, connect
+from bus import (
+    AgentError,
+    AgentMetrics,
+    ConnectionMetrics,
+    ConnectOptions,
+    DispatchMetrics,
+    EmbeddedServer,
+    MetricsServer,
+    NoAgentError,
+    RefusalMetrics,
+    connect,
+)
 from bus.codec import CAPABILITY, OPERATION, TASK_ID
 from bus.security import CANCEL_HASH, CANCEL_TOKEN
 from orchestrator import Orchestrator
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
+
+MONITOR_METRICS = re.compile(r"callboard monitor metrics on (http://\S+)/metrics")
 
 TEXT = "NATS is a messaging system. Agents talk over it. The orchestrator routes tasks."
 
@@ -62,15 +79,31 @@ def options(url: str, deploy: DeployCopy | None, user: str | None) -> ConnectOpt
 
 @asynccontextmanager
 async def fleet(
-    url: str, deploy: DeployCopy | None, hosts: Mapping[str | None, Sequence[Agent]]
+    url: str,
+    deploy: DeployCopy | None,
+    hosts: Mapping[str | None, Sequence[Agent]],
+    *,
+    metrics: dict[str, str] | None = None,
 ) -> AsyncIterator[dict[str, AgentRunner]]:
-    """Agent hosts, each logged in as its user; yields the runners by agent id."""
+    """Agent hosts, each logged in as its user; yields the runners by agent id.
+
+    Given ``metrics``, each host serves its ``/metrics`` as a daemon does, and
+    ``metrics`` gets its base URL under each of its agents' ids.
+    """
     async with AsyncExitStack() as stack:
         runners: dict[str, AgentRunner] = {}
         for user, agents in hosts.items():
-            nc = await stack.enter_async_context(connect(options=options(url, deploy, user)))
+            registry = CollectorRegistry()
+            agent_metrics = AgentMetrics(registry)
+            connections = ConnectionMetrics(registry, refusals=agent_metrics.refusals)
+            if metrics is not None:
+                server = await stack.enter_async_context(MetricsServer("127.0.0.1:0", registry))
+                metrics.update((agent.id, server.url) for agent in agents)
+            nc = await stack.enter_async_context(
+                connect(options=options(url, deploy, user), metrics=connections)
+            )
             host = await stack.enter_async_context(
-                AgentHost(nc, list(agents), heartbeat_interval=0.2)
+                AgentHost(nc, list(agents), heartbeat_interval=0.2, metrics=agent_metrics)
             )
             runners.update(host.runners)
         yield runners
@@ -78,12 +111,19 @@ async def fleet(
 
 @asynccontextmanager
 async def director(
-    url: str, deploy: DeployCopy | None, live: set[str]
+    url: str,
+    deploy: DeployCopy | None,
+    live: set[str],
+    *,
+    registry: CollectorRegistry | None = None,
 ) -> AsyncIterator[Orchestrator]:
-    """An orchestrator logged in as ``orchestrator`` that has seen ``live`` come up."""
+    """An orchestrator logged in as ``orchestrator`` that has seen ``live`` come up; its
+    metrics (refusals included) go to ``registry`` if given."""
+    refusals = None if registry is None else RefusalMetrics(registry)
+    metrics = None if registry is None else DispatchMetrics(registry, refusals=refusals)
     async with (
         connect(options=options(url, deploy, "orchestrator" if deploy else None)) as nc,
-        Orchestrator(nc, name="test") as orch,
+        Orchestrator(nc, name="test", metrics=metrics) as orch,
     ):
         await orch.registry.wait_for(lambda agents: live <= {a.id for a in agents})
         yield orch
@@ -248,12 +288,15 @@ async def test_a_fake_heartbeat_neither_starves_nor_steers_a_capability_with_rea
 async def test_a_status_event_whose_body_names_another_agent_is_dropped_and_counted(
     deploy: DeployCopy,
 ) -> None:
+    registry = CollectorRegistry()
     async with (
         secure_server(deploy.config("single.conf")) as server,
         fleet(server.url, deploy, {"agent-summarize": [SummarizeAgent("summarize-1")]}),
-        director(server.url, deploy, {"summarize-1"}) as orch,
+        director(server.url, deploy, {"summarize-1"}, registry=registry) as orch,
+        MetricsServer("127.0.0.1:0", registry) as metrics,
         logged_in(server.url, deploy, "agent-math") as (attacker, _),
     ):
+        assert await refusals(metrics.url) == exactly({})  # honest heartbeats so far
         removed: list[str] = []
         orch.registry.on_change = lambda agent_id, agent, _: (
             removed.append(agent_id) if agent is None else None
@@ -263,6 +306,7 @@ async def test_a_status_event_whose_body_names_another_agent_is_dropped_and_coun
         # registry reads each state's events in order, so an honest event behind each
         # forged one on the same subscription says when the forged one was read
         await attacker.publish("agents.status.math.heartbeat", json.dumps(forged).encode())
+        await attacker.publish("agents.status.math.heartbeat", b"\x00 not an event")
         await attacker.publish("agents.status.math-2.heartbeat", heartbeat("math-2", ["math"]))
         await orch.registry.wait_for(lambda agents: "math-2" in {a.id for a in agents})
         await attacker.publish("agents.status.math.offline", json.dumps(forged).encode())
@@ -271,8 +315,11 @@ async def test_a_status_event_whose_body_names_another_agent_is_dropped_and_coun
         await orch.registry.wait_for(lambda agents: "math-2" not in {a.id for a in agents})
         assert removed == ["math-2"]
         assert orch.registry.rejected_events == 2
+        expected = {"status_body_mismatch": 2, "malformed_status_event": 1}
+        assert await refusals(metrics.url) == exactly(expected)
         result = await orch.run(f"summarize '{TEXT}'", timeout=10)
         assert result.steps[0].agent == "summarize-1"
+        assert await refusals(metrics.url) == exactly(expected)
 
 
 async def test_the_monitor_drops_a_status_event_whose_body_names_another_agent(
@@ -286,15 +333,26 @@ async def test_the_monitor_drops_a_status_event_whose_body_names_another_agent(
     ):
         env = cli_env_for(server.url, deploy, "monitor")
         follow = procs(
-            [*callboard_cmd, "monitor", "--json", "--state", "offline", "--count", "1"],
+            [*callboard_cmd, "monitor", "--json", "--state", "offline", "--metrics", ":0"],
             env=env,
             name="monitor",
         )
+        url = MONITOR_METRICS.search(await wait_line(follow.stderr, MONITOR_METRICS))
+        assert url is not None
         await wait_line(follow.stderr, "following")
+        assert await refusals(url.group(1)) == exactly({})
         forged = {"v": 1, "state": "offline", "agent": "summarize-1", "ts": time.time()}
         await attacker.publish("agents.status.math.offline", json.dumps(forged).encode())
+        # its state disagrees with the subject's; and a body that is no event at all
+        await attacker.publish("agents.status.math.heartbeat", json.dumps(forged).encode())
+        await attacker.publish("agents.status.math.heartbeat", b"\x00 not an event")
         honest = {"v": 1, "state": "offline", "agent": "math-2", "ts": time.time()}
         await attacker.publish("agents.status.math-2.offline", json.dumps(honest).encode())
+        # the monitor reads the stream in order: the honest event comes after the others
+        await wait_line(follow.stdout, '"math-2"')
+        expected = {"status_body_mismatch": 2, "malformed_status_event": 1}
+        assert await refusals(url.group(1)) == exactly(expected)
+        follow.send_signal(signal.SIGTERM)
         assert await wait_exit(follow) == 0, follow.output()
         await anyio.to_thread.run_sync(follow.stdout.wait_eof)
         (line,) = follow.stdout.text.splitlines()
@@ -325,11 +383,13 @@ async def test_an_agent_never_answers_a_task_to_a_subject_that_is_not_an_inbox(
             server.url,
             deploy,
             {"agent-echo": [EchoAgent("echo-1")], "agent-math": [MathAgent("math-1")]},
+            metrics=(metrics := {}),
         ) as runners,
         director(server.url, deploy, {"echo-1", "math-1"}) as orch,
         logged_in(server.url, deploy, "orchestrator") as (attacker, _),
         watch_status(attacker, "agents") as watch,
     ):
+        assert await refusals(metrics["echo-1"]) == exactly({})
         forged = {"v": 1, "state": "offline", "agent": "math-1", "ts": time.time()}
         for subject in ("agents.task.echo", "agents.agent.echo.echo-1"):
             await attacker.publish(
@@ -352,6 +412,9 @@ async def test_an_agent_never_answers_a_task_to_a_subject_that_is_not_an_inbox(
         assert runners["echo-1"].counters["echo"].num_requests == 1
         assert not [e for e in watch.events if e.get("task_id") == "reflect"]
         assert "math-1" in {a.id for a in orch.agents}
+        # one each, on the /metrics of the process that refused them, and no other
+        assert await refusals(metrics["echo-1"]) == exactly({"reply_not_inbox": 3})
+        assert await refusals(metrics["math-1"]) == exactly({})
 
 
 async def test_the_monitor_cannot_inject_tasks_through_a_discovery_reply(
@@ -359,7 +422,9 @@ async def test_the_monitor_cannot_inject_tasks_through_a_discovery_reply(
 ) -> None:
     async with (
         secure_server(deploy.config("single.conf")) as server,
-        fleet(server.url, deploy, {"agent-echo": [EchoAgent("echo-1")]}) as runners,
+        fleet(
+            server.url, deploy, {"agent-echo": [EchoAgent("echo-1")]}, metrics=(metrics := {})
+        ) as runners,
         director(server.url, deploy, {"echo-1"}) as orch,
         logged_in(server.url, deploy, "monitor") as (monitor, _),
     ):
@@ -374,6 +439,7 @@ async def test_the_monitor_cannot_inject_tasks_through_a_discovery_reply(
         # discovery callbacks run on their own tasks (no event: poll)
         await wait_until(lambda: runner.reply_guard.refused >= 5, 5, "counted")
         assert runner.counters["echo"].num_requests == 1
+        assert await refusals(metrics["echo-1"]) == exactly({"reply_not_inbox": 5})
 
 
 # --- 3. cancels only by the caller -----------------------------------------------------------
@@ -384,7 +450,9 @@ async def test_another_login_reading_the_status_stream_cannot_cancel_a_task(
 ) -> None:
     async with (
         secure_server(deploy.config("single.conf")) as server,
-        fleet(server.url, deploy, {"agent-echo": [EchoAgent("echo-1")]}) as runners,
+        fleet(
+            server.url, deploy, {"agent-echo": [EchoAgent("echo-1")]}, metrics=(metrics := {})
+        ) as runners,
         director(server.url, deploy, {"echo-1"}) as orch,
         logged_in(server.url, deploy, "orchestrator") as (attacker, _),
         watch_status(attacker, "agents") as watch,
@@ -424,6 +492,7 @@ async def test_another_login_reading_the_status_stream_cannot_cancel_a_task(
             # the cancel callbacks run on their own tasks (no event: poll)
             await wait_until(lambda: runners["echo-1"].caller_cancels.refused >= 3, 5, "counted")
         assert outcome["result"] == {"delay_ms": 1500, "mine": True}
+        assert await refusals(metrics["echo-1"]) == exactly({"cancel_token": 3})
         token = orch.client.cancel_keys.token(task_id)
         task_hash = orch.client.cancel_keys.hash_of(task_id)
         assert not [raw for raw in raw_stream if token.encode() in raw or task_hash.encode() in raw]
@@ -432,7 +501,7 @@ async def test_another_login_reading_the_status_stream_cannot_cancel_a_task(
 async def test_the_caller_cancels_its_own_task(deploy: DeployCopy) -> None:
     async with (
         secure_server(deploy.config("single.conf")) as server,
-        fleet(server.url, deploy, {"agent-echo": [EchoAgent("echo-1")]}),
+        fleet(server.url, deploy, {"agent-echo": [EchoAgent("echo-1")]}, metrics=(metrics := {})),
         director(server.url, deploy, {"echo-1"}) as orch,
         logged_in(server.url, deploy, "monitor") as (monitor, _),
         watch_status(monitor, "agents") as watch,
@@ -449,6 +518,7 @@ async def test_the_caller_cancels_its_own_task(deploy: DeployCopy) -> None:
         assert caught.value.code == 499
         cancelled = await watch.wait_state("cancelled", capability="echo")
         assert cancelled["reason"] == "changed my mind"
+        assert await refusals(metrics["echo-1"]) == exactly({})  # the caller's own cancel
 
 
 # --- the wire protocol change ------------------------------------------------------------------
