@@ -1,11 +1,14 @@
 """The gateway as a daemon: it refuses to serve HTTP without a token, counts what it
-does in /metrics, says it is healthy, and stops on SIGTERM.
+does (and what it refuses from the bus) in /metrics, says it is healthy, and stops on
+SIGTERM.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +18,8 @@ import pytest
 from gateway_support import GATEWAY_READY, TOKEN_ENV, Mesh, gateway_url, new_token
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from nats.aio.client import Client
+from refusal_support import exactly, raw_client, refusals, send_and_confirm, wait_for_refusals
 from system_support import Proc
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
@@ -36,6 +41,9 @@ async def test_metrics_count_calls_and_refusals_and_sigterm_stops_it(
     cli_env: dict[str, str],
     callboard_cmd: list[str],
     procs: Callable[..., Proc],
+    nc: Client,
+    prefix: str,
+    nats_url: str,
 ) -> None:
     token = new_token()
     proc = procs(
@@ -76,6 +84,19 @@ async def test_metrics_count_calls_and_refusals_and_sigterm_stops_it(
         "connection": "connected",
         "serving": True,
     }
+    # what it refuses from the bus: nothing on the legitimate path, then each attack once
+    assert await refusals(metrics_url) == exactly({})
+    forged = {"v": 1, "state": "heartbeat", "agent": "math-9", "ts": time.time()}
+    await nc.publish(f"{prefix}.status.math-1.heartbeat", json.dumps(forged).encode())
+    await nc.publish(f"{prefix}.status.math-1.heartbeat", b"\x00 not an event")
+    await nc.publish(f"{prefix}.status.math-1.started", b"\x00 not an event")
+    await nc.flush()
+    stream = await raw_client(nats_url)
+    async with stream:
+        malformed = f"PUB {prefix}.status.math-1.online ".encode() + b"\xff 2\r\n{}\r\n"
+        await send_and_confirm(stream, malformed)
+    expected = {"status_body_mismatch": 1, "malformed_status_event": 2, "malformed_frame": 1}
+    assert await wait_for_refusals(metrics_url, expected) == exactly(expected)
 
     proc.send_signal(signal.SIGTERM)
     assert await anyio.to_thread.run_sync(proc.wait) == 0, proc.stderr.text
