@@ -7,8 +7,15 @@ from prometheus_client import CollectorRegistry
 
 from actors._capability_address import CallerCancels
 from bus import REFUSAL_REASONS, Heartbeat, Offline, RefusalMetrics, Subjects
-from bus.security import CANCEL_HASH, CANCEL_TOKEN
-from bus.security import CancelKeys, ReplyGuard, StatusBinding, is_inbox, token_matches
+from bus.security import (
+    CANCEL_HASH,
+    CANCEL_TOKEN,
+    CancelKeys,
+    ReplyGuard,
+    StatusBinding,
+    is_inbox,
+    token_matches,
+)
 
 
 @pytest.mark.parametrize("reply", ["_INBOX.abc.1", "_INBOX_agents.x.y", "_INBOX"])
