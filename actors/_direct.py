@@ -103,8 +103,14 @@ class DirectAddress:
         elif operation == "cancel":
             task_id = headers.get(TASK_ID, "")
             reason = msg.data.decode(errors="replace") or _BY_THE_CALLER
-            allowed = self._executor.caller_cancels.allows(task_id, headers)  # security
-            cancelled = allowed and self._executor.cancel(task_id, reason)
+            executor = self._executor
+            # security: a running task only by its caller; a task that is not running here
+            # (finished, or never was) has nothing to protect, and its caller's late cancel
+            # is no refusal to count
+            allowed = not executor.is_running(task_id) or executor.caller_cancels.allows(
+                task_id, headers
+            )
+            cancelled = allowed and executor.cancel(task_id, reason)
             await self._answer(msg, cancel_answer(allowed, cancelled))
         elif msg.reply:
             error = ErrorInfo(

@@ -214,7 +214,13 @@ async def test_what_the_daemon_refuses_from_the_bus_is_counted_by_reason(
     subjects = Subjects(prefix)
     async with watch_status(nc, prefix) as watch, anyio.create_task_group() as tg:
         # the legitimate paths: a task, a ping on each address, the caller's own cancel
-        assert (await client.request("echo", {"hello": 1})).payload == {"hello": 1}
+        done = new_task_id()
+        reply = await client.request("echo", {"hello": 1}, task_id=done)
+        assert reply.payload == {"hello": 1}
+        # a cancel that comes too late, with the caller's token, on the control address
+        late = {OPERATION: "cancel", TASK_ID: done, CANCEL_TOKEN: client.cancel_keys.token(done)}
+        answer = await nc.request(subjects.agent(echo_id), b"", timeout=5, headers=late)
+        assert json.loads(answer.data) == {"cancelled": False}
         await nc.request(subjects.agent(echo_id), b"", timeout=5, headers={OPERATION: "ping"})
         ping = {OPERATION: "ping"}
         await nc.request(subjects.agent_task("echo", echo_id), b"", timeout=5, headers=ping)
