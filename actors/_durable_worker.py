@@ -9,6 +9,15 @@ on the record's revision: if a second execution (after a redelivery) finds the
 task already done, it keeps the first result and only acknowledges. Bad input
 (4xx) is terminated at once; a retryable failure is retried with a growing
 delay and, after ``max_deliver`` attempts, goes to the dead-letter subject.
+
+A task whose caller stored a cancel request (``<capability>.<task_id>.cancel``)
+with the token that hashes to the job's ``Agent-Cancel-Hash`` is not run: it is
+recorded ``cancelled`` and acknowledged. The request is read after the task is
+recorded ``working``, so a caller that read the record before that (and said
+"cancelled") is never contradicted; and read again before a result is
+recorded, so a cancel that came while the task ran ends it ``cancelled`` even if
+its broadcast came too early to stop it. A request with another token is
+ignored and counted (``TaskStore.forged_cancels``).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from bus import BadInput, ErrorInfo
+from bus._cancel_token import CANCEL_HASH
 from bus.codec import DEADLINE, SENDER, TASK_ID
 from bus.durable import (
     MSG_ID,
@@ -35,6 +45,7 @@ from bus.durable import (
     TaskState,
     TaskStore,
     ensure_consumer,
+    request_matches,
     validate_durable_task_id,
 )
 
@@ -79,6 +90,7 @@ class DurableWorker:
         discarded: outcomes not stored because another execution finished first.
         duplicates: copies of a task that another job message owns (a resubmission
             past the duplicate window), acknowledged unrun.
+        cancelled_unrun: tasks their caller cancelled before they ran, acknowledged unrun.
     """
 
     def __init__(
@@ -99,6 +111,7 @@ class DurableWorker:
         self.skipped = 0
         self.discarded = 0
         self.duplicates = 0
+        self.cancelled_unrun = 0
         self._slots = anyio.Semaphore(runner.limit)
         self._fetching = anyio.CancelScope()
         self.stopped = anyio.Event()
@@ -248,13 +261,51 @@ class DurableWorker:
             )
             await self._dead_letter(capability, msg, record, revision, error, attempt - 1)
             return
-        working = record.moved_to(TaskState.WORKING, attempts=attempt, agent=self.agent_id, job=job)
+        working = record.moved_to(
+            TaskState.WORKING,
+            attempts=attempt,
+            agent=self.agent_id,
+            job=job,
+            cancel_hash=headers.get(CANCEL_HASH, ""),
+        )
         claimed = await self._commit(working, revision)
         if claimed is None:
             self.skipped += 1
             await _settle(msg.ack())
             return
+        if await self._caller_cancelled(capability, task_id, headers):
+            await self._cancel_unrun(capability, msg, working, claimed)
+            return
         await self._run(capability, msg, working, claimed, attempt)
+
+    async def _caller_cancelled(
+        self, capability: str, task_id: str, headers: dict[str, str]
+    ) -> bool:
+        """Whether the task's caller asked to cancel it: a stored request whose token
+        hashes to the job's ``Agent-Cancel-Hash`` (any other is counted and ignored)."""
+        request = await self.store.cancel_request(capability, task_id)
+        if request is None:
+            return False
+        if request_matches(request, headers.get(CANCEL_HASH, "")):
+            return True
+        self.store.count_forged(capability, task_id, request)
+        return False
+
+    async def _cancel_unrun(
+        self, capability: str, msg: Msg, working: TaskRecord, revision: int
+    ) -> None:
+        """Record a task its caller cancelled before it ran ``cancelled``; take it off
+        the queue unrun."""
+        task_id = working.task_id
+        reason = "cancelled by its caller before it ran"
+        error = _info(499, "cancelled", f"task {task_id} was {reason}; it was not run")
+        await self._commit(working.moved_to(TaskState.CANCELLED, error=error), revision)
+        await _settle(msg.ack())
+        self.cancelled_unrun += 1
+        log.info("task %s was %s; acknowledged unrun", task_id, reason)
+        await self.runner.status.cancelled(
+            task_id, capability, 0.0, reason, sender=claimed_sender(msg.headers)
+        )
 
     async def _run(
         self, capability: str, msg: Msg, working: TaskRecord, revision: int, attempt: int
@@ -303,6 +354,9 @@ class DurableWorker:
         task_id = working.task_id
         status = self.runner.status
         sender = claimed_sender(msg.headers)
+        if error is None and await self._cancelled_while_running(capability, msg, task_id):
+            cancel_reason = "cancelled by its caller while it ran"
+            error = _info(499, "cancelled", f"task {task_id} was {cancel_reason}")
         if error is None and len(body) + _RECORD_OVERHEAD > self.runner.nc.max_payload:
             error = _info(
                 413,
@@ -345,6 +399,15 @@ class DurableWorker:
             return
         await self._commit(working.moved_to(TaskState.SUBMITTED, error=error), revision)
         await _settle(msg.nak(delay=self.settings.retry_after(attempt)))
+
+    async def _cancelled_while_running(self, capability: str, msg: Msg, task_id: str) -> bool:
+        """A cancel stored while the task ran, whose broadcast may have come before the
+        runner knew the task; unreadable for now: the result stands."""
+        try:
+            return await self._caller_cancelled(capability, task_id, msg.headers or {})
+        except TRANSIENT as exc:
+            log.info("reading the cancel request of task %s failed: %s", task_id, exc)
+            return False
 
     async def _dead_letter(
         self,
