@@ -2,7 +2,8 @@
 
 A queued task (no agent has taken it) is cancelled at once and never runs; a
 running one is told to stop, and its agent records it ``cancelled``; a finished
-one stays as it ended, and the command says so (exit 1).
+one stays as it ended, and the command says so (exit 1), as it does when the
+task was not sent with this user's cancel key (it stays queued).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import msgspec
 
 from bus.durable import DurableTaskClient, TaskState
 
-from ._cancel_keys import cli_cancel_keys
+from ._cancel_keys import cancel_key_path, cli_cancel_keys
 from ._common import Subcommands, connect_cli
 from ._exit_codes import EXIT_AGENT_ERROR, EXIT_OK
 from ._status import describe
@@ -44,6 +45,14 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"{describe(record)}; told its agent to stop it")
     else:
         print(describe(record))
+    if record.state == TaskState.SUBMITTED:
+        print(
+            f"callboard cancel: task {record.task_id} is not cancelled: it was not sent with "
+            f"this user's cancel key ({cancel_key_path()}), or its submission was written "
+            "over since (then the agent that takes it still checks the cancel)",
+            file=sys.stderr,
+        )
+        return EXIT_AGENT_ERROR
     if record.done and record.state != TaskState.CANCELLED:
         print(
             f"callboard cancel: task {record.task_id} had already ended {record.state}",
