@@ -10,14 +10,8 @@ task already done, it keeps the first result and only acknowledges. Bad input
 (4xx) is terminated at once; a retryable failure is retried with a growing
 delay and, after ``max_deliver`` attempts, goes to the dead-letter subject.
 
-A task whose caller stored a cancel request (``<capability>.<task_id>.cancel``)
-with the token that hashes to the job's ``Agent-Cancel-Hash`` is not run: it is
-recorded ``cancelled`` and acknowledged. The request is read after the task is
-recorded ``working``, so a caller that read the record before that (and said
-"cancelled") is never contradicted; and read again before a result is
-recorded, so a cancel that came while the task ran ends it ``cancelled`` even if
-its broadcast came too early to stop it. A request with another token is
-ignored and counted (``TaskStore.forged_cancels``).
+A task its caller cancelled (a cancel request, see ``_durable_cancel``) is
+recorded ``cancelled`` unrun, or, cancelled while it ran, instead of its result.
 """
 
 from __future__ import annotations
@@ -45,11 +39,11 @@ from bus.durable import (
     TaskState,
     TaskStore,
     ensure_consumer,
-    request_matches,
     validate_durable_task_id,
 )
 
 from ._dead_letter import ATTEMPTS, PAYLOAD_OMITTED, DeadLetter, publish_dead_letter
+from ._durable_cancel import CancelRequests
 from ._runner import AgentRunner
 from ._status import claimed_sender
 
@@ -91,6 +85,7 @@ class DurableWorker:
         duplicates: copies of a task that another job message owns (a resubmission
             past the duplicate window), acknowledged unrun.
         cancelled_unrun: tasks their caller cancelled before they ran, acknowledged unrun.
+        cancels: checks the cancel requests of the tasks it takes (and counts them).
     """
 
     def __init__(
@@ -112,6 +107,7 @@ class DurableWorker:
         self.discarded = 0
         self.duplicates = 0
         self.cancelled_unrun = 0
+        self.cancels = CancelRequests(store, self.agent_id)
         self._slots = anyio.Semaphore(runner.limit)
         self._fetching = anyio.CancelScope()
         self.stopped = anyio.Event()
@@ -273,39 +269,17 @@ class DurableWorker:
             self.skipped += 1
             await _settle(msg.ack())
             return
-        if await self._caller_cancelled(capability, task_id, headers):
-            await self._cancel_unrun(capability, msg, working, claimed)
+        if await self.cancels.before_run(capability, task_id, headers):  # unrun: acked
+            reason = "cancelled by its caller before it ran"
+            error = _info(499, "cancelled", f"task {task_id} was {reason}; it was not run")
+            await self._commit(working.moved_to(TaskState.CANCELLED, error=error), claimed)
+            await _settle(msg.ack())
+            self.cancelled_unrun += 1
+            await self.runner.status.cancelled(
+                task_id, capability, 0.0, reason, sender=claimed_sender(headers)
+            )
             return
         await self._run(capability, msg, working, claimed, attempt)
-
-    async def _caller_cancelled(
-        self, capability: str, task_id: str, headers: dict[str, str]
-    ) -> bool:
-        """Whether the task's caller asked to cancel it: a stored request whose token
-        hashes to the job's ``Agent-Cancel-Hash`` (any other is counted and ignored)."""
-        request = await self.store.cancel_request(capability, task_id)
-        if request is None:
-            return False
-        if request_matches(request, headers.get(CANCEL_HASH, "")):
-            return True
-        self.store.count_forged(capability, task_id, request)
-        return False
-
-    async def _cancel_unrun(
-        self, capability: str, msg: Msg, working: TaskRecord, revision: int
-    ) -> None:
-        """Record a task its caller cancelled before it ran ``cancelled``; take it off
-        the queue unrun."""
-        task_id = working.task_id
-        reason = "cancelled by its caller before it ran"
-        error = _info(499, "cancelled", f"task {task_id} was {reason}; it was not run")
-        await self._commit(working.moved_to(TaskState.CANCELLED, error=error), revision)
-        await _settle(msg.ack())
-        self.cancelled_unrun += 1
-        log.info("task %s was %s; acknowledged unrun", task_id, reason)
-        await self.runner.status.cancelled(
-            task_id, capability, 0.0, reason, sender=claimed_sender(msg.headers)
-        )
 
     async def _run(
         self, capability: str, msg: Msg, working: TaskRecord, revision: int, attempt: int
@@ -354,7 +328,7 @@ class DurableWorker:
         task_id = working.task_id
         status = self.runner.status
         sender = claimed_sender(msg.headers)
-        if error is None and await self._cancelled_while_running(capability, msg, task_id):
+        if error is None and await self.cancels.after_run(capability, task_id, msg.headers or {}):
             cancel_reason = "cancelled by its caller while it ran"
             error = _info(499, "cancelled", f"task {task_id} was {cancel_reason}")
         if error is None and len(body) + _RECORD_OVERHEAD > self.runner.nc.max_payload:
@@ -399,15 +373,6 @@ class DurableWorker:
             return
         await self._commit(working.moved_to(TaskState.SUBMITTED, error=error), revision)
         await _settle(msg.nak(delay=self.settings.retry_after(attempt)))
-
-    async def _cancelled_while_running(self, capability: str, msg: Msg, task_id: str) -> bool:
-        """A cancel stored while the task ran, whose broadcast may have come before the
-        runner knew the task; unreadable for now: the result stands."""
-        try:
-            return await self._caller_cancelled(capability, task_id, msg.headers or {})
-        except TRANSIENT as exc:
-            log.info("reading the cancel request of task %s failed: %s", task_id, exc)
-            return False
 
     async def _dead_letter(
         self,
