@@ -197,7 +197,8 @@ async def test_a2a_cancel_of_a_queued_durable_task_keeps_it_from_ever_running(
     the catalog): the task waits in the queue; tasks/cancel must keep it from running
     when a durable daemon starts later."""
     names = DurableNames(prefix)
-    await ensure_durable(nc.jetstream(), names, DurableSettings(**DURABLE), update=True)
+    settings = DurableSettings(storage="memory", ack_wait=30.0, retry_delay=0.2)  # DURABLE
+    await ensure_durable(nc.jetstream(), names, settings, update=True)
     start_daemon([{"type": "echo", "id": f"echo-{new_agent_suffix()}"}], prefix=prefix)
     running = await anyio.to_thread.run_sync(start_gateway)
     request = message("echo", {"input": {"n": 4}})
