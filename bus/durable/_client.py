@@ -359,8 +359,9 @@ class DurableTaskClient:
         capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
         revisions = [s.record for s in await self.store.history(capability, task_id)]
-        if not revisions:
-            await self.store.read(capability, task_id)  # a value that is not a record says so
+        now = await self.store.read(capability, task_id)  # a value not a record says so
+        if revisions and now is not None and now.state != revisions[-1].state:
+            revisions.append(now)  # cancelled while queued: no agent has written it yet
         return revisions
 
 

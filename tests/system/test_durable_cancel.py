@@ -162,6 +162,7 @@ async def test_a_queued_task_cancelled_by_its_caller_never_runs(
         assert (await client.record(task_id)).state == TaskState.CANCELLED
         with pytest.raises(TaskCancelled):
             await client.result(task_id)
+        assert [r.state for r in await client.history(task_id)] == ["submitted", "cancelled"]
 
         watch = await watching_record(client.nc, task_id)
         async with math_daemon(server, deploy) as math:
