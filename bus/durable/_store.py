@@ -133,15 +133,13 @@ class TaskStore:
         stored = await self.get(capability, task_id)
         if stored is not None and stored.record.state != TaskState.SUBMITTED:
             return stored.record
-        submission = await self._submission(capability, task_id)
         if stored is not None:  # waiting for a retry: the agent copied the job's hash
             record, cancel_hash = stored.record, stored.record.cancel_hash
-        elif submission is not None:
-            record, cancel_hash = submission.record, ""
         else:
-            return None
-        if not cancel_hash and submission is not None:
-            cancel_hash = submission.cancel_hash
+            submission = await self._submission(capability, task_id)
+            if submission is None:
+                return None
+            record, cancel_hash = submission.record, submission.cancel_hash
         request = await self.cancel_request(capability, task_id)
         if request is None:
             return record

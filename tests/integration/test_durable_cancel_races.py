@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client
 
 from actors import AgentHost, EchoAgent
-from bus import AgentMessage, TaskCancelled, new_task_id
+from bus import AgentMessage, TaskCancelled, TaskError, new_task_id
 from bus.durable import (
     CancelRequest,
     DurableNames,
@@ -117,3 +117,41 @@ async def test_a_task_reported_cancelled_never_reaches_a_handler(nc: Client, pre
         entry = await client.store.kv.get(names.record_key("echo", task_id))
         assert entry.value is not None
         assert decode_record(entry.value).state == finals[task_id].state
+
+
+class FailingOnce(CountingEcho):
+    """Fails its first attempt of each task with a 500 (retried later)."""
+
+    async def handle(self, task: AgentMessage) -> Any:
+        self.calls[task.task_id] += 1
+        if self.calls[task.task_id] == 1:
+            raise TaskError("first attempt fails on purpose", code=500)
+        return task.payload
+
+
+async def test_a_task_waiting_for_its_retry_is_cancelled_for_good(nc: Client, prefix: str) -> None:
+    """Between two attempts the task is back in the queue, and no agent holds it:
+    a cancel then must keep the retry from running."""
+    slow_retry = DurableSettings(storage="memory", ack_wait=5, retry_delay=2.0)
+    client = DurableTaskClient(nc, prefix=prefix, settings=slow_retry)
+    names = DurableNames(prefix)
+    task_id = new_task_id()
+    flaky = FailingOnce("e-1")
+    written = await nc.subscribe(names.key_subject(names.record_key("echo", task_id)))
+    async with AgentHost(nc, [flaky], prefix=prefix, durable=slow_retry):
+        await client.submit("echo", {"n": 1}, task_id=task_id)
+        with anyio.fail_after(10):
+            while True:  # working, then submitted again with the first attempt's error
+                record = decode_record((await written.next_msg(10)).data)
+                if record.state == TaskState.SUBMITTED:
+                    break
+        answer = await client.cancel(task_id)
+        assert answer.state == TaskState.CANCELLED, answer
+        with pytest.raises(TaskCancelled):
+            await client.result(task_id, timeout=10)
+        with anyio.fail_after(10):
+            while record.state != TaskState.CANCELLED:  # the agent's, on the redelivery
+                record = decode_record((await written.next_msg(10)).data)
+    assert flaky.calls[task_id] == 1
+    assert record.error is not None and "not run" in record.error.message
+    assert record.attempts == 2
