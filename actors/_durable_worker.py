@@ -9,6 +9,9 @@ on the record's revision: if a second execution (after a redelivery) finds the
 task already done, it keeps the first result and only acknowledges. Bad input
 (4xx) is terminated at once; a retryable failure is retried with a growing
 delay and, after ``max_deliver`` attempts, goes to the dead-letter subject.
+
+A task its caller cancelled (a cancel request, see ``_durable_cancel``) is
+recorded ``cancelled`` unrun, or, cancelled while it ran, instead of its result.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from bus import BadInput, ErrorInfo
+from bus._cancel_token import CANCEL_HASH
 from bus.codec import DEADLINE, SENDER, TASK_ID
 from bus.durable import (
     MSG_ID,
@@ -39,6 +43,7 @@ from bus.durable import (
 )
 
 from ._dead_letter import ATTEMPTS, PAYLOAD_OMITTED, DeadLetter, publish_dead_letter
+from ._durable_cancel import CancelRequests
 from ._runner import AgentRunner
 from ._status import claimed_sender
 
@@ -79,6 +84,8 @@ class DurableWorker:
         discarded: outcomes not stored because another execution finished first.
         duplicates: copies of a task that another job message owns (a resubmission
             past the duplicate window), acknowledged unrun.
+        cancelled_unrun: tasks their caller cancelled before they ran, acknowledged unrun.
+        cancels: checks the cancel requests of the tasks it takes (and counts them).
     """
 
     def __init__(
@@ -99,6 +106,8 @@ class DurableWorker:
         self.skipped = 0
         self.discarded = 0
         self.duplicates = 0
+        self.cancelled_unrun = 0
+        self.cancels = CancelRequests(store, self.agent_id)
         self._slots = anyio.Semaphore(runner.limit)
         self._fetching = anyio.CancelScope()
         self.stopped = anyio.Event()
@@ -248,11 +257,27 @@ class DurableWorker:
             )
             await self._dead_letter(capability, msg, record, revision, error, attempt - 1)
             return
-        working = record.moved_to(TaskState.WORKING, attempts=attempt, agent=self.agent_id, job=job)
+        working = record.moved_to(
+            TaskState.WORKING,
+            attempts=attempt,
+            agent=self.agent_id,
+            job=job,
+            cancel_hash=headers.get(CANCEL_HASH, ""),
+        )
         claimed = await self._commit(working, revision)
         if claimed is None:
             self.skipped += 1
             await _settle(msg.ack())
+            return
+        if await self.cancels.before_run(capability, task_id, headers):  # unrun: acked
+            reason = "cancelled by its caller before it ran"
+            error = _info(499, "cancelled", f"task {task_id} was {reason}; it was not run")
+            await self._commit(working.moved_to(TaskState.CANCELLED, error=error), claimed)
+            await _settle(msg.ack())
+            self.cancelled_unrun += 1
+            await self.runner.status.cancelled(
+                task_id, capability, 0.0, reason, sender=claimed_sender(headers)
+            )
             return
         await self._run(capability, msg, working, claimed, attempt)
 
@@ -303,6 +328,9 @@ class DurableWorker:
         task_id = working.task_id
         status = self.runner.status
         sender = claimed_sender(msg.headers)
+        if error is None and await self.cancels.after_run(capability, task_id, msg.headers or {}):
+            cancel_reason = "cancelled by its caller while it ran"
+            error = _info(499, "cancelled", f"task {task_id} was {cancel_reason}")
         if error is None and len(body) + _RECORD_OVERHEAD > self.runner.nc.max_payload:
             error = _info(
                 413,

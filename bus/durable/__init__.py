@@ -8,6 +8,7 @@ consumer; every change of the task's state is a revision of its record in the
 
 from __future__ import annotations
 
+from ._cancel import CancelRequest, decode_cancel_request, request_matches
 from ._client import (
     DEFAULT_SUBMIT_TIMEOUT,
     MSG_ID,
@@ -34,6 +35,7 @@ __all__ = [
     "MSG_ID",
     "TERMINAL_STATES",
     "TRANSIENT",
+    "CancelRequest",
     "CorruptRecord",
     "DurableNames",
     "DurableSettings",
@@ -42,12 +44,14 @@ __all__ = [
     "TaskRecord",
     "TaskState",
     "TaskStore",
+    "decode_cancel_request",
     "decode_record",
     "encode_record",
     "ensure_consumer",
     "ensure_durable",
     "message_size",
     "replay_status",
+    "request_matches",
     "result_of",
     "split_task_ref",
     "stream_configs",

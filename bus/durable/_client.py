@@ -7,6 +7,10 @@ once an agent has taken the task; a copy published before that is dropped by
 the server's duplicate window, or past it by the agents, whose record names the
 one job message that owns the task. The result is read from the record, now or
 later, by anyone who knows the ID (or ``CAPABILITY.TASK_ID``).
+
+Only the caller can cancel a task (its cancel token, see ``bus._cancel_token``):
+a cancel stores a request that the agent taking a queued task checks, and
+broadcasts the token to the agent running it.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from .._cancel_token import CANCEL_HASH, CancelKeys
-from .._codec import decode_json, encode_json, task_headers
+from .._cancel_token import CANCEL_HASH, CANCEL_TOKEN, CancelKeys
+from .._codec import TASK_ID, decode_json, encode_json, task_headers
 from .._errors import (
     ConnectionFailed,
     PayloadTooLarge,
@@ -34,6 +38,7 @@ from .._errors import (
 )
 from .._ids import new_task_id
 from .._subjects import DEFAULT_PREFIX
+from ._cancel import CancelRequest
 from ._names import DurableNames, split_task_ref, validate_durable_task_id
 from ._record import TaskRecord, TaskState
 from ._settings import DurableSettings
@@ -133,7 +138,8 @@ class DurableTaskClient:
             task_id=task_id, sender=self.sender, seq=seq, traceparent=traceparent
         )
         headers[MSG_ID] = task_id
-        headers[CANCEL_HASH] = self.cancel_keys.hash_of(task_id)  # security: caller-only cancel
+        cancel_hash = self.cancel_keys.hash_of(task_id)  # security: caller-only cancel
+        headers[CANCEL_HASH] = cancel_hash
         size = message_size(headers, body)
         if size > self.nc.max_payload:
             raise PayloadTooLarge(
@@ -149,6 +155,7 @@ class DurableTaskClient:
             sender=self.sender,
             submitted_at=now,
             updated_at=now,
+            cancel_hash=cancel_hash,
         )
         with anyio.fail_after(timeout) if timeout > 0 else anyio.CancelScope():
             try:
@@ -297,6 +304,51 @@ class DurableTaskClient:
         record = await self.wait(task_id, timeout, capability=capability)
         return result_of(record)
 
+    async def cancel(
+        self,
+        task_id: str,
+        *,
+        capability: str | None = None,
+        reason: str = "cancelled by the caller",
+    ) -> TaskRecord:
+        """Cancel a task this caller submitted (its cancel keys); return its record after.
+
+        A queued task (no agent has it) is ``cancelled`` at once: no agent will run it,
+        and its record says so when one takes it. A running one is told to stop (the
+        broadcast), and its agent records it ``cancelled``; the returned record may
+        still say ``working``. A finished task stays as it was (the returned record
+        says how it ended). Only this caller's token counts: a cancel of another
+        caller's task changes nothing.
+
+        Raises:
+            UnknownTask: no task has this ID.
+            ConnectionFailed: the request could not be stored (nothing was cancelled).
+        """
+        capability, task_id = await self.locate(task_id, capability)
+        await self.ensure_ready()
+        token = self.cancel_keys.token(task_id)
+        request = CancelRequest(
+            task_id=task_id, token=token, sender=self.sender, requested_at=time.time()
+        )
+        try:
+            # stored before the record is read: an agent that takes the task after
+            # that read checks the request after taking it, so it sees it
+            await self.store.request_cancel(capability, request)
+        except TRANSIENT as exc:
+            raise ConnectionFailed(
+                f"could not store the cancel of durable task {task_id}: JetStream did not "
+                f"answer ({type(exc).__name__}); cancel it again"
+            ) from exc
+        headers = {TASK_ID: task_id, CANCEL_TOKEN: token}
+        try:  # for the agent running it now, if one is
+            await self.nc.publish(self.names.subjects.cancel(), reason.encode(), headers=headers)
+        except nats.errors.Error as exc:
+            log.info("could not broadcast the cancel of task %s: %s", task_id, exc)
+        record = await self.store.read(capability, task_id)
+        if record is None:
+            raise _unknown(task_id)
+        return record
+
     async def history(self, task_id: str, *, capability: str | None = None) -> list[TaskRecord]:
         """Every kept revision of the task's record, oldest first.
 
@@ -307,8 +359,9 @@ class DurableTaskClient:
         capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
         revisions = [s.record for s in await self.store.history(capability, task_id)]
-        if not revisions:
-            await self.store.read(capability, task_id)  # a value that is not a record says so
+        now = await self.store.read(capability, task_id)  # a value not a record says so
+        if revisions and now is not None and now.state != revisions[-1].state:
+            revisions.append(now)  # cancelled while queued: no agent has written it yet
         return revisions
 
 

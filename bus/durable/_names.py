@@ -12,10 +12,18 @@ import re
 from .._errors import BadInput, ConfigError
 from .._subjects import DEFAULT_PREFIX, Subjects, validate_capability
 
-__all__ = ["SUBMITTED_TOKEN", "DurableNames", "split_task_ref", "validate_durable_task_id"]
+__all__ = [
+    "CANCEL_TOKEN",
+    "SUBMITTED_TOKEN",
+    "DurableNames",
+    "split_task_ref",
+    "validate_durable_task_id",
+]
 
 SUBMITTED_TOKEN = "submitted"
 """The last token of a submission's key."""
+CANCEL_TOKEN = "cancel"
+"""The last token of a cancel request's key."""
 
 _KEY = re.compile(r"[A-Za-z0-9_=-]{1,128}")
 
@@ -93,6 +101,12 @@ class DurableNames:
         """``<capability>.<task_id>.submitted``: the submitter's first record of a task,
         a key no agent user may write and whose record no submitter may overwrite."""
         return f"{self.record_key(capability, task_id)}.{SUBMITTED_TOKEN}"
+
+    def cancel_key(self, capability: str, task_id: str) -> str:
+        """``<capability>.<task_id>.cancel``: the caller's request to cancel a queued task,
+        written by submitters; it counts only if its token hashes to the task's
+        ``Agent-Cancel-Hash``."""
+        return f"{self.record_key(capability, task_id)}.{CANCEL_TOKEN}"
 
     def key_subject(self, key: str) -> str:
         """The subject a revision of ``key`` is stored on (``$KV.<bucket>.<key>``)."""

@@ -82,6 +82,9 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
         job: the stream sequence of the job message that owns the task, once an
             agent has taken it (0: nobody yet). Another copy of the job (a
             resubmission past the duplicate window) is acknowledged unrun.
+        cancel_hash: the task's ``Agent-Cancel-Hash`` (hex), against which a cancel
+            request's token is checked: the submitter's in a submission, the job
+            message's in an agent's record ("": the task cannot be cancelled).
     """
 
     task_id: str
@@ -96,6 +99,7 @@ class TaskRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     error: ErrorInfo | None = None
     job: int = 0
+    cancel_hash: str = ""
 
     @property
     def done(self) -> bool:

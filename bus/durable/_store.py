@@ -8,9 +8,15 @@ from the moment one takes it. Readers believe the record first; a submission
 only ever says "submitted", whatever else it holds, so a submitter cannot
 write a task's outcome and an agent cannot write another capability's.
 
+A task no agent has taken yet may have a cancel request,
+``<capability>.<task_id>.cancel`` (see ``_cancel``): readers show it
+``cancelled`` only if the request's token hashes to the hash the submission
+was created with (a submission overwritten since proves nothing, and then
+nothing is believed); the agent that takes it writes the record ``cancelled``.
+
 Waiting subscribes to the record's own subject, which sees every new revision
-as it is stored, and reads the keys now and then as well, so an update missed
-while the connection was down is still found.
+as it is stored, and to its cancel request's, and reads the keys now and then as
+well, so an update missed while the connection was down is still found.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from .._errors import BadInput, ConnectionFailed
+from ._cancel import (
+    CancelRequest,
+    cancelled_before_taken,
+    decode_cancel_request,
+    encode_cancel_request,
+    request_matches,
+)
 from ._names import SUBMITTED_TOKEN, DurableNames
 from ._record import CorruptRecord, TaskRecord, TaskState, decode_record, encode_record
 
@@ -36,6 +49,9 @@ __all__ = ["StoredRecord", "TaskStore"]
 log = logging.getLogger("callboard.durable")
 
 _KV_OPERATION = "KV-Operation"
+_CREATED_AS_FIRST = "Nats-Expected-Last-Subject-Sequence"
+"""On a stored revision that was written as its key's first (a create): the
+server stored it only because the key had no revision, so nobody overwrote it."""
 _FIRST_RECHECK = 1.0
 _LAST_RECHECK = 10.0
 TRANSIENT = (
@@ -59,6 +75,15 @@ class StoredRecord:
     revision: int
 
 
+@dataclass(frozen=True)
+class _Submission:
+    """A submission as read, with the cancel hash that may be believed ("" if the
+    key was written again since its creation)."""
+
+    record: TaskRecord
+    cancel_hash: str
+
+
 class TaskStore:
     """The records of one system's durable tasks.
 
@@ -80,6 +105,9 @@ class TaskStore:
             js=js,
             direct=True,
         )
+        self.forged_cancels = 0
+        """Cancel requests read whose token did not match the task's hash."""
+        self._forged_seen: set[tuple[str, str]] = set()
 
     async def get(self, capability: str, task_id: str) -> StoredRecord | None:
         """The task's record as its agents keep it, or None if no agent has taken it
@@ -100,17 +128,76 @@ class TaskStore:
         return StoredRecord(record, entry.revision)
 
     async def read(self, capability: str, task_id: str) -> TaskRecord | None:
-        """The task's record, else its submission (as ``submitted``), else None."""
+        """The task's record, else its submission (as ``submitted``), else None; a
+        task still waiting for an agent is ``cancelled`` if its caller cancelled it."""
         stored = await self.get(capability, task_id)
-        if stored is not None:
+        if stored is not None and stored.record.state != TaskState.SUBMITTED:
             return stored.record
+        if stored is not None:  # waiting for a retry: the agent copied the job's hash
+            record, cancel_hash = stored.record, stored.record.cancel_hash
+        else:
+            submission = await self._submission(capability, task_id)
+            if submission is None:
+                return None
+            record, cancel_hash = submission.record, submission.cancel_hash
+        request = await self.cancel_request(capability, task_id)
+        if request is None:
+            return record
+        if request_matches(request, cancel_hash):
+            return cancelled_before_taken(record, request)
+        self.count_forged(capability, task_id, request)
+        return record
+
+    async def _submission(self, capability: str, task_id: str) -> _Submission | None:
+        subject = self.names.key_subject(self.names.submission_key(capability, task_id))
         try:
-            entry = await self.kv.get(self.names.submission_key(capability, task_id))
+            msg = await self.js.get_msg(self.stream, subject=subject, direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        headers = msg.headers or {}
+        if not msg.data or headers.get(_KV_OPERATION):
+            return None
+        record = decode_record(
+            msg.data, task_id=task_id, capability=capability, revision=msg.seq or 0
+        )
+        first = headers.get(_CREATED_AS_FIRST) == "0"
+        return _Submission(_as_submission(record), record.cancel_hash if first else "")
+
+    async def cancel_request(self, capability: str, task_id: str) -> CancelRequest | None:
+        """The last cancel request stored for the task (None: none, or not one)."""
+        try:
+            entry = await self.kv.get(self.names.cancel_key(capability, task_id))
         except nats.js.errors.KeyNotFoundError:
             return None
-        if entry.value is None:
+        if not entry.value:
             return None
-        return _as_submission(entry.value, capability, task_id, entry.revision or 0)
+        request = decode_cancel_request(entry.value, task_id)
+        if request is None:
+            self.count_forged(capability, task_id, None)
+        return request
+
+    async def request_cancel(self, capability: str, request: CancelRequest) -> None:
+        """Store the caller's cancel request (over any earlier one: the caller's
+        wins over a stranger's, which the hash check ignores anyway)."""
+        await self.kv.put(
+            self.names.cancel_key(capability, request.task_id), encode_cancel_request(request)
+        )
+
+    def count_forged(self, capability: str, task_id: str, request: CancelRequest | None) -> None:
+        """Count (and log once per token) a cancel request that proves nothing."""
+        token = request.token if request is not None else ""
+        if (task_id, token) in self._forged_seen:
+            return
+        if len(self._forged_seen) > 4096:
+            self._forged_seen.clear()
+        self._forged_seen.add((task_id, token))
+        self.forged_cancels += 1
+        log.warning(
+            "ignored a cancel request for %s task %s whose token does not match the task's "
+            "cancel hash (a forgery, or a caller that is not the task's): the task goes on",
+            capability,
+            task_id,
+        )
 
     async def submit(self, record: TaskRecord) -> bool:
         """Store a task's submission; False if it has one already."""
@@ -171,7 +258,11 @@ class TaskStore:
         async for msg in self._revisions(submission):
             seq = msg.seq or 0
             try:
-                record = _as_submission(msg.data or b"", capability, task_id, seq)
+                record = _as_submission(
+                    decode_record(
+                        msg.data or b"", task_id=task_id, capability=capability, revision=seq
+                    )
+                )
             except CorruptRecord as exc:
                 log.warning("%s; left out of the history", exc.message)
             else:
@@ -213,7 +304,7 @@ class TaskStore:
                 agent dead-letters a queued task whose record is bad, so a
                 waiting reader sees that outcome instead).
         """
-        updates, receive = anyio.create_memory_object_stream[bytes](64)
+        updates, receive = anyio.create_memory_object_stream[bytes | None](64)
 
         async def on_update(msg: Msg) -> None:
             try:
@@ -221,11 +312,19 @@ class TaskStore:
             except anyio.WouldBlock:
                 pass  # the next read of the key catches up
 
+        async def on_cancel_request(msg: Msg) -> None:
+            try:
+                updates.send_nowait(None)  # read the task again: it may be cancelled now
+            except anyio.WouldBlock:
+                pass
+
         last: TaskRecord | None = None
         failure: Exception | None = None  # of the last read, if it failed
         corrupt: CorruptRecord | None = None  # the last read found no task record
         subject = self.names.key_subject(self.names.record_key(capability, task_id))
         sub = await self.nc.subscribe(subject, cb=on_update)
+        cancel_subject = self.names.key_subject(self.names.cancel_key(capability, task_id))
+        cancel_sub = await self.nc.subscribe(cancel_subject, cb=on_cancel_request)
         try:
             recheck = _FIRST_RECHECK
             try:
@@ -244,6 +343,8 @@ class TaskStore:
                 while True:
                     with anyio.move_on_after(recheck):
                         async for data in receive:
+                            if data is None:
+                                break  # a cancel request: read the task now
                             record = _decode_quietly(data, capability, task_id)
                             if record is not None:
                                 last = record
@@ -272,18 +373,18 @@ class TaskStore:
         finally:
             updates.close()
             receive.close()
-            try:
-                await sub.unsubscribe()
-            except nats.errors.Error:
-                pass
+            for each in (sub, cancel_sub):
+                try:
+                    await each.unsubscribe()
+                except nats.errors.Error:
+                    pass
 
 
-def _as_submission(data: bytes, capability: str, task_id: str, revision: int) -> TaskRecord:
+def _as_submission(record: TaskRecord) -> TaskRecord:
     """A submission's record says only that the task was submitted, when and by whom."""
-    record = decode_record(data, task_id=task_id, capability=capability, revision=revision)
     return TaskRecord(
-        task_id=task_id,
-        capability=capability,
+        task_id=record.task_id,
+        capability=record.capability,
         state=TaskState.SUBMITTED,
         submitted_at=record.submitted_at,
         updated_at=record.submitted_at,

@@ -32,6 +32,7 @@ from .._pipeline import StepFailed
 from . import (
     _agents,
     _ask,
+    _cancel,
     _demo,
     _gateway,
     _health,
@@ -89,6 +90,7 @@ COMMANDS: tuple[Command, ...] = (
     _status,
     _result,
     _history,
+    _cancel,
     _monitor,
     _ask,
     _agents,

@@ -9,9 +9,11 @@ import sys
 import anyio
 import msgspec
 
+from bus import ConfigError
 from bus.durable import DurableNames
 
 from .._orchestrator import Orchestrator
+from ._cancel_keys import cli_cancel_keys
 from ._common import Subcommands, connect_cli, connect_options, say
 from ._exit_codes import EXIT_OK
 from ._permissions import PermissionWatch
@@ -74,6 +76,16 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     watch = PermissionWatch(connect_options(args).user, expected=may_not_look)
     async with connect_cli(args, watch=watch) as nc:
         orchestrator = Orchestrator(nc, prefix=args.prefix, name=args.sender)
+        if durable:  # security: the user's secret, so that 'callboard cancel' can cancel it
+            try:
+                keys = cli_cancel_keys(create=True)
+                orchestrator.client.cancel_keys = orchestrator.durable.client.cancel_keys = keys
+            except ConfigError as exc:
+                say(
+                    args,
+                    f"note: {exc}; 'callboard cancel' cannot cancel this task",
+                    level=logging.WARNING,
+                )
         if durable and args.agent is None:
             # the streams first, as the submission would: a login refused them stops here
             await orchestrator.durable.client.ensure_ready()

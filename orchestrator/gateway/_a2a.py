@@ -199,10 +199,16 @@ class CapabilityExecutor(AgentExecutor):
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Send callboard's cancel and say ``canceled``; the request handler then
         cancels ``execute`` if it runs here. The cancel is sent here too, for a
-        durable task that another run or replica of the gateway submitted."""
+        durable task that another run or replica of the gateway submitted, and
+        stored for one that no agent has taken yet."""
         assert context.task_id is not None and context.context_id is not None
-        await self.gateway.orchestrator.client.cancel(
-            context.task_id, "cancelled by the A2A caller"
+        reason = "cancelled by the A2A caller"
+        await self.gateway.orchestrator.client.cancel(context.task_id, reason)
+        known = context.current_task
+        skill = (known.metadata or {}).get("skill") if known is not None else None
+        # a durable task still queued is cancelled for good: no agent will run it
+        await self.gateway.cancel_durable(
+            context.task_id, skill if isinstance(skill, str) else None, reason
         )
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
 

@@ -18,8 +18,9 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
 
-from bus import AgentMessage, CallboardError, dispatch_outcome, new_task_id
+from bus import AgentMessage, BadInput, CallboardError, dispatch_outcome, new_task_id
 from bus._cancel_token import CancelKeys
+from bus.durable import TaskRecord
 
 from .._orchestrator import Orchestrator
 from ._catalog import ExposedTool, ToolCatalog
@@ -119,6 +120,26 @@ class Gateway:
             await self.events.stop()
             await self.orchestrator.__aexit__(exc_type, exc, tb)
 
+    async def cancel_durable(
+        self, task_id: str, capability: str | None, reason: str
+    ) -> TaskRecord | None:
+        """Cancel a durable task of an exposed durable capability (``capability``, if
+        known): queued, it never runs; running, its agent stops it. None: no such
+        task here (or its record could not be read; the broadcast went anyway)."""
+        durable = self.config.durable_capabilities
+        client = self.orchestrator.durable.client
+        for name in [capability] if capability in durable else durable:
+            try:
+                return await client.cancel(task_id, capability=name, reason=reason)
+            except BadInput:
+                return None  # not a durable task id
+            except CallboardError as exc:
+                if exc.code != 404:
+                    log.warning("cancelling durable task %s failed: %s", task_id, exc)
+            except Exception as exc:  # nats-py's own errors: the server is away
+                log.warning("cancelling durable task %s failed: %s", task_id, exc)
+        return None
+
     def _set_tools_gauge(self) -> None:
         if self.metrics is not None:
             self.metrics.tools.set(len(self.catalog.tools))
@@ -198,7 +219,7 @@ class Gateway:
                 # the caller cancelled (a durable wait sends no cancel of its own); a
                 # gateway that stops leaves its durable tasks running, as any caller does
                 with anyio.CancelScope(shield=True):
-                    await self.orchestrator.client.cancel(task_id, "cancelled by the caller")
+                    await self.cancel_durable(task_id, name, "cancelled by the caller")
             raise
         self._count(protocol, name, None)
         return reply.payload

@@ -8,6 +8,7 @@ the gateway that took the message.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ from test_gateway_a2a import a2a_client, data_of, final_task, status_data
 from test_gateway_mcp import http_session
 
 from bus import new_agent_suffix
-from bus.durable import DurableTaskClient
+from bus.durable import DurableNames, DurableSettings, DurableTaskClient, ensure_durable
 from bus.durable import TaskState as RecordState
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
@@ -184,3 +185,50 @@ async def test_an_mcp_cancel_of_a_durable_tool_call_cancels_the_task(
                 record = await durable.wait(started["task_id"], 20, capability="echo")
                 tg.cancel_scope.cancel()  # the call itself gets no answer once cancelled
     assert record.state == RecordState.CANCELLED, record
+
+
+async def test_a2a_cancel_of_a_queued_durable_task_keeps_it_from_ever_running(
+    start_daemon: Callable[..., Daemon],
+    start_gateway: Callable[[], Running],
+    nc: Client,
+    prefix: str,
+) -> None:
+    """No agent takes durable echo tasks yet (a core-only daemon makes echo live for
+    the catalog): the task waits in the queue; tasks/cancel must keep it from running
+    when a durable daemon starts later."""
+    names = DurableNames(prefix)
+    settings = DurableSettings(storage="memory", ack_wait=30.0, retry_delay=0.2)  # DURABLE
+    await ensure_durable(nc.jetstream(), names, settings, update=True)
+    start_daemon([{"type": "echo", "id": f"echo-{new_agent_suffix()}"}], prefix=prefix)
+    running = await anyio.to_thread.run_sync(start_gateway)
+    request = message("echo", {"input": {"n": 4}})
+    request.metadata = {"skill": "echo", "timeout": 1}
+    durable = DurableTaskClient(nc, prefix=prefix)
+    async with a2a_client(running, streaming=False) as (_card, client):
+        with anyio.fail_after(30):
+            sent = await final_task(client, request)
+            assert sent.status.state == TaskState.working, sent  # queued, past the deadline
+            assert (await durable.record(sent.id, capability="echo")).state == "submitted"
+            cancelled = await client.cancel_task(TaskIdParams(id=sent.id))
+            assert cancelled.status.state == TaskState.canceled
+            stored = await client.get_task(TaskQueryParams(id=sent.id))
+            assert stored.status.state == TaskState.canceled, stored
+    assert (await durable.record(sent.id, capability="echo")).state == RecordState.CANCELLED
+
+    record_key = names.key_subject(names.record_key("echo", sent.id))
+    written = await nc.subscribe(record_key)
+    async with watch_status(nc, prefix) as watch:
+        start_daemon(
+            [{"type": "echo", "id": f"echo-{new_agent_suffix()}"}], prefix=prefix, durable=DURABLE
+        )
+        with anyio.fail_after(30):
+            while (state := json.loads((await written.next_msg(30)).data)["state"]) != "cancelled":
+                assert state == "working", state
+            await watch.wait_for(
+                lambda e: e.get("state") == "cancelled" and e.get("task_id") == sent.id, 20
+            )
+    assert not [
+        e for e in watch.events if e.get("task_id") == sent.id and e["state"] != "cancelled"
+    ]
+    history = [r.state for r in await durable.history(sent.id, capability="echo")]
+    assert history == ["submitted", "working", "cancelled"], history
