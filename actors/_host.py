@@ -107,6 +107,8 @@ class AgentHost:
                 js = self.nc.jetstream(timeout=5.0)
                 await ensure_durable(js, names, self.durable)
                 self._durable_store = TaskStore(self.nc, js, names)
+                if self.metrics is not None:  # a forged cancel request is a refused message
+                    self._durable_store.on_forged = self.metrics.refusals.counter("cancel_token")
             for agent in self._pending:
                 await self.add(agent)
             self._pending = []

@@ -22,7 +22,7 @@ well, so an update missed while the connection was down is still found.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -107,6 +107,8 @@ class TaskStore:
         )
         self.forged_cancels = 0
         """Cancel requests read whose token did not match the task's hash."""
+        self.on_forged: Callable[[], None] | None = None
+        """Also told of each forged request counted (the process's refusal series)."""
         self._forged_seen: set[tuple[str, str]] = set()
 
     async def get(self, capability: str, task_id: str) -> StoredRecord | None:
@@ -192,6 +194,8 @@ class TaskStore:
             self._forged_seen.clear()
         self._forged_seen.add((task_id, token))
         self.forged_cancels += 1
+        if self.on_forged is not None:
+            self.on_forged()
         log.warning(
             "ignored a cancel request for %s task %s whose token does not match the task's "
             "cancel hash (a forgery, or a caller that is not the task's): the task goes on",

@@ -35,7 +35,8 @@ RefusalReason = Literal[
 
 - ``reply_not_inbox``: a request (task, ping, discovery) whose reply subject is
   not an ``_INBOX`` inbox, dropped unanswered (a reflection attempt);
-- ``cancel_token``: a cancel of a running task without its caller's token;
+- ``cancel_token``: a cancel of a running task without its caller's token, or a
+  durable task's stored cancel request whose token is not its caller's;
 - ``status_body_mismatch``: a status event whose body names another agent or
   state than its subject (a forgery);
 - ``malformed_status_event``: a status event that is not one (not JSON, wrong shape);

@@ -31,10 +31,19 @@ from nats_security_support import (
     secure_server,
     wait_until,
 )
+from prometheus_client import CollectorRegistry
 from system_support import run_cli_async
 
 from actors import AgentHost, EchoAgent, MathAgent
-from bus import AgentMessage, ConnectOptions, EmbeddedServer, TaskCancelled, connect, new_task_id
+from bus import (
+    AgentMessage,
+    AgentMetrics,
+    ConnectOptions,
+    EmbeddedServer,
+    TaskCancelled,
+    connect,
+    new_task_id,
+)
 from bus._cancel_token import CancelKeys
 from bus.durable import (
     DurableNames,
@@ -103,12 +112,18 @@ async def submitter(
 
 
 @asynccontextmanager
-async def math_daemon(server: EmbeddedServer, deploy: DeployCopy) -> AsyncIterator[CountingMath]:
-    """The daemon of the shipped ``agents`` user, serving math and echo durable tasks."""
+async def math_daemon(
+    server: EmbeddedServer, deploy: DeployCopy, registry: CollectorRegistry | None = None
+) -> AsyncIterator[CountingMath]:
+    """The daemon of the shipped ``agents`` user, serving math and echo durable tasks
+    (counting into ``registry`` if given)."""
     math = CountingMath("math")
+    metrics = AgentMetrics(registry) if registry is not None else None
     async with (
         connect(options=options(server, deploy, "agents")) as nc,
-        AgentHost(nc, [math, EchoAgent("echo")], prefix="agents", durable=SETTINGS),
+        AgentHost(
+            nc, [math, EchoAgent("echo")], prefix="agents", durable=SETTINGS, metrics=metrics
+        ),
     ):
         yield math
 
@@ -233,10 +248,14 @@ async def test_a_cancel_without_the_callers_token_does_not_stop_a_queued_task(
         assert client.store.forged_cancels >= 3
 
         watch = await watching_record(client.nc, task_id)
-        async with math_daemon(server, deploy) as math:
+        registry = CollectorRegistry()
+        async with math_daemon(server, deploy, registry) as math:
             written = await record_written(watch, task_id)
         assert written.state == TaskState.COMPLETED, written
         assert math.calls == [task_id]
+        # the agent read the last request (the stranger's) and counted it as refused
+        refused = {"reason": "cancel_token"}
+        assert registry.get_sample_value("callboard_refused_messages_total", refused) == 1
         assert await client.result(task_id) == {"value": 42}
 
 
