@@ -133,7 +133,8 @@ class Inbox:
         else:
             timer = loop.call_at(when, _expire, future)
         try:
-            await self.wire.write(frame)
+            if self.wire.write_nowait(frame):  # over the buffer's limit: wait for it
+                await self.wire.flush()
             msg = await future
         finally:
             if timer is not None:

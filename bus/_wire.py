@@ -211,6 +211,10 @@ class Wire:
         if self._append(commands, messages):
             await self._outbox.flush()
 
+    async def flush(self) -> None:
+        """Wait for the buffer to be written (when ``write_nowait`` returned True)."""
+        await self._outbox.flush()
+
 
 _wires: weakref.WeakKeyDictionary[Client, Wire] = weakref.WeakKeyDictionary()
 
