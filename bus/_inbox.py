@@ -53,6 +53,10 @@ def _fire(inbox: weakref.ref[Inbox], loop: asyncio.AbstractEventLoop) -> None:
 _NEVER = float("inf")
 _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
 """How early the event loop runs a timer (``BaseEventLoop._clock_resolution``)."""
+_REARM_AFTER = 0.001
+"""The shared timer waits at least this long for the next deadline: uvloop's timers
+count whole milliseconds, so a sooner one could fire early and spin, and deadlines
+on the wire are in milliseconds anyway (a timeout fires at most this late)."""
 
 
 class Inbox:
@@ -167,7 +171,7 @@ class Inbox:
             token = next(iter(deadlines))
             when = deadlines[token]
             if when > now:
-                self._arm(loop, when)
+                self._arm(loop, max(when, now + _REARM_AFTER))
                 return
             del deadlines[token]
             future = waiting.get(token)  # the request pops it when it wakes
