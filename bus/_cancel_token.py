@@ -26,10 +26,14 @@ CANCEL_TOKEN = "Agent-Cancel-Token"
 """Cancel header: the token whose hash the task carried."""
 
 _DIGEST = 16
+_UNKEYED = hashlib.blake2b(digest_size=_DIGEST)
+"""BLAKE2b-128 with no data yet: copying it skips parsing the parameters per hash."""
 
 
 def _hash(token: str) -> str:
-    return hashlib.blake2b(token.encode(), digest_size=_DIGEST).hexdigest()
+    hashed = _UNKEYED.copy()
+    hashed.update(token.encode())
+    return hashed.hexdigest()
 
 
 class CancelKeys:
@@ -49,8 +53,13 @@ class CancelKeys:
         return keyed.hexdigest()
 
     def hash_of(self, task_id: str) -> str:
-        """The hash the task carries, so that an agent can check a token."""
-        return _hash(self.token(task_id))
+        """The hash the task carries, so that an agent can check a token:
+        ``_hash(self.token(task_id))``, written out (it runs once per task)."""
+        keyed = self._keyed.copy()
+        keyed.update(task_id.encode())
+        hashed = _UNKEYED.copy()
+        hashed.update(keyed.hexdigest().encode())
+        return hashed.hexdigest()
 
 
 def token_matches(expected_hash: str | None, token: str | None) -> bool:

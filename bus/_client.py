@@ -6,7 +6,8 @@ same everywhere. It lives in ``bus`` so that agents can delegate without
 depending on the orchestrator.
 
 A request's header block is framed from the one table of task headers
-(``bus.wire.task_header_block``) and sent through the connection's ``Inbox``
+(``bus.wire.task_header_block``; a plain task's from the client's template of
+it, ``PlainTaskHeaders``) and sent through the connection's ``Inbox``
 (``_inbox``): the same ``HPUB`` nats-py would send, for a fraction of
 ``Client.request``'s cost.
 """
@@ -28,7 +29,7 @@ from ._ids import new_task_id
 from ._inbox import inbox_for
 from ._messages import AgentMessage, MessageType
 from ._subjects import DEFAULT_PREFIX, Subjects
-from ._wire import header_block, task_header_block
+from ._wire import PlainTaskHeaders, header_block, task_header_block
 
 __all__ = ["DEFAULT_TIMEOUT", "TaskClient"]
 
@@ -63,6 +64,7 @@ class TaskClient:
         self.default_timeout = default_timeout
         self._inbox = inbox_for(nc)
         self._task_subjects: dict[str, str] = {}
+        self._plain_headers = PlainTaskHeaders(sender)
         self.cancel_keys = CancelKeys()  # security: only this client can cancel its tasks
 
     async def request(
@@ -123,15 +125,22 @@ class TaskClient:
                     self._task_subjects[capability] = subject
         else:  # security: the capability is in the subject, bound by the server
             subject = self.subjects.agent_task(capability, agent_id)
-        block = task_header_block(
-            task_id=task_id,
-            sender=self.sender,
-            deadline_ms=deadline,
-            chain=chain,
-            seq=seq,
-            traceparent=traceparent,
-            cancel_hash=self.cancel_keys.hash_of(task_id),  # security: caller-only cancel
-        )
+        cancel_hash = self.cancel_keys.hash_of(task_id)  # security: caller-only cancel
+        if seq is None and not chain and not traceparent:
+            plain = self._plain_headers
+            if plain.sender is not self.sender:  # the sender was changed
+                plain = self._plain_headers = PlainTaskHeaders(self.sender)
+            block = plain.block(task_id, deadline, cancel_hash)
+        else:
+            block = task_header_block(
+                task_id=task_id,
+                sender=self.sender,
+                deadline_ms=deadline,
+                chain=chain,
+                seq=seq,
+                traceparent=traceparent,
+                cancel_hash=cancel_hash,
+            )
         try:
             msg = await self._inbox.request(subject, block, body, remaining)
         except anyio.get_cancelled_exc_class():

@@ -1,9 +1,16 @@
 """Request-reply on one connection: a wildcard inbox subscription and a future per request.
 
 nats-py's ``request`` does the same with a 26-character token, a done-callback
-and ``asyncio.wait_for`` per call; here a request is a counter token, a future
-and a timer handle. The request goes out through ``Wire`` with its header
-block already framed.
+and ``asyncio.wait_for`` per call; here a request is a counter token and a
+future. The request goes out through ``Wire`` with its header block already framed.
+
+Timeouts share one timer per connection: requests made with the same timeout
+(the usual case: the default) expire in the order they were made, so their
+deadlines sit in an insertion-ordered dict and one event-loop timer waits for
+the earliest. A request whose deadline falls before one already waiting (a
+shorter timeout) gets a timer of its own. Either way it is answered with
+``TimeoutError`` at its deadline, as ``loop.call_later`` would, without a timer
+handle made, pushed on the loop's heap and cancelled per request.
 
 A reply does not pass through a subscription task either: the inbox
 subscription has no callback, and nats-py's reader hands each reply straight
@@ -14,6 +21,7 @@ future at once. That saves a task switch per reply.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from itertools import count
 
@@ -36,15 +44,34 @@ def _expire(future: asyncio.Future[Msg | None]) -> None:
         future.set_result(None)
 
 
+def _fire(inbox: weakref.ref[Inbox], loop: asyncio.AbstractEventLoop) -> None:
+    alive = inbox()  # a weak reference: an armed timer does not keep a connection alive
+    if alive is not None:
+        alive._expire_due(loop)
+
+
+_NEVER = float("inf")
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
+"""How early the event loop runs a timer (``BaseEventLoop._clock_resolution``)."""
+_REARM_AFTER = 0.001
+"""The shared timer waits at least this long for the next deadline: uvloop's timers
+count whole milliseconds, so a sooner one could fire early and spin, and deadlines
+on the wire are in milliseconds anyway (a timeout fires at most this late)."""
+
+
 class Inbox:
     """The reply side of one connection's requests. Use ``inbox_for(nc)``."""
 
     __slots__ = (
         "__weakref__",
+        "_deadlines",
+        "_latest",
         "_nc",
         "_prefix",
         "_starting",
         "_sub",
+        "_timer",
+        "_timer_at",
         "_tokens",
         "_waiting",
         "wire",
@@ -58,6 +85,12 @@ class Inbox:
         self._starting: asyncio.Lock | None = None
         self._tokens = count()
         self._waiting: dict[str, asyncio.Future[Msg | None]] = {}
+        # the requests the shared timer expires: token -> loop time of its deadline,
+        # in the order made, which is deadline order (see the module docstring)
+        self._deadlines: dict[str, float] = {}
+        self._latest = -_NEVER  # the last deadline in ``_deadlines``
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = _NEVER  # when ``_timer`` fires
 
     async def _start(self) -> None:
         if self._starting is None:
@@ -94,19 +127,57 @@ class Inbox:
         future: asyncio.Future[Msg | None] = loop.create_future()
         waiting = self._waiting
         waiting[token] = future
-        timer = loop.call_later(timeout, _expire, future)
+        deadlines = self._deadlines
+        when = loop.time() + timeout
+        timer = None
+        if when >= self._latest:  # in order: the shared timer expires it
+            self._latest = deadlines[token] = when
+            if when < self._timer_at:
+                self._arm(loop, when)
+        else:
+            timer = loop.call_at(when, _expire, future)
         try:
-            await self.wire.write(frame)
+            if self.wire.write_nowait(frame):  # over the buffer's limit: wait for it
+                await self.wire.flush()
             msg = await future
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             waiting.pop(token, None)
+            if deadlines.pop(token, None) is not None and not deadlines:
+                self._latest = -_NEVER  # none waits: any deadline is in order again
         if msg is None:
             raise nats.errors.TimeoutError
         reply_headers = msg.headers
         if reply_headers and reply_headers.get(_STATUS) == _NO_RESPONDERS:
             raise nats.errors.NoRespondersError
         return msg
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, _fire, weakref.ref(self), loop)
+        self._timer_at = when
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The shared timer: expire the requests whose deadline has come, re-arm
+        for the next one."""
+        self._timer = None
+        self._timer_at = _NEVER
+        now = loop.time() + _CLOCK_RESOLUTION  # as the loop decides that a timer is due
+        deadlines = self._deadlines
+        waiting = self._waiting
+        while deadlines:
+            token = next(iter(deadlines))
+            when = deadlines[token]
+            if when > now:
+                self._arm(loop, max(when, now + _REARM_AFTER))
+                return
+            del deadlines[token]
+            future = waiting.get(token)  # the request pops it when it wakes
+            if future is not None and not future.done():
+                future.set_result(None)
+        self._latest = -_NEVER
 
 
 _inboxes: weakref.WeakKeyDictionary[Client, Inbox] = weakref.WeakKeyDictionary()

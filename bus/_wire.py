@@ -7,7 +7,9 @@ checks and flusher future: about 40 µs a message with headers against a few.
 The frames:
 
 - a task: ``task_header_block``, from the one table of task headers
-  (``bus._codec.TASK_HEADERS``), so a new header is one edit there;
+  (``bus._codec.TASK_HEADERS``), so a new header is one edit there, and
+  ``PlainTaskHeaders``, the same block for the usual task, from a template
+  of that table made once per client;
 - a reply and an error reply: ``ReplyFrames``;
 - a status event: ``EventFrames``;
 - anything else: ``Wire.hpub`` / ``Wire.pub`` with ``header_block``.
@@ -30,6 +32,7 @@ from ._natspy import BadHeaderError, Outbox, parse_header_lines, use_fast_header
 __all__ = [
     "BadHeaderError",
     "EventFrames",
+    "PlainTaskHeaders",
     "ReplyFrames",
     "Wire",
     "header_block",
@@ -98,6 +101,49 @@ def task_header_block(**fields: Any) -> bytes:
     return "\r\n".join(lines).encode()
 
 
+_PER_TASK_FIELDS = ("task_id", "deadline_ms", "cancel_hash")
+"""The fields of a plain task that change from task to task, in table order."""
+
+
+class PlainTaskHeaders:
+    """The header block of one sender's plain tasks, templated once from ``TASK_HEADERS``.
+
+    A plain task (no chain, seq or traceparent: what ``dispatch`` sends) differs
+    from the sender's others only in its task id, deadline and cancel hash, so
+    its block is the table's lines with those three left as slots: one string
+    format per task instead of a walk over the table.
+
+    Args:
+        sender: the ``Agent-Sender`` of every task (left out when empty).
+    """
+
+    __slots__ = ("_template", "sender")
+
+    def __init__(self, sender: str) -> None:
+        self.sender = sender
+        lines = ["NATS/1.0"]
+        slots = []
+        for header in TASK_HEADERS:
+            if header.field in _PER_TASK_FIELDS:
+                slots.append(header.field)
+                lines.append(f"{header.name}: %s")
+            elif header.field == "sender" and sender:
+                text = _header_value(header.text(sender))
+                lines.append(f"{header.name}: {text.replace('%', '%%')}")
+        if tuple(slots) != _PER_TASK_FIELDS:
+            raise AssertionError(f"TASK_HEADERS holds the per-task fields in order {slots}")
+        lines.append("\r\n")
+        self._template = "\r\n".join(lines)
+
+    def block(self, task_id: str, deadline_ms: int, cancel_hash: str) -> bytes:
+        """``task_header_block(task_id=..., sender=..., deadline_ms=..., cancel_hash=...)``.
+
+        ``deadline_ms`` and ``cancel_hash`` are header-safe by type (an int, hex
+        digits); ``task_id`` is cleaned as every header value is.
+        """
+        return (self._template % (_header_value(task_id), deadline_ms, cancel_hash)).encode()
+
+
 class Wire:
     """Frames commands and appends them to one connection's outgoing buffer.
 
@@ -164,6 +210,10 @@ class Wire:
         """``write_nowait``, then wait for the flush if the buffer is over its limit."""
         if self._append(commands, messages):
             await self._outbox.flush()
+
+    async def flush(self) -> None:
+        """Wait for the buffer to be written (when ``write_nowait`` returned True)."""
+        await self._outbox.flush()
 
 
 _wires: weakref.WeakKeyDictionary[Client, Wire] = weakref.WeakKeyDictionary()

@@ -37,18 +37,19 @@ STEP_OUTCOMES = ("ok", "failed", "skipped")
 class CapabilityChildren:
     """The label children one capability's dispatches touch, bound once."""
 
-    __slots__ = ("duration", "outcomes", "retries")
+    __slots__ = ("duration", "ok", "outcomes", "retries")
 
     def __init__(self, metrics: DispatchMetrics, capability: str) -> None:
         self.outcomes: dict[str, Counter] = {
             outcome: metrics.dispatches.labels(capability, outcome) for outcome in DISPATCH_OUTCOMES
         }
+        self.ok: Counter = self.outcomes[dispatch_outcome(None)]
         self.duration: Histogram = metrics.duration.labels(capability)
         self.retries: Counter = metrics.retries.labels(capability)
 
     def dispatched(self, seconds: float, error: BaseException | None) -> None:
         """Count one dispatch that ended with ``error`` (None: a result) after ``seconds``."""
-        self.outcomes[dispatch_outcome(error)].inc()
+        (self.ok if error is None else self.outcomes[dispatch_outcome(error)]).inc()
         self.duration.observe(seconds)
 
 

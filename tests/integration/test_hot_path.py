@@ -74,6 +74,43 @@ async def test_the_inbox_answers_times_out_and_knows_no_responders(nc: Client, p
         await inbox.request(f"{prefix}.nobody", header_block({}), b"", 5)
 
 
+async def test_requests_time_out_at_their_own_deadlines_in_any_order(
+    nc: Client, prefix: str
+) -> None:
+    # in-order deadlines share the connection's timer; a shorter timeout made
+    # after longer ones has a timer of its own; each fires at its deadline
+    async def ignore(msg: Any) -> None:
+        pass
+
+    async def echo(msg: Any) -> None:
+        await nc.publish(msg.reply, msg.data)
+
+    await nc.subscribe(f"{prefix}.silent", cb=ignore)
+    await nc.subscribe(f"{prefix}.echo", cb=echo)
+    inbox = inbox_for(nc)
+    waited: dict[str, float] = {}
+
+    async def one(name: str, timeout: float) -> None:
+        started = anyio.current_time()
+        with pytest.raises(nats.errors.TimeoutError):
+            await inbox.request(f"{prefix}.silent", header_block({}), b"", timeout)
+        waited[name] = anyio.current_time() - started
+
+    timeouts = {"long-1": 1.2, "long-2": 1.2, "short": 0.2, "middle": 0.6, "long-3": 1.2}
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for name, timeout in timeouts.items():
+                tg.start_soon(one, name, timeout)
+                await anyio.lowlevel.checkpoint()
+        # answered: the timer stays armed for 5 s; a later 0.1 s request must not wait for it
+        assert (await inbox.request(f"{prefix}.echo", header_block({}), b"hi", 5)).data == b"hi"
+        await one("after", 0.1)
+    timeouts["after"] = 0.1
+    for name, timeout in timeouts.items():
+        assert timeout <= waited[name] < timeout + 0.5, (name, waited)
+    assert waited["short"] < waited["middle"] < min(waited["long-1"], waited["long-3"])
+
+
 class Waits(Agent):
     """Echoes after a checkpoint, so its handler suspends."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -82,6 +84,15 @@ def test_only_the_callers_token_matches_the_hash_its_task_carried() -> None:
     assert not token_matches(None, caller.token("task-1"))
     assert not token_matches(expected, None)
     assert not token_matches(expected, "x" * 10_000)
+
+
+def test_the_hash_a_task_carries_is_blake2b_128_of_its_token() -> None:
+    # wire protocol v1: Agent-Cancel-Hash is the hex BLAKE2b-128 of the token
+    keys = CancelKeys(b"k" * 32)
+    for task_id in ("task-1", "é", "x" * 128):
+        token = keys.token(task_id)
+        assert keys.hash_of(task_id) == hashlib.blake2b(token.encode(), digest_size=16).hexdigest()
+        assert token == hashlib.blake2b(task_id.encode(), key=b"k" * 32, digest_size=16).hexdigest()
 
 
 def test_an_event_is_believed_only_for_the_agent_and_state_of_its_subject() -> None:

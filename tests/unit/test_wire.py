@@ -14,6 +14,8 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from bus._cancel_token import CancelKeys
+from bus._wire import PlainTaskHeaders
 from bus.codec import CAPABILITY, TASK_HEADERS, TASK_ID, task_headers
 from bus.observability._metrics import DURATION_BUCKETS
 from bus.observability._prometheus import LoopCounter as _Counter
@@ -72,6 +74,18 @@ def test_the_task_header_block_is_the_header_block_of_the_task_headers() -> None
     assert task_headers(task_id="t", capability="math") == {TASK_ID: "t", CAPABILITY: "math"}
     with pytest.raises(TypeError, match="not a task header field: colour"):
         task_headers(task_id="t", colour="red")
+
+
+def test_a_plain_tasks_block_from_the_template_is_the_task_header_block() -> None:
+    senders = ("orchestrator", "", " ", "100% sure %s", "é\r\nx", " padded ")
+    task_ids = ("t-1", " padded\r\n ", "%d%%", "é", " ")
+    for sender, task_id in itertools.product(senders, task_ids):
+        plain = PlainTaskHeaders(sender)
+        for deadline_ms, cancel_hash in ((0, "ab"), (1_700_000_000_000, CancelKeys().hash_of("t"))):
+            expected = task_header_block(
+                task_id=task_id, sender=sender, deadline_ms=deadline_ms, cancel_hash=cancel_hash
+            )
+            assert plain.block(task_id, deadline_ms, cancel_hash) == expected, (sender, task_id)
 
 
 def _exposition(registry: CollectorRegistry) -> bytes:
