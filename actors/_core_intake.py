@@ -183,17 +183,20 @@ class CoreIntake:
     async def _lead(self, intake: Intake, slot: Running) -> None:
         """Take ``intake``'s messages and run them, until one waits (then an idle
         worker takes the lead over) or the subscription ends."""
-        queue, took, over_budget = intake.taken.queue, intake.taken.took, intake.taken.over
+        taken = intake.taken
+        take, over_budget = taken.take, taken.over
         capability, series, executor = intake.capability, intake.series, self._executor
         while True:
-            try:
-                msg = await queue.get()
-            except BaseException:
-                self._jobs.put(intake)  # cancelled: the lead goes to another worker
-                raise
+            msg = take()
             if msg is None:
-                return
-            took(msg)
+                if taken.stopped:
+                    return
+                try:
+                    await taken.wait()
+                except BaseException:
+                    self._jobs.put(intake)  # cancelled: the lead goes to another worker
+                    raise
+                continue
             if msg.reply and not self.reply_guard.allows(msg.reply):  # security: no reflection
                 continue
             if not (self._accepting and executor.in_flight < executor.limit):

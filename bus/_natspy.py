@@ -9,13 +9,13 @@ if any other product module reaches a private nats-py name:
 
 - ``Outbox``: append framed commands to a connection's outgoing buffer and
   wake its flusher (nats-py's ``publish`` costs ~40 µs a message with headers);
-- ``take_over_queue`` and ``Taken``: read a callback-less subscription's
-  queue directly, or replace it, with the bookkeeping nats-py's reader does;
-- ``parse_header_lines``: the header parser, at a fraction of nats-py's cost;
-- ``NatsClient``: messages built so that a malformed one (a subject or reply
-  that is not UTF-8, a broken header block) costs that message only, never
-  the read loop; no credentials sent in clear when TLS was asked for; backoff
-  between reconnect rounds;
+- ``take_over_queue`` and ``Taken``: replace a callback-less subscription's
+  queue with a lighter one, or with a function each message is handed to;
+- ``use_fast_header_parser``: ``_headers.parse_header_lines`` as nats-py's parser;
+- ``NatsClient``: a taken-over subscription's messages fed without nats-py's
+  general path; a malformed message (a subject or reply that is not UTF-8, a
+  broken header block) costs that message only, never the read loop; no
+  credentials in clear when TLS was asked for; backoff between reconnects;
 - ``drop_reconnect_buffer`` and ``unread_subscriptions``, for closing.
 
 The installed nats-py is checked at import against ``NATS_PY_RANGE``, the
@@ -28,13 +28,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import Callable
 from importlib import metadata
+from typing import Any, overload
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from ._headers import parse_header_lines
 
 __all__ = [
     "NATS_PY_RANGE",
@@ -104,60 +108,6 @@ BadHeaderError: type[nats.errors.Error] = getattr(nats.errors, "BadHeaderError",
 """nats-py's error for a header key that is not a token (2.16 added it; 2.15 has none)."""
 
 # --- parsing headers fast ---------------------------------------------------
-
-_WHITESPACE = re.compile(r"[\t\n\x0b\x0c\r\x1c-\x1f ]")
-"""What ``str.isspace`` is true of in ASCII (a key is ASCII)."""
-_ASCII_SPACE = " \t\n\r\x0b\x0c"
-"""What ``bytes.strip`` strips."""
-_MAX_KNOWN_KEYS = 1024
-_clean_keys: set[str] = set()
-
-
-def parse_header_lines(raw: bytes) -> dict[str, str]:
-    """nats-py's ``Client._parse_header_lines``, at a fraction of its cost.
-
-    Same result for every input: lines without a colon, names that are not
-    ASCII or hold whitespace are skipped; values are stripped and decoded as
-    UTF-8 with replacement. An all-ASCII block (the usual one) is decoded once
-    and split as text.
-    """
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        return _parse_header_bytes(raw)
-    out: dict[str, str] = {}
-    for line in text.split("\r\n"):
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = name.strip(_ASCII_SPACE)
-        if key not in _clean_keys:
-            if _WHITESPACE.search(key):
-                continue
-            if len(_clean_keys) < _MAX_KNOWN_KEYS:
-                _clean_keys.add(key)
-        out[key] = value.strip(_ASCII_SPACE)
-    return out
-
-
-def _parse_header_bytes(raw: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in raw.split(b"\r\n"):
-        if not line:
-            continue
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        try:
-            key = name.strip().decode("ascii")
-        except UnicodeDecodeError:
-            continue
-        if _WHITESPACE.search(key):
-            continue
-        out[key] = value.strip().decode("utf-8", "replace")
-    return out
 
 
 def use_fast_header_parser(nc: Client) -> None:
@@ -233,6 +183,53 @@ class NatsClient(Client):
             self._malformed("a message whose subject is not UTF-8 arrived; dropped", exc)
             return None
         return msg
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        # a subscription whose queue was taken over (``take_over_queue``), the
+        # hot path's: what nats-py's reader does for it, with none of its
+        # JetStream branches and no coroutine per header block
+        sub: Any = self._subs.get(sid)
+        queue: Any = sub._pending_queue if sub is not None else None
+        kind = type(queue)
+        if (
+            (kind is not Taken and kind is not _Handed)
+            or sub._max_msgs > 0
+            or sub._jsi is not None
+            or sub._future is not None
+        ):
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            return
+        size = len(data)
+        if kind is Taken and (
+            0 < sub._pending_bytes_limit <= sub._pending_size + size or queue.full()
+        ):
+            # a slow consumer: nats-py's own path drops it and reports it
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            return
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += size
+        sub._received += 1
+        hdr: dict[str, str] | None = None
+        if headers:
+            if len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
+                hdr = parse_header_lines(headers[_FIRST_LINE:]) or None
+            else:
+                hdr = await self._process_headers(headers)
+        try:
+            msg: Msg = self.msg_class(
+                self, subject.decode(), reply.decode(), data, hdr, None, False, sid
+            )
+        except UnicodeDecodeError as exc:
+            self._malformed("a message whose subject is not UTF-8 arrived; dropped", exc)
+            return
+        if kind is Taken:
+            sub._pending_size += size
+            queue.put_nowait(msg)
+        else:
+            queue._on_message(msg)
 
     async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
         if headers and len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
@@ -346,43 +343,110 @@ class Outbox:
 
 
 class Taken:
-    """A callback-less subscription's queue, read by its owner instead of
-    ``next_msg``: ``await queue.get()``, then ``took(msg)`` for each message
-    (the bookkeeping nats-py's own reader does), and None once ``stop`` is called.
+    """A callback-less subscription's queue, taken over: nats-py's reader puts
+    each message in it as in its own ``asyncio.Queue``; the one reader takes
+    them with ``take``, a plain call, and awaits ``wait`` only when none is
+    there. A deque and a future: ``asyncio.Queue``'s ``get`` and ``task_done``
+    cost more than a task of the echo agent's."""
 
-    The two steps stay apart so that the hot path awaits the queue itself,
-    with no coroutine of its own per message.
-    """
-
-    __slots__ = ("_sub", "queue")
+    __slots__ = ("_drained", "_items", "_limit", "_sub", "_waiter", "stopped")
 
     def __init__(self, sub: Subscription) -> None:
         self._sub = sub
-        self.queue: asyncio.Queue[Msg | None] = sub._pending_queue  # type: ignore[assignment]
+        self._items: deque[Msg] = deque()
+        self._limit: int = sub._pending_msgs_limit
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self.stopped = False  # then ``take`` returning None means for good
+
+    def put_nowait(self, msg: Msg) -> None:
+        """Queue ``msg`` (nats-py has counted its bytes as pending) and wake the reader."""
+        if self._limit > 0 and len(self._items) >= self._limit:
+            raise asyncio.QueueFull  # nats-py's reader: a slow consumer, dropped
+        self._items.append(msg)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self._limit <= len(self._items)
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        """Until every message queued has been taken (a drain waits for this)."""
+        while self._items:
+            if self._drained is None or self._drained.done():
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def take(self) -> Msg | None:
+        """The next message, no longer counted as pending; None when none waits."""
+        items = self._items
+        if not items:
+            return None
+        msg = items.popleft()
+        self._sub._pending_size -= len(msg.data)
+        if not items and self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None
+        return msg
+
+    async def wait(self) -> None:
+        """Until a message waits or ``stop`` is called."""
+        if self._items or self.stopped:
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
 
     def over(self, max_bytes: int, max_messages: int) -> bool:
         """True while more than ``max_bytes`` of payload or ``max_messages``
         messages wait in the queue: refused then, before nats-py's own pending
         limits would drop messages unanswered (its client-side slow consumer)."""
-        return self._sub._pending_size > max_bytes or self.queue.qsize() > max_messages
-
-    def took(self, msg: Msg) -> None:
-        """Count ``msg`` (from ``queue.get()``) as no longer pending."""
-        self._sub._pending_size -= len(msg.data)
-        self.queue.task_done()
+        return self._sub._pending_size > max_bytes or len(self._items) > max_messages
 
     def stop(self) -> None:
-        """Wake the reader with None (the subscription is drained or gone)."""
-        self.queue.put_nowait(None)
+        """Wake the reader; ``take`` gives None once the queue is empty (the
+        subscription is drained or gone)."""
+        self.stopped = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
-def take_over_queue(sub: Subscription, on_message: Callable[[Msg], None] | None = None) -> Taken:
-    """Read ``sub``'s messages directly (``Taken``), or, with ``on_message``, have
-    nats-py's reader hand each to it as it arrives, with no queue and no task
-    switch in between (the queue then always looks empty to ``drain``)."""
+@overload
+def take_over_queue(sub: Subscription) -> Taken: ...
+@overload
+def take_over_queue(sub: Subscription, on_message: Callable[[Msg], None]) -> None: ...
+
+
+def take_over_queue(
+    sub: Subscription, on_message: Callable[[Msg], None] | None = None
+) -> Taken | None:
+    """Read ``sub``'s messages directly (the ``Taken`` returned), or, with
+    ``on_message``, have nats-py's reader hand each to it as it arrives, with no
+    queue and no task switch in between (the queue then always looks empty to
+    ``drain``; None is returned)."""
     if on_message is not None:
         sub._pending_queue = _Handed(sub, on_message)  # type: ignore[assignment]
-    return Taken(sub)
+        return None
+    taken = Taken(sub)
+    sub._pending_queue = taken  # type: ignore[assignment]
+    return taken
 
 
 class _Handed:
