@@ -234,13 +234,17 @@ class CoreIntake:
         except BadInput as exc:
             task_id = new_task_id()
             error = ErrorInfo(code=400, type="bad_input", message=exc.message)
-        body = begun = b""
         if error is None:
             error, cancel_reason, body, begun = await self._executor.execute_in(
                 slot, capability, msg, task_id, started_ns
             )
+            if error is None:
+                pending = self._replier.answer(capability, msg, task_id, started_ns, body, begun)
+                if pending is not None:
+                    await pending
+                return
         await self._replier.finish(
-            capability, msg, task_id, started_ns, error, cancel_reason, body, begun
+            capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
         )
 
     async def _cut_short(self, slot: Running) -> None:

@@ -216,8 +216,17 @@ class Executor:
                     if type(handling) is not types.CoroutineType:
                         handling = as_coroutine(handling)
                     if slot is not None:
-                        job = (capability, msg, started_ns)
-                        result = await self._handle(handling, task_id, time_left, slot, job)
+                        # the first step here, inline: most handlers answer in it
+                        began = time.monotonic()
+                        try:
+                            yielded = handling.send(None)
+                        except StopIteration as done:
+                            result = done.value
+                        else:
+                            job = (capability, msg, started_ns)
+                            result = await self._wait(
+                                handling, yielded, began, task_id, time_left, slot, job
+                            )
                     else:
                         # the scope is entered before the handler starts, so that
                         # the scopes the handler enters nest inside it
@@ -257,7 +266,6 @@ class Executor:
         task_id: str,
         time_left: float,
         running: Running,
-        job: tuple[str, Msg, int] | None = None,
     ) -> Any:
         """Run a handler in ``running``'s scope (entered by the caller): its first
         step at once, then, if it waits, with a deadline and reachable by ``cancel``."""
@@ -268,6 +276,20 @@ class Executor:
             # answered without waiting: nothing could cancel it or time it out,
             # so it needed no deadline and no registration
             return done.value
+        return await self._wait(handling, yielded, began, task_id, time_left, running)
+
+    async def _wait(
+        self,
+        handling: Coroutine[Any, Any, Any],
+        yielded: Any,
+        began: float,
+        task_id: str,
+        time_left: float,
+        running: Running,
+        job: tuple[str, Msg, int] | None = None,
+    ) -> Any:
+        """The rest of a handler whose first step (begun at ``began``, monotonic)
+        waits on ``yielded``: with a deadline, and reachable by ``cancel``."""
         self._flush_begun()
         scope = running.scope
         scope.deadline = anyio.current_time() + time_left - (time.monotonic() - began)

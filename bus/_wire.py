@@ -165,6 +165,10 @@ class Wire:
         if self._append(commands, messages):
             await self._outbox.flush()
 
+    async def flush(self) -> None:
+        """Write the buffer now (after ``write_nowait`` returned True)."""
+        await self._outbox.flush()
+
 
 _wires: weakref.WeakKeyDictionary[Client, Wire] = weakref.WeakKeyDictionary()
 
