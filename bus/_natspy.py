@@ -12,33 +12,31 @@ if any other product module reaches a private nats-py name:
 - ``take_over_queue`` and ``Taken``: replace a callback-less subscription's
   queue with a lighter one, or with a function each message is handed to;
 - ``use_fast_header_parser``: ``_headers.parse_header_lines`` as nats-py's parser;
-- ``NatsClient``: a taken-over subscription's messages fed without nats-py's
-  general path; a malformed message (a subject or reply that is not UTF-8, a
-  broken header block) costs that message only, never the read loop; no
-  credentials in clear when TLS was asked for; backoff between reconnects;
+- ``NatsClient``: ``MSG``/``HMSG`` parsed by offset and a taken-over
+  subscription's messages handed over by a plain call; a malformed message
+  costs that message only, never the read loop; no credentials in clear when
+  TLS was asked for; backoff between reconnects;
 - ``drop_reconnect_buffer`` and ``unread_subscriptions``, for closing.
 
-The installed nats-py is checked at import against ``NATS_PY_RANGE``, the
-versions CI runs these guards on: any other is refused with an error that says
-what to install, rather than risking a hang on an internal that moved.
+The installed nats-py is checked at import (``_natspy_range``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any, overload
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
 from ._headers import parse_header_lines
+from ._natspy_range import NATS_PY_RANGE, check_nats_py_version
 
 __all__ = [
     "NATS_PY_RANGE",
@@ -57,50 +55,6 @@ __all__ = [
 
 log = logging.getLogger("callboard.bus")
 
-NATS_PY_RANGE = ((2, 15), (2, 17))
-"""The nats-py versions the seam is tested against: at least the first, below the second."""
-
-
-def _range_text() -> str:
-    (lo_major, lo_minor), (hi_major, hi_minor) = NATS_PY_RANGE
-    return f">={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
-
-
-def _release(version: str) -> tuple[int, ...]:
-    numbers = []
-    for part in version.split("."):
-        digits = re.match(r"\d+", part)
-        if digits is None:
-            break
-        numbers.append(int(digits.group()))
-        if digits.end() < len(part):  # 2.17.0rc1: a pre-release of 2.17.0
-            break
-    return tuple(numbers)
-
-
-def check_nats_py_version(version: str | None = None) -> str:
-    """Refuse a nats-py outside ``NATS_PY_RANGE`` (the installed one by default).
-
-    Raises:
-        ImportError: the version is outside the range; the message names the
-            range and the pip command that installs a good version.
-    """
-    if version is None:
-        try:
-            version = metadata.version("nats-py")
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-    low, high = NATS_PY_RANGE
-    if not low <= _release(version)[:2] < high:
-        wanted = _range_text()
-        raise ImportError(
-            f"callboard needs nats-py {wanted} (the versions it is tested with), but "
-            f"nats-py {version} is installed: run  pip install 'nats-py[nkeys]{wanted}'"
-        )
-    return version
-
-
-NATS_PY_VERSION = check_nats_py_version()
 
 BadHeaderError: type[nats.errors.Error] = getattr(nats.errors, "BadHeaderError", None) or type(
     "BadHeaderError", (nats.errors.Error,), {"__doc__": "A header key that is not a token."}
@@ -164,6 +118,7 @@ class NatsClient(Client):
         self.malformed_messages = 0
         self.on_malformed: Callable[[], None] | None = None
         use_fast_header_parser(self)
+        self._ps = _Parser(self)
 
     def _malformed(self, what: str, exc: BaseException) -> None:
         self.malformed_messages += 1
@@ -187,49 +142,46 @@ class NatsClient(Client):
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
-        # a subscription whose queue was taken over (``take_over_queue``), the
-        # hot path's: what nats-py's reader does for it, with none of its
-        # JetStream branches and no coroutine per header block
+        if not self._delivered(sid, subject, reply, data, headers):
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+
+    def _delivered(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> bool:
+        """Hand a taken-over subscription's message to it, as nats-py's reader would,
+        minus JetStream and coroutines; False leaves it to nats-py's reader."""
         sub: Any = self._subs.get(sid)
         queue: Any = sub._pending_queue if sub is not None else None
         kind = type(queue)
-        if (
-            (kind is not Taken and kind is not _Handed)
-            or sub._max_msgs > 0
-            or sub._jsi is not None
-            or sub._future is not None
-        ):
-            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
-            return
+        if (kind is not Taken and kind is not _Handed) or sub._max_msgs or sub._jsi or sub._future:
+            return False
         size = len(data)
         if kind is Taken and (
             0 < sub._pending_bytes_limit <= sub._pending_size + size or queue.full()
         ):
-            # a slow consumer: nats-py's own path drops it and reports it
-            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
-            return
+            return False  # a slow consumer: nats-py's own path drops it and reports it
+        hdr: dict[str, str] | None = None
+        if headers:
+            if len(headers) <= _PLAIN_BLOCK_MIN or headers[_STATUS_AT] == _SPACE:
+                return False  # an inline status (no responders) or a broken block
+            hdr = parse_header_lines(headers[_FIRST_LINE:]) or None
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += size
         sub._received += 1
-        hdr: dict[str, str] | None = None
-        if headers:
-            if len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
-                hdr = parse_header_lines(headers[_FIRST_LINE:]) or None
-            else:
-                hdr = await self._process_headers(headers)
         try:
             msg: Msg = self.msg_class(
                 self, subject.decode(), reply.decode(), data, hdr, None, False, sid
             )
         except UnicodeDecodeError as exc:
             self._malformed("a message whose subject is not UTF-8 arrived; dropped", exc)
-            return
+            return True
         if kind is Taken:
             sub._pending_size += size
             queue.put_nowait(msg)
         else:
             queue._on_message(msg)
+        return True
 
     async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
         if headers and len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
@@ -264,6 +216,55 @@ class NatsClient(Client):
             )
         command: bytes = super()._connect_command()
         return command
+
+
+class _Parser(Parser):
+    """nats-py's parser, but ``MSG`` and ``HMSG`` are read by offset, with no regex
+    and no coroutine for a taken-over subscription's message (``_delivered``);
+    any other command line goes through nats-py's own ``parse``, one by one."""
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self.state != AWAITING_CONTROL_LINE:  # nats-py's parse left a payload half-read
+            await super().parse(data)
+            return
+        if self.buf:
+            self.buf.extend(data)
+            data = bytes(self.buf)
+        nc: NatsClient = self.nc
+        pos, end = 0, len(data)
+        while pos < end:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break  # the rest of the line is still to come
+            args = data[pos:eol].split()
+            op, n = args[0] if args else b"", len(args)
+            if op == b"HMSG" and (n == 5 or n == 6) and args[-1].isdigit() and args[-2].isdigit():
+                hsize = int(args[-2])
+            elif op == b"MSG" and (n == 4 or n == 5) and args[-1].isdigit():
+                hsize = 0
+            else:  # another command (or a malformed one): nats-py's parse, for that line
+                self.buf = bytearray(data[pos : eol + 2])
+                await super().parse()
+                pos = eol + 2
+                if self.state != AWAITING_CONTROL_LINE:  # a line nats-py read as MSG
+                    self.buf.extend(data[pos:])
+                    await super().parse()
+                    return
+                continue
+            if not args[2].isdigit():
+                raise nats.errors.ProtocolError("nats: malformed MSG")
+            start = eol + 2
+            stop = start + int(args[-1])
+            if stop + 2 > end:
+                break  # the payload is still to come: this line is read again then
+            sid, subject = int(args[2]), args[1]
+            reply = args[3] if n == (6 if op == b"HMSG" else 5) else b""
+            headers = data[start : start + hsize] if hsize else None
+            payload = data[start + hsize : stop]
+            pos = stop + 2
+            if not nc._delivered(sid, subject, reply, payload, headers):
+                await nc._process_msg(sid, subject, reply, payload, headers)
+        self.buf = bytearray(data[pos:])
 
 
 # --- writing framed commands ------------------------------------------------
@@ -376,9 +377,6 @@ class Taken:
 
     def full(self) -> bool:
         return 0 < self._limit <= len(self._items)
-
-    def task_done(self) -> None:
-        pass
 
     async def join(self) -> None:
         """Until every message queued has been taken (a drain waits for this)."""

@@ -314,3 +314,90 @@ async def test_the_usual_header_block_is_parsed_as_nats_py_parses_it() -> None:
         assert await ours._process_headers(block) == expected, block
         compared += 1
     assert compared > 10_000
+
+
+class _Recorder:
+    """What a parser hands on, recorded; ``deliver`` says whether ``_delivered`` takes it."""
+
+    def __init__(self, deliver: bool) -> None:
+        self.seen: list[tuple[object, ...]] = []
+        self.deliver = deliver
+
+    def _delivered(self, *message: object) -> bool:
+        if self.deliver:
+            self.seen.append(("msg", *message))
+        return self.deliver
+
+    async def _process_msg(self, *message: object) -> None:
+        self.seen.append(("msg", *(bytes(m) if isinstance(m, bytearray) else m for m in message)))
+
+    async def _process_ping(self) -> None:
+        self.seen.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.seen.append(("pong",))
+
+    async def _process_info(self, info: dict[str, object]) -> None:
+        self.seen.append(("info", info))
+
+    async def _process_err(self, err: str) -> None:
+        self.seen.append(("err", err))
+
+
+def _hmsg(subject: str, sid: int, reply: str, headers: bytes, payload: bytes) -> bytes:
+    size = len(headers)
+    line = f"HMSG {subject} {sid} {reply} {size} {size + len(payload)}".replace("  ", " ")
+    return line.encode() + b"\r\n" + headers + payload + b"\r\n"
+
+
+_STREAM = b"".join(
+    (
+        b'INFO {"server_id": "x y", "max_payload": 1048576}\r\n',
+        b"MSG a.b 1 5\r\nhello\r\n",
+        b"MSG a.b 1 _INBOX.r 0\r\n\r\n",
+        b"PING\r\n",
+        _hmsg("a.c", 2, "_INBOX.r", b"NATS/1.0\r\nK: v\r\n\r\n", b"abc"),
+        b"+OK\r\nPONG\r\n",
+        _hmsg("a.c", 2, "", b"NATS/1.0\r\n\r\n", b"hi"),
+        _hmsg("a.c", 2, "_INBOX.q", b"NATS/1.0 503\r\n\r\n", b""),
+        b"MSG a.b 1 8\r\nwith\r\nnl\r\n",
+        b"-ERR 'Permissions Violation for Publish to x'\r\n",
+        b"MSG a.b\t1  3\r\nabc\r\n",
+    )
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("deliver", [False, True])
+async def test_the_parser_reads_every_command_as_nats_pys_does(deliver: bool) -> None:
+    from nats.protocol.parser import Parser
+
+    theirs = _Recorder(deliver=False)
+    reference = Parser(theirs)
+    await reference.parse(_STREAM)
+    assert len(theirs.seen) == 11 and reference.buf == bytearray()
+    rng = random.Random(13)
+    for cuts in [[], *[sorted(rng.sample(range(1, len(_STREAM)), 6)) for _ in range(300)]]:
+        ours = _Recorder(deliver)
+        parser = type(NatsClient()._ps)(ours)
+        for lo, hi in zip([0, *cuts], [*cuts, len(_STREAM)], strict=True):
+            await parser.parse(_STREAM[lo:hi])
+        assert ours.seen == theirs.seen, cuts
+        assert parser.buf == bytearray() and parser.state == reference.state
+
+
+@pytest.mark.anyio
+async def test_the_parser_refuses_what_nats_pys_refuses() -> None:
+    import nats.errors
+    from nats.protocol.parser import Parser
+
+    for line in (b"HMSG a x 1 2\r\n", b"BOGUS\r\n", b"MSG a b c d e f\r\n"):
+        with pytest.raises(nats.errors.ProtocolError):
+            await Parser(_Recorder(False)).parse(line)
+        with pytest.raises(nats.errors.ProtocolError):
+            await type(NatsClient()._ps)(_Recorder(False)).parse(line)
+    # what the parser relies on in nats-py's
+    parser = Parser(_Recorder(False))
+    assert (parser.buf, parser.state) == (bytearray(), 1)
+    assert "await self.nc._process_msg(sid, subject, reply, payload, hdr)" in _source(Parser.parse)
+    assert "self._ps.parse(b)" in _source(Client._read_loop)
