@@ -102,11 +102,9 @@ def current_context() -> TaskContext:
         ) from None
 
 
-def set_context(context: TaskContext) -> object:
-    """Install a context for the running handler; returns a token for reset."""
-    return _current.set(context)
+set_context = _current.set
+"""Install a context for the running handler; returns a token for ``reset_context``
+(the context variable's own method: no call of ours per task)."""
 
-
-def reset_context(token: object) -> None:
-    """Undo ``set_context``."""
-    _current.reset(token)  # type: ignore[arg-type]
+reset_context = _current.reset
+"""Undo ``set_context``."""

@@ -209,7 +209,7 @@ class CoreIntake:
                 return
             if series is not None:
                 series.received.inc()
-            executor.task_began()
+            executor.in_flight += 1  # task_began()
             run = self._run(capability, msg, slot)
             try:
                 try:
@@ -236,7 +236,7 @@ class CoreIntake:
             error = ErrorInfo(code=400, type="bad_input", message=exc.message)
         if error is None:
             error, cancel_reason, body, begun = await self._executor.execute_in(
-                slot, capability, msg, task_id, started_ns
+                capability, msg, task_id, slot, started_ns
             )
             if error is None:
                 pending = self._replier.answer(capability, msg, task_id, started_ns, body, begun)

@@ -108,6 +108,7 @@ class Executor:
         self._unsent = b""
         self._running: dict[str, Running] = {}
         self._idle: anyio.Event | None = None
+        self._on_delegated = series.delegated if series is not None else None
 
     # --- in flight ----------------------------------------------------------
 
@@ -144,21 +145,10 @@ class Executor:
         """Run the handler on one task message in a cancel scope of its own;
         publish its ``accepted`` and ``started`` events. Publishes no reply and no
         final event, and counts nothing: the intake decides how to answer."""
-        error, cancel_reason, body, begun = await self._execute(capability, msg, task_id)
+        error, cancel_reason, body, begun = await self.execute_in(capability, msg, task_id)
         if begun:
             self._write_begun(begun)
         return error, cancel_reason, body
-
-    def execute_in(
-        self, slot: Running, capability: str, msg: Msg, task_id: str, started_ns: int
-    ) -> Coroutine[Any, Any, tuple[ErrorInfo | None, str, bytes, bytes]]:
-        """``execute`` in a pool worker's ``slot``, whose scope (entered before any
-        of its tasks) a cancel or deadline unwinds to: the worker answers such a
-        task (``cut_short``). The ``accepted`` and ``started`` events of a handler
-        that answered without waiting come back unwritten (the last item), for
-        the caller to write ahead of the reply in one go. (The coroutine itself,
-        not one awaiting it: a coroutine less per task.)"""
-        return self._execute(capability, msg, task_id, slot, started_ns)
 
     def new_slot(self) -> Running:
         """A fresh cancel scope for a pool worker."""
@@ -175,7 +165,7 @@ class Executor:
             return error, reason
         return self.deadline_error(task_id, slot.time_left), ""
 
-    async def _execute(
+    async def execute_in(
         self,
         capability: str,
         msg: Msg,
@@ -183,6 +173,12 @@ class Executor:
         slot: Running | None = None,
         started_ns: int = 0,
     ) -> tuple[ErrorInfo | None, str, bytes, bytes]:
+        """``execute`` in a pool worker's ``slot``, whose scope (entered before any
+        of its tasks) a cancel or deadline unwinds to: the worker answers such a
+        task (``cut_short``). The ``accepted`` and ``started`` events of a handler
+        that answered without waiting come back unwritten (the last item), for
+        the caller to write ahead of the reply in one go. Without a slot: in a
+        scope of its own, for ``execute``."""
         # the begun events wait in _unsent: the first step of a handler runs with
         # no other task in between, and they are written before it first waits,
         # before its first progress event, or before its failure
@@ -194,9 +190,11 @@ class Executor:
             except Exception as exc:  # a sender name above the server's max_payload
                 self.status.lost(exc, *BEGUN)
             try:
-                time_left = task.time_left()
-                if time_left is None:
+                deadline_ms = task.deadline_ms  # task.time_left(), without two calls
+                if deadline_ms is None:
                     time_left = self.agent.default_timeout
+                else:
+                    time_left = (deadline_ms - time.time_ns() // 1_000_000) / 1000.0
                 if time_left <= 0:
                     raise TaskError(
                         f"task {task_id} arrived after its deadline; nobody waits for it any more",
@@ -208,7 +206,7 @@ class Executor:
                     self.agent.id,
                     self.client,
                     self._progress,
-                    on_delegated=self.series.delegated if self.series is not None else None,
+                    on_delegated=self._on_delegated,
                 )
                 token = set_context(context)
                 try:
@@ -248,7 +246,8 @@ class Executor:
                 return None, "", body, begun
             finally:
                 self.caller_cancels.forget(task_id)  # security: caller-only cancel
-                self._flush_begun()
+                if self._unsent:
+                    self._flush_begun()
         except BadInput as exc:
             if exc.message.startswith(_RESULT):
                 return ErrorInfo(code=500, type="bad_result", message=exc.message), "", b"", b""

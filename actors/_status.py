@@ -135,32 +135,30 @@ class StatusPublisher:
     def begun_frames(self, task: AgentMessage) -> bytes:
         """The ``accepted`` and ``started`` events of ``task``, framed (count them
         with ``sent(*BEGUN)`` once written)."""
-        ts = time.time()
-        agent, task_id, capability = self.agent_id, task.task_id, task.capability
-        sender = task.sender[:MAX_SENDER]
         accepted = _encoder.encode(
-            Accepted(agent=agent, ts=ts, task_id=task_id, capability=capability, sender=sender)
+            Accepted(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task.task_id,
+                capability=task.capability,
+                sender=task.sender[:MAX_SENDER],
+            )
         )
-        started = _encoder.encode(
-            Started(agent=agent, ts=ts, task_id=task_id, capability=capability, sender=sender)
-        )
-        frames = self._frames
-        return frames.event("accepted", accepted) + frames.event("started", started)
+        return self._frames.begun(accepted)  # started: the same but for its state
 
     def completed_frame(
         self, task_id: str, capability: str, elapsed_ms: float, sender: str = ""
     ) -> bytes:
         """The ``completed`` event, framed (``sender`` from ``claimed_sender``)."""
-        return self.frame(
-            Completed(
-                agent=self.agent_id,
-                ts=time.time(),
-                task_id=task_id,
-                capability=capability,
-                sender=sender,
-                elapsed_ms=round(elapsed_ms, 3),
-            )
+        event = Completed(
+            agent=self.agent_id,
+            ts=time.time(),
+            task_id=task_id,
+            capability=capability,
+            sender=sender,
+            elapsed_ms=round(elapsed_ms, 3),
         )
+        return self._frames.event("completed", _encoder.encode(event))
 
     async def accepted(self, task: AgentMessage) -> None:
         """The task was taken off the bus."""

@@ -214,6 +214,11 @@ def decode_task(
             receiver=receiver,
         )
     chain_header = headers.get(CHAIN)
+    deadline = headers.get(DEADLINE)
+    if deadline is not None and deadline.isascii() and deadline.isdigit() and len(deadline) < 19:
+        deadline_ms: int | None = int(deadline)  # the usual one, well within 64 bits
+    else:
+        deadline_ms = _int_header(headers, DEADLINE)
     return AgentMessage(
         type=MessageType.TASK,
         task_id=task_id,
@@ -222,8 +227,8 @@ def decode_task(
         sender=headers.get(SENDER) or "anonymous",
         receiver=receiver,
         capability=capability,
-        seq=_int_header(headers, SEQ),
-        deadline_ms=_int_header(headers, DEADLINE),
+        seq=_int_header(headers, SEQ) if SEQ in headers else None,
+        deadline_ms=deadline_ms,
         chain=tuple(chain_header.split(",")) if chain_header else (),
         traceparent=headers.get(TRACEPARENT),
     )

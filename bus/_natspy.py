@@ -157,7 +157,8 @@ class NatsClient(Client):
             return False
         size = len(data)
         if kind is Taken and (
-            0 < sub._pending_bytes_limit <= sub._pending_size + size or queue.full()
+            0 < sub._pending_bytes_limit <= sub._pending_size + size
+            or 0 < queue._limit <= len(queue._items)  # queue.full()
         ):
             return False  # a slow consumer: nats-py's own path drops it and reports it
         hdr: dict[str, str] | None = None

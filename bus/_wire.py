@@ -189,21 +189,32 @@ class ReplyFrames:
         agent_id: put in every reply's ``Agent-Id``.
     """
 
-    __slots__ = ("_head", "_tail", "agent_id", "wire")
+    __slots__ = ("_fixed", "_head", "_nc", "_tail", "agent_id", "wire")
 
     def __init__(self, wire: Wire, agent_id: str) -> None:
         self.wire = wire
         self.agent_id = agent_id
-        self._head = f"NATS/1.0\r\n{TASK_ID}: "
-        self._tail = f"\r\n{AGENT_ID}: {_header_value(agent_id)}\r\n\r\n"
+        self._nc = wire.nc
+        # the header block is fixed but for the task id: framed once, by hand
+        self._head = f"NATS/1.0\r\n{TASK_ID}: ".encode()
+        self._tail = f"\r\n{AGENT_ID}: {_header_value(agent_id)}\r\n\r\n".encode()
+        self._fixed = len(self._head) + len(self._tail)
 
     def result(self, reply: str, task_id: str, body: bytes) -> bytes:
-        """A success reply (``task_id`` already valid: no CR/LF, no edge spaces).
+        """A success reply (``task_id`` already valid: printable ASCII, no spaces).
 
         Raises:
             nats.errors.MaxPayloadError: the result is above the server's limit.
         """
-        return self.wire.hpub(reply, "", f"{self._head}{task_id}{self._tail}".encode(), body)
+        task = task_id.encode()
+        hsize = self._fixed + len(task)
+        size = hsize + len(body)
+        if size > self._nc.max_payload:  # the server counts headers too
+            raise nats.errors.MaxPayloadError
+        return b"HPUB %s %d %d\r\n%s%s%s%s\r\n" % (
+            reply.encode(),
+            *(hsize, size, self._head, task, self._tail, body),
+        )
 
     def error(self, reply: str, task_id: str, error: ErrorInfo) -> bytes:
         """An error reply: ``Nats-Service-Error`` headers and a ``{"error": ...}`` body.
@@ -215,6 +226,10 @@ class ReplyFrames:
         return self.wire.hpub(reply, "", header_block(headers), body)
 
 
+_STARTED = b'{"state":"started"'
+_ACCEPTED = b'{"state":"accepted"'
+
+
 class EventFrames:
     """``PUB`` commands on one agent's status subjects, ``<prefix>.status.<id>.<state>``.
 
@@ -223,13 +238,21 @@ class EventFrames:
         subject_prefix: ``<prefix>.status.<agent_id>.`` (``Subjects.status_prefix``).
     """
 
-    __slots__ = ("_heads", "_nc", "_prefix", "wire")
+    __slots__ = ("_accepted", "_heads", "_nc", "_prefix", "_started", "wire")
 
     def __init__(self, wire: Wire, subject_prefix: str) -> None:
         self.wire = wire
         self._nc = wire.nc
         self._prefix = subject_prefix
         self._heads: dict[str, bytes] = {}
+        self._accepted = self._head("accepted")
+        self._started = self._head("started")
+
+    def _head(self, state: str) -> bytes:
+        head = self._heads.get(state)
+        if head is None:
+            head = self._heads[state] = f"PUB {self._prefix}{state} ".encode()
+        return head
 
     def event(self, state: str, body: bytes) -> bytes:
         """The event of ``state`` (a JSON body).
@@ -239,7 +262,21 @@ class EventFrames:
         """
         if len(body) > self._nc.max_payload:
             raise nats.errors.MaxPayloadError
-        head = self._heads.get(state)
-        if head is None:
-            head = self._heads[state] = f"PUB {self._prefix}{state} ".encode()
-        return b"".join((head, b"%d\r\n" % len(body), body, b"\r\n"))
+        return b"%s%d\r\n%s\r\n" % (self._head(state), len(body), body)
+
+    def begun(self, accepted: bytes) -> bytes:
+        """The ``accepted`` event (its encoded body), then the ``started`` event,
+        which is the same but for the state the encoding puts first.
+
+        Raises:
+            nats.errors.MaxPayloadError: the events are above the server's limit.
+        """
+        size = len(accepted)
+        if size > self._nc.max_payload:
+            raise nats.errors.MaxPayloadError
+        if not accepted.startswith(_ACCEPTED):
+            raise ValueError(f"not an accepted event: {accepted[:40]!r}")
+        return b"%s%d\r\n%s\r\n%s%d\r\n%s%s\r\n" % (
+            *(self._accepted, size, accepted),
+            *(self._started, size - 1, _STARTED, accepted[len(_ACCEPTED) :]),
+        )
