@@ -39,7 +39,7 @@ from bus.wire import Wire
 
 from ._agent import Agent
 from ._capability_address import CallerCancels
-from ._context import TaskContext, reset_context, set_context
+from ._context import TaskContexts, bind_task, unbind_task
 from ._discovery import EndpointCounters
 from ._pool import Running, as_coroutine, resume
 from ._status import BEGUN, StatusPublisher
@@ -108,7 +108,12 @@ class Executor:
         self._unsent = b""
         self._running: dict[str, Running] = {}
         self._idle: anyio.Event | None = None
-        self._on_delegated = series.delegated if series is not None else None
+        self._contexts = TaskContexts(
+            agent.id,
+            client,
+            self._progress,
+            on_delegated=series.delegated if series is not None else None,
+        )
 
     # --- in flight ----------------------------------------------------------
 
@@ -201,14 +206,7 @@ class Executor:
                         code=408,
                         type="timeout",
                     )
-                context = TaskContext(
-                    task,
-                    self.agent.id,
-                    self.client,
-                    self._progress,
-                    on_delegated=self._on_delegated,
-                )
-                token = set_context(context)
+                token = bind_task((self._contexts, task))
                 try:
                     handling = self.agent.handle(task)
                     if type(handling) is not types.CoroutineType:
@@ -240,7 +238,7 @@ class Executor:
                             error = self.deadline_error(task_id, time_left)
                             return error, "", b"", b""
                 finally:
-                    reset_context(token)
+                    unbind_task(token)
                 body = encode_json(result, _RESULT)
                 begun, self._unsent = self._unsent, b""
                 return None, "", body, begun

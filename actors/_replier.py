@@ -85,7 +85,11 @@ class Replier:
         """``finish`` of a task that returned ``body``, without a coroutine of its
         own: what is left to await (a full buffer, a result too large), or None."""
         elapsed_ns = time.perf_counter_ns() - started_ns
-        self._executor.record(capability, elapsed_ns, None)
+        executor = self._executor  # executor.record(), inline
+        executor.counters[capability].record(elapsed_ns, None)
+        series = executor.capability_series.get(capability)
+        if series is not None:
+            series.finished(elapsed_ns / 1e9, None)
         elapsed_ms = elapsed_ns / 1e6
         status = self._status
         frames = status.completed_frame(

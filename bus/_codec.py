@@ -203,7 +203,10 @@ def decode_task(
     Raises:
         BadInput: the body is not JSON, has the wrong shape, or a header is malformed.
     """
-    payload = decode_json(data, decoder)
+    try:  # the usual payload: decoded without a call of ours
+        payload = (decoder or _any_decoder).decode(data) if data else decode_json(data, decoder)
+    except Exception:
+        payload = decode_json(data, decoder)  # raises the BadInput that says why
     if not headers:
         return AgentMessage(
             type=MessageType.TASK,

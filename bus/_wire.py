@@ -262,7 +262,8 @@ class EventFrames:
         """
         if len(body) > self._nc.max_payload:
             raise nats.errors.MaxPayloadError
-        return b"%s%d\r\n%s\r\n" % (self._head(state), len(body), body)
+        head = self._heads.get(state) or self._head(state)
+        return b"%s%d\r\n%s\r\n" % (head, len(body), body)
 
     def begun(self, accepted: bytes) -> bytes:
         """The ``accepted`` event (its encoded body), then the ``started`` event,
