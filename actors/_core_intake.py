@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
@@ -210,39 +212,71 @@ class CoreIntake:
             if series is not None:
                 series.received.inc()
             executor.in_flight += 1  # task_began()
-            run = self._run(capability, msg, slot)
             try:
+                rest = self._run_nowait(capability, msg, slot)
+                if rest is None:
+                    continue
                 try:
-                    yielded = run.send(None)
+                    yielded = rest.send(None)
                 except StopIteration:
                     continue
                 # the task waits: an idle worker leads while this one finishes it
                 self._jobs.put(intake)
-                await resume(run, yielded)
+                await resume(rest, yielded)
                 return
             finally:
                 executor.task_ended()
 
     async def _run(self, capability: str, msg: Msg, slot: Running) -> None:
+        rest = self._run_nowait(capability, msg, slot)
+        if rest is not None:
+            await rest
+
+    def _run_nowait(
+        self, capability: str, msg: Msg, slot: Running
+    ) -> Coroutine[Any, Any, None] | None:
+        """Run a task as far as it goes without waiting: None once it is answered,
+        else what is left to await (a handler that waits, an error reply, a full
+        buffer). A task costs no coroutine of its own this way."""
         started_ns = time.perf_counter_ns()
         headers = msg.headers
         task_id = (headers.get(TASK_ID) if headers else None) or new_task_id()
-        error: ErrorInfo | None = None
-        cancel_reason = ""
         try:
             validate_task_id(task_id)
         except BadInput as exc:
-            task_id = new_task_id()
             error = ErrorInfo(code=400, type="bad_input", message=exc.message)
-        if error is None:
-            error, cancel_reason, body, begun = await self._executor.execute_in(
-                capability, msg, task_id, slot, started_ns
+            return self._replier.finish(
+                capability, msg, new_task_id(), started_ns, error, "", b"", b""
             )
-            if error is None:
-                pending = self._replier.answer(capability, msg, task_id, started_ns, body, begun)
-                if pending is not None:
-                    await pending
-                return
+        running = self._executor.execute_in(capability, msg, task_id, slot, started_ns)
+        try:
+            yielded = running.send(None)
+        except StopIteration as done:
+            error, cancel_reason, body, begun = done.value
+        else:
+            return self._finish_waiting(running, yielded, capability, msg, task_id, started_ns)
+        if error is None:
+            return self._replier.answer(capability, msg, task_id, started_ns, body, begun)
+        return self._replier.finish(
+            capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
+        )
+
+    async def _finish_waiting(
+        self,
+        running: Coroutine[Any, Any, tuple[ErrorInfo | None, str, bytes, bytes]],
+        yielded: Any,
+        capability: str,
+        msg: Msg,
+        task_id: str,
+        started_ns: int,
+    ) -> None:
+        """The rest of a task whose handler waits on ``yielded``, and its answer."""
+        error, cancel_reason, body, begun = await resume(running, yielded)
+        if error is None:
+            pending = self._replier.answer(capability, msg, task_id, started_ns, body, begun)
+            if pending is not None:
+                await pending
+            return
         await self._replier.finish(
             capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
         )

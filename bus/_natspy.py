@@ -286,7 +286,7 @@ class Outbox:
         self._nc = nc
         self._kick: asyncio.Future[None] | None = None
 
-    def append(self, commands: bytes, messages: int) -> bool:
+    def append(self, commands: bytes, messages: int = 1) -> bool:
         """Append ``commands`` (``messages`` messages) and make sure the flusher runs.
 
         Returns True when the buffer went over its limit and the caller should
@@ -299,14 +299,15 @@ class Outbox:
                 reconnect buffer is full.
         """
         nc = self._nc
-        if nc._status != Client.CONNECTED:
-            self._check_state(len(commands))
+        size, connected = len(commands), nc._status == Client.CONNECTED  # nc.is_connected
+        if not connected:
+            self._check_state(size)
         nc._pending.append(commands)
-        nc._pending_data_size += len(commands)
+        nc._pending_data_size += size
         stats = nc.stats
         stats["out_msgs"] += messages
-        stats["out_bytes"] += len(commands)
-        if not nc.is_connected:
+        stats["out_bytes"] += size
+        if not connected:
             return False
         limit = nc._max_pending_size
         if limit > 0 and nc._pending_data_size > limit:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import nats.errors
 from nats.aio.client import Client
@@ -98,18 +98,36 @@ def task_header_block(**fields: Any) -> bytes:
     return "\r\n".join(lines).encode()
 
 
+class Append(Protocol):
+    """``Wire.write_nowait``'s signature."""
+
+    def __call__(self, commands: bytes, messages: int = 1, /) -> bool: ...
+
+
 class Wire:
     """Frames commands and appends them to one connection's outgoing buffer.
 
     Use ``wire_for(nc)``: one per connection.
     """
 
-    __slots__ = ("__weakref__", "_append", "_outbox", "nc")
+    __slots__ = ("__weakref__", "_outbox", "nc", "write_nowait")
 
     def __init__(self, nc: Client) -> None:
         self.nc = nc
         self._outbox = Outbox(nc)
-        self._append = self._outbox.append
+        self.write_nowait: Append = self._outbox.append
+        """Append framed commands (``messages`` messages, 1 by default) to the
+        buffer and make sure the flusher will run; True when the buffer went
+        over its limit and the caller should wait for it to be written
+        (``flush``; ``write`` does both). The outbox's own method, so that a
+        write costs one call.
+
+        Raises:
+            nats.errors.ConnectionClosedError: the connection is closed.
+            nats.errors.ConnectionDrainingError: it is draining its publishers.
+            nats.errors.OutboundBufferLimitError: it is reconnecting and the
+                reconnect buffer is full.
+        """
         # every message with headers that reaches this connection is parsed fast
         use_fast_header_parser(nc)
 
@@ -146,23 +164,9 @@ class Wire:
             raise nats.errors.MaxPayloadError
         return b"".join((f"PUB {subject} {size}\r\n".encode(), payload, b"\r\n"))
 
-    def write_nowait(self, commands: bytes, messages: int = 1) -> bool:
-        """Append framed commands to the buffer and make sure the flusher will run.
-
-        Returns True when the buffer went over its limit and the caller should
-        wait for it to be written (``write`` does).
-
-        Raises:
-            nats.errors.ConnectionClosedError: the connection is closed.
-            nats.errors.ConnectionDrainingError: it is draining its publishers.
-            nats.errors.OutboundBufferLimitError: it is reconnecting and the
-                reconnect buffer is full.
-        """
-        return self._append(commands, messages)
-
     async def write(self, commands: bytes, messages: int = 1) -> None:
         """``write_nowait``, then wait for the flush if the buffer is over its limit."""
-        if self._append(commands, messages):
+        if self.write_nowait(commands, messages):
             await self._outbox.flush()
 
     async def flush(self) -> None:
