@@ -184,13 +184,30 @@ class CoreIntake:
 
     async def _lead(self, intake: Intake, slot: Running) -> None:
         """Take ``intake``'s messages and run them, until one waits (then an idle
-        worker takes the lead over) or the subscription ends."""
-        taken = intake.taken
+        worker takes the lead over) or the subscription ends.
+
+        The answers of the tasks it runs through are held and written together
+        (``Replier.release``) whenever it stops: the queue is empty, a task
+        waits, or it hands the lead over; the flusher would not have sent them
+        any earlier."""
+        release = self._replier.release
+        try:
+            await self._lead_holding(intake, slot)
+        finally:
+            pending = release()
+            if pending is not None:  # a full buffer: counted, and the flusher writes it
+                pending.close()
+
+    async def _lead_holding(self, intake: Intake, slot: Running) -> None:
+        taken, release = intake.taken, self._replier.release
         take, over_budget = taken.take, taken.over
         capability, series, executor = intake.capability, intake.series, self._executor
         while True:
             msg = take()
             if msg is None:
+                pending = release()
+                if pending is not None:
+                    await pending
                 if taken.stopped:
                     return
                 try:
@@ -213,7 +230,7 @@ class CoreIntake:
                 series.received.inc()
             executor.in_flight += 1  # task_began()
             try:
-                rest = self._run_nowait(capability, msg, slot)
+                rest = self._run_nowait(capability, msg, slot, hold=True)
                 if rest is None:
                     continue
                 try:
@@ -222,6 +239,9 @@ class CoreIntake:
                     continue
                 # the task waits: an idle worker leads while this one finishes it
                 self._jobs.put(intake)
+                pending = release()
+                if pending is not None:
+                    await pending
                 await resume(rest, yielded)
                 return
             finally:
@@ -233,11 +253,12 @@ class CoreIntake:
             await rest
 
     def _run_nowait(
-        self, capability: str, msg: Msg, slot: Running
+        self, capability: str, msg: Msg, slot: Running, *, hold: bool = False
     ) -> Coroutine[Any, Any, None] | None:
         """Run a task as far as it goes without waiting: None once it is answered,
         else what is left to await (a handler that waits, an error reply, a full
-        buffer). A task costs no coroutine of its own this way."""
+        buffer). A task costs no coroutine of its own this way. With ``hold``,
+        a result's answer waits for ``Replier.release``."""
         started_ns = time.perf_counter_ns()
         headers = msg.headers
         task_id = (headers.get(TASK_ID) if headers else None) or new_task_id()
@@ -256,7 +277,9 @@ class CoreIntake:
         else:
             return self._finish_waiting(running, yielded, capability, msg, task_id, started_ns)
         if error is None:
-            return self._replier.answer(capability, msg, task_id, started_ns, body, begun)
+            return self._replier.answer(
+                capability, msg, task_id, started_ns, body, begun, hold=hold
+            )
         return self._replier.finish(
             capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
         )

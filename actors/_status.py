@@ -112,6 +112,17 @@ class StatusPublisher:
             for state in states:
                 self._counters[state].inc()
 
+    def sent_tasks(self, begun: int, finished: int) -> None:
+        """Count the events of ``finished`` tasks answered with a result, ``begun``
+        of them with their ``accepted`` and ``started`` too: one ``inc`` a state."""
+        self.published += 2 * begun + finished
+        counters = self._counters
+        if counters is not None:
+            if begun:
+                counters["accepted"].inc(begun)
+                counters["started"].inc(begun)
+            counters["completed"].inc(finished)
+
     def lost(self, exc: BaseException, *states: str) -> None:
         """Log events that could not be written."""
         log.warning(
