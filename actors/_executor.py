@@ -20,6 +20,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import anyio
+import msgspec
 from nats.aio.msg import Msg
 
 from bus import (
@@ -53,6 +54,7 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 """Bytes of payload an agent accepts; more is refused with 413."""
 
 _RESULT = "the handler's result"
+_encoder = msgspec.json.Encoder()
 
 Outcome = tuple[ErrorInfo | None, str, bytes]
 """What ``Executor.execute`` returns: (error or None, cancel reason or "", result body)."""
@@ -239,7 +241,10 @@ class Executor:
                             return error, "", b"", b""
                 finally:
                     unbind_task(token)
-                body = encode_json(result, _RESULT)
+                try:  # the usual result: encoded without a call of ours
+                    body = _encoder.encode(result)
+                except Exception:
+                    body = encode_json(result, _RESULT)  # raises the BadInput that says why
                 begun, self._unsent = self._unsent, b""
                 return None, "", body, begun
             finally:
