@@ -13,7 +13,14 @@ from typing import Any
 from bus import AgentMessage, CallboardError, TaskClient, dispatch_outcome
 from bus.micro import CapabilityInfo, discover_capabilities
 
-__all__ = ["DEFAULT_DISCOVERY_WAIT", "TaskContext", "current_context"]
+__all__ = [
+    "DEFAULT_DISCOVERY_WAIT",
+    "TaskContext",
+    "TaskContexts",
+    "bind_task",
+    "current_context",
+    "unbind_task",
+]
 
 DEFAULT_DISCOVERY_WAIT = 0.3
 """Seconds ``TaskContext.capabilities`` listens for ``$SRV.INFO`` replies."""
@@ -89,24 +96,50 @@ class TaskContext:
         await self._progress(self.task, message, data)
 
 
-_current: ContextVar[TaskContext] = ContextVar("callboard_task_context")
+class TaskContexts:
+    """Makes the ``TaskContext`` of each task of one agent, only when its handler
+    asks for one (most never do): a task is bound with ``bind_task`` as
+    ``(contexts, task)``, which costs no call and no object of its own."""
+
+    __slots__ = ("_client", "_on_delegated", "_progress", "agent_id")
+
+    def __init__(
+        self,
+        agent_id: str,
+        client: TaskClient,
+        progress: ProgressSink,
+        *,
+        on_delegated: DelegationSink | None = None,
+    ) -> None:
+        self.agent_id = agent_id
+        self._client = client
+        self._progress = progress
+        self._on_delegated = on_delegated
+
+    def of(self, task: AgentMessage) -> TaskContext:
+        """The context of ``task``."""
+        return TaskContext(
+            task, self.agent_id, self._client, self._progress, on_delegated=self._on_delegated
+        )
+
+
+_current: ContextVar[tuple[TaskContexts, AgentMessage]] = ContextVar("callboard_task_context")
 
 
 def current_context() -> TaskContext:
     """The context of the task this coroutine is handling."""
     try:
-        return _current.get()
+        contexts, task = _current.get()
     except LookupError:
         raise CallboardError(
             "no task is being handled here: Agent.context is only available inside handle()"
         ) from None
+    return contexts.of(task)
 
 
-def set_context(context: TaskContext) -> object:
-    """Install a context for the running handler; returns a token for reset."""
-    return _current.set(context)
+bind_task = _current.set
+"""Bind ``(contexts, task)`` to the running handler; returns a token for
+``unbind_task`` (the context variable's own method: no call of ours per task)."""
 
-
-def reset_context(token: object) -> None:
-    """Undo ``set_context``."""
-    _current.reset(token)  # type: ignore[arg-type]
+unbind_task = _current.reset
+"""Undo ``bind_task``."""

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
@@ -182,18 +184,38 @@ class CoreIntake:
 
     async def _lead(self, intake: Intake, slot: Running) -> None:
         """Take ``intake``'s messages and run them, until one waits (then an idle
-        worker takes the lead over) or the subscription ends."""
-        queue, took, over_budget = intake.taken.queue, intake.taken.took, intake.taken.over
+        worker takes the lead over) or the subscription ends.
+
+        The answers of the tasks it runs through are held and written together
+        (``Replier.release``) whenever it stops: the queue is empty, a task
+        waits, or it hands the lead over; the flusher would not have sent them
+        any earlier."""
+        release = self._replier.release
+        try:
+            await self._lead_holding(intake, slot)
+        finally:
+            pending = release()
+            if pending is not None:  # a full buffer: counted, and the flusher writes it
+                pending.close()
+
+    async def _lead_holding(self, intake: Intake, slot: Running) -> None:
+        taken, release = intake.taken, self._replier.release
+        take, over_budget = taken.take, taken.over
         capability, series, executor = intake.capability, intake.series, self._executor
         while True:
-            try:
-                msg = await queue.get()
-            except BaseException:
-                self._jobs.put(intake)  # cancelled: the lead goes to another worker
-                raise
+            msg = take()
             if msg is None:
-                return
-            took(msg)
+                pending = release()
+                if pending is not None:
+                    await pending
+                if taken.stopped:
+                    return
+                try:
+                    await taken.wait()
+                except BaseException:
+                    self._jobs.put(intake)  # cancelled: the lead goes to another worker
+                    raise
+                continue
             if msg.reply and not self.reply_guard.allows(msg.reply):  # security: no reflection
                 continue
             if not (self._accepting and executor.in_flight < executor.limit):
@@ -206,38 +228,80 @@ class CoreIntake:
                 return
             if series is not None:
                 series.received.inc()
-            executor.task_began()
-            run = self._run(capability, msg, slot)
+            executor.in_flight += 1  # task_began()
             try:
+                rest = self._run_nowait(capability, msg, slot, hold=True)
+                if rest is None:
+                    continue
                 try:
-                    yielded = run.send(None)
+                    yielded = rest.send(None)
                 except StopIteration:
                     continue
                 # the task waits: an idle worker leads while this one finishes it
                 self._jobs.put(intake)
-                await resume(run, yielded)
+                pending = release()
+                if pending is not None:
+                    await pending
+                await resume(rest, yielded)
                 return
             finally:
                 executor.task_ended()
 
     async def _run(self, capability: str, msg: Msg, slot: Running) -> None:
+        rest = self._run_nowait(capability, msg, slot)
+        if rest is not None:
+            await rest
+
+    def _run_nowait(
+        self, capability: str, msg: Msg, slot: Running, *, hold: bool = False
+    ) -> Coroutine[Any, Any, None] | None:
+        """Run a task as far as it goes without waiting: None once it is answered,
+        else what is left to await (a handler that waits, an error reply, a full
+        buffer). A task costs no coroutine of its own this way. With ``hold``,
+        a result's answer waits for ``Replier.release``."""
         started_ns = time.perf_counter_ns()
         headers = msg.headers
         task_id = (headers.get(TASK_ID) if headers else None) or new_task_id()
-        error: ErrorInfo | None = None
-        cancel_reason = ""
         try:
             validate_task_id(task_id)
         except BadInput as exc:
-            task_id = new_task_id()
             error = ErrorInfo(code=400, type="bad_input", message=exc.message)
-        body = begun = b""
-        if error is None:
-            error, cancel_reason, body, begun = await self._executor.execute_in(
-                slot, capability, msg, task_id, started_ns
+            return self._replier.finish(
+                capability, msg, new_task_id(), started_ns, error, "", b"", b""
             )
+        running = self._executor.execute_in(capability, msg, task_id, slot, started_ns)
+        try:
+            yielded = running.send(None)
+        except StopIteration as done:
+            error, cancel_reason, body, begun = done.value
+        else:
+            return self._finish_waiting(running, yielded, capability, msg, task_id, started_ns)
+        if error is None:
+            return self._replier.answer(
+                capability, msg, task_id, started_ns, body, begun, hold=hold
+            )
+        return self._replier.finish(
+            capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
+        )
+
+    async def _finish_waiting(
+        self,
+        running: Coroutine[Any, Any, tuple[ErrorInfo | None, str, bytes, bytes]],
+        yielded: Any,
+        capability: str,
+        msg: Msg,
+        task_id: str,
+        started_ns: int,
+    ) -> None:
+        """The rest of a task whose handler waits on ``yielded``, and its answer."""
+        error, cancel_reason, body, begun = await resume(running, yielded)
+        if error is None:
+            pending = self._replier.answer(capability, msg, task_id, started_ns, body, begun)
+            if pending is not None:
+                await pending
+            return
         await self._replier.finish(
-            capability, msg, task_id, started_ns, error, cancel_reason, body, begun
+            capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
         )
 
     async def _cut_short(self, slot: Running) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import anyio
+import msgspec
 from nats.aio.msg import Msg
 
 from bus import (
@@ -39,7 +40,7 @@ from bus.wire import Wire
 
 from ._agent import Agent
 from ._capability_address import CallerCancels
-from ._context import TaskContext, reset_context, set_context
+from ._context import TaskContexts, bind_task, unbind_task
 from ._discovery import EndpointCounters
 from ._pool import Running, as_coroutine, resume
 from ._status import BEGUN, StatusPublisher
@@ -53,6 +54,7 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 """Bytes of payload an agent accepts; more is refused with 413."""
 
 _RESULT = "the handler's result"
+_encoder = msgspec.json.Encoder()
 
 Outcome = tuple[ErrorInfo | None, str, bytes]
 """What ``Executor.execute`` returns: (error or None, cancel reason or "", result body)."""
@@ -108,6 +110,12 @@ class Executor:
         self._unsent = b""
         self._running: dict[str, Running] = {}
         self._idle: anyio.Event | None = None
+        self._contexts = TaskContexts(
+            agent.id,
+            client,
+            self._progress,
+            on_delegated=series.delegated if series is not None else None,
+        )
 
     # --- in flight ----------------------------------------------------------
 
@@ -144,21 +152,10 @@ class Executor:
         """Run the handler on one task message in a cancel scope of its own;
         publish its ``accepted`` and ``started`` events. Publishes no reply and no
         final event, and counts nothing: the intake decides how to answer."""
-        error, cancel_reason, body, begun = await self._execute(capability, msg, task_id)
+        error, cancel_reason, body, begun = await self.execute_in(capability, msg, task_id)
         if begun:
             self._write_begun(begun)
         return error, cancel_reason, body
-
-    def execute_in(
-        self, slot: Running, capability: str, msg: Msg, task_id: str, started_ns: int
-    ) -> Coroutine[Any, Any, tuple[ErrorInfo | None, str, bytes, bytes]]:
-        """``execute`` in a pool worker's ``slot``, whose scope (entered before any
-        of its tasks) a cancel or deadline unwinds to: the worker answers such a
-        task (``cut_short``). The ``accepted`` and ``started`` events of a handler
-        that answered without waiting come back unwritten (the last item), for
-        the caller to write ahead of the reply in one go. (The coroutine itself,
-        not one awaiting it: a coroutine less per task.)"""
-        return self._execute(capability, msg, task_id, slot, started_ns)
 
     def new_slot(self) -> Running:
         """A fresh cancel scope for a pool worker."""
@@ -175,7 +172,7 @@ class Executor:
             return error, reason
         return self.deadline_error(task_id, slot.time_left), ""
 
-    async def _execute(
+    async def execute_in(
         self,
         capability: str,
         msg: Msg,
@@ -183,6 +180,12 @@ class Executor:
         slot: Running | None = None,
         started_ns: int = 0,
     ) -> tuple[ErrorInfo | None, str, bytes, bytes]:
+        """``execute`` in a pool worker's ``slot``, whose scope (entered before any
+        of its tasks) a cancel or deadline unwinds to: the worker answers such a
+        task (``cut_short``). The ``accepted`` and ``started`` events of a handler
+        that answered without waiting come back unwritten (the last item), for
+        the caller to write ahead of the reply in one go. Without a slot: in a
+        scope of its own, for ``execute``."""
         # the begun events wait in _unsent: the first step of a handler runs with
         # no other task in between, and they are written before it first waits,
         # before its first progress event, or before its failure
@@ -194,30 +197,34 @@ class Executor:
             except Exception as exc:  # a sender name above the server's max_payload
                 self.status.lost(exc, *BEGUN)
             try:
-                time_left = task.time_left()
-                if time_left is None:
+                deadline_ms = task.deadline_ms  # task.time_left(), without two calls
+                if deadline_ms is None:
                     time_left = self.agent.default_timeout
+                else:
+                    time_left = (deadline_ms - time.time_ns() // 1_000_000) / 1000.0
                 if time_left <= 0:
                     raise TaskError(
                         f"task {task_id} arrived after its deadline; nobody waits for it any more",
                         code=408,
                         type="timeout",
                     )
-                context = TaskContext(
-                    task,
-                    self.agent.id,
-                    self.client,
-                    self._progress,
-                    on_delegated=self.series.delegated if self.series is not None else None,
-                )
-                token = set_context(context)
+                token = bind_task((self._contexts, task))
                 try:
                     handling = self.agent.handle(task)
                     if type(handling) is not types.CoroutineType:
                         handling = as_coroutine(handling)
                     if slot is not None:
-                        job = (capability, msg, started_ns)
-                        result = await self._handle(handling, task_id, time_left, slot, job)
+                        # the first step here, inline: most handlers answer in it
+                        began = time.monotonic()
+                        try:
+                            yielded = handling.send(None)
+                        except StopIteration as done:
+                            result = done.value
+                        else:
+                            job = (capability, msg, started_ns)
+                            result = await self._wait(
+                                handling, yielded, began, task_id, time_left, slot, job
+                            )
                     else:
                         # the scope is entered before the handler starts, so that
                         # the scopes the handler enters nest inside it
@@ -233,13 +240,17 @@ class Executor:
                             error = self.deadline_error(task_id, time_left)
                             return error, "", b"", b""
                 finally:
-                    reset_context(token)
-                body = encode_json(result, _RESULT)
+                    unbind_task(token)
+                try:  # the usual result: encoded without a call of ours
+                    body = _encoder.encode(result)
+                except Exception:
+                    body = encode_json(result, _RESULT)  # raises the BadInput that says why
                 begun, self._unsent = self._unsent, b""
                 return None, "", body, begun
             finally:
                 self.caller_cancels.forget(task_id)  # security: caller-only cancel
-                self._flush_begun()
+                if self._unsent:
+                    self._flush_begun()
         except BadInput as exc:
             if exc.message.startswith(_RESULT):
                 return ErrorInfo(code=500, type="bad_result", message=exc.message), "", b"", b""
@@ -257,7 +268,6 @@ class Executor:
         task_id: str,
         time_left: float,
         running: Running,
-        job: tuple[str, Msg, int] | None = None,
     ) -> Any:
         """Run a handler in ``running``'s scope (entered by the caller): its first
         step at once, then, if it waits, with a deadline and reachable by ``cancel``."""
@@ -268,6 +278,20 @@ class Executor:
             # answered without waiting: nothing could cancel it or time it out,
             # so it needed no deadline and no registration
             return done.value
+        return await self._wait(handling, yielded, began, task_id, time_left, running)
+
+    async def _wait(
+        self,
+        handling: Coroutine[Any, Any, Any],
+        yielded: Any,
+        began: float,
+        task_id: str,
+        time_left: float,
+        running: Running,
+        job: tuple[str, Msg, int] | None = None,
+    ) -> Any:
+        """The rest of a handler whose first step (begun at ``began``, monotonic)
+        waits on ``yielded``: with a deadline, and reachable by ``cancel``."""
         self._flush_begun()
         scope = running.scope
         scope.deadline = anyio.current_time() + time_left - (time.monotonic() - began)

@@ -112,6 +112,17 @@ class StatusPublisher:
             for state in states:
                 self._counters[state].inc()
 
+    def sent_tasks(self, begun: int, finished: int) -> None:
+        """Count the events of ``finished`` tasks answered with a result, ``begun``
+        of them with their ``accepted`` and ``started`` too: one ``inc`` a state."""
+        self.published += 2 * begun + finished
+        counters = self._counters
+        if counters is not None:
+            if begun:
+                counters["accepted"].inc(begun)
+                counters["started"].inc(begun)
+            counters["completed"].inc(finished)
+
     def lost(self, exc: BaseException, *states: str) -> None:
         """Log events that could not be written."""
         log.warning(
@@ -135,32 +146,30 @@ class StatusPublisher:
     def begun_frames(self, task: AgentMessage) -> bytes:
         """The ``accepted`` and ``started`` events of ``task``, framed (count them
         with ``sent(*BEGUN)`` once written)."""
-        ts = time.time()
-        agent, task_id, capability = self.agent_id, task.task_id, task.capability
-        sender = task.sender[:MAX_SENDER]
         accepted = _encoder.encode(
-            Accepted(agent=agent, ts=ts, task_id=task_id, capability=capability, sender=sender)
+            Accepted(
+                agent=self.agent_id,
+                ts=time.time(),
+                task_id=task.task_id,
+                capability=task.capability,
+                sender=task.sender[:MAX_SENDER],
+            )
         )
-        started = _encoder.encode(
-            Started(agent=agent, ts=ts, task_id=task_id, capability=capability, sender=sender)
-        )
-        frames = self._frames
-        return frames.event("accepted", accepted) + frames.event("started", started)
+        return self._frames.begun(accepted)  # started: the same but for its state
 
     def completed_frame(
         self, task_id: str, capability: str, elapsed_ms: float, sender: str = ""
     ) -> bytes:
         """The ``completed`` event, framed (``sender`` from ``claimed_sender``)."""
-        return self.frame(
-            Completed(
-                agent=self.agent_id,
-                ts=time.time(),
-                task_id=task_id,
-                capability=capability,
-                sender=sender,
-                elapsed_ms=round(elapsed_ms, 3),
-            )
+        event = Completed(
+            agent=self.agent_id,
+            ts=time.time(),
+            task_id=task_id,
+            capability=capability,
+            sender=sender,
+            elapsed_ms=round(elapsed_ms, 3),
         )
+        return self._frames.event("completed", _encoder.encode(event))
 
     async def accepted(self, task: AgentMessage) -> None:
         """The task was taken off the bus."""

@@ -203,7 +203,10 @@ def decode_task(
     Raises:
         BadInput: the body is not JSON, has the wrong shape, or a header is malformed.
     """
-    payload = decode_json(data, decoder)
+    try:  # the usual payload: decoded without a call of ours
+        payload = (decoder or _any_decoder).decode(data) if data else decode_json(data, decoder)
+    except Exception:
+        payload = decode_json(data, decoder)  # raises the BadInput that says why
     if not headers:
         return AgentMessage(
             type=MessageType.TASK,
@@ -214,6 +217,11 @@ def decode_task(
             receiver=receiver,
         )
     chain_header = headers.get(CHAIN)
+    deadline = headers.get(DEADLINE)
+    if deadline is not None and deadline.isascii() and deadline.isdigit() and len(deadline) < 19:
+        deadline_ms: int | None = int(deadline)  # the usual one, well within 64 bits
+    else:
+        deadline_ms = _int_header(headers, DEADLINE)
     return AgentMessage(
         type=MessageType.TASK,
         task_id=task_id,
@@ -222,8 +230,8 @@ def decode_task(
         sender=headers.get(SENDER) or "anonymous",
         receiver=receiver,
         capability=capability,
-        seq=_int_header(headers, SEQ),
-        deadline_ms=_int_header(headers, DEADLINE),
+        seq=_int_header(headers, SEQ) if SEQ in headers else None,
+        deadline_ms=deadline_ms,
         chain=tuple(chain_header.split(",")) if chain_header else (),
         traceparent=headers.get(TRACEPARENT),
     )

@@ -9,32 +9,34 @@ if any other product module reaches a private nats-py name:
 
 - ``Outbox``: append framed commands to a connection's outgoing buffer and
   wake its flusher (nats-py's ``publish`` costs ~40 µs a message with headers);
-- ``take_over_queue`` and ``Taken``: read a callback-less subscription's
-  queue directly, or replace it, with the bookkeeping nats-py's reader does;
-- ``parse_header_lines``: the header parser, at a fraction of nats-py's cost;
-- ``NatsClient``: messages built so that a malformed one (a subject or reply
-  that is not UTF-8, a broken header block) costs that message only, never
-  the read loop; no credentials sent in clear when TLS was asked for; backoff
-  between reconnect rounds;
+- ``take_over_queue`` and ``Taken``: replace a callback-less subscription's
+  queue with a lighter one, or with a function each message is handed to;
+- ``use_fast_header_parser``: ``_headers.parse_header_lines`` as nats-py's parser;
+- ``NatsClient``: ``MSG``/``HMSG`` parsed by offset and a taken-over
+  subscription's messages handed over by a plain call; a malformed message
+  costs that message only, never the read loop; no credentials in clear when
+  TLS was asked for; backoff between reconnects;
 - ``drop_reconnect_buffer`` and ``unread_subscriptions``, for closing.
 
-The installed nats-py is checked at import against ``NATS_PY_RANGE``, the
-versions CI runs these guards on: any other is refused with an error that says
-what to install, rather than risking a hang on an internal that moved.
+The installed nats-py is checked at import (``_natspy_range``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
+from collections import deque
 from collections.abc import Callable
-from importlib import metadata
+from typing import Any, overload
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
+
+from ._headers import parse_header_lines
+from ._natspy_range import NATS_PY_RANGE, check_nats_py_version
 
 __all__ = [
     "NATS_PY_RANGE",
@@ -53,50 +55,6 @@ __all__ = [
 
 log = logging.getLogger("callboard.bus")
 
-NATS_PY_RANGE = ((2, 15), (2, 17))
-"""The nats-py versions the seam is tested against: at least the first, below the second."""
-
-
-def _range_text() -> str:
-    (lo_major, lo_minor), (hi_major, hi_minor) = NATS_PY_RANGE
-    return f">={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
-
-
-def _release(version: str) -> tuple[int, ...]:
-    numbers = []
-    for part in version.split("."):
-        digits = re.match(r"\d+", part)
-        if digits is None:
-            break
-        numbers.append(int(digits.group()))
-        if digits.end() < len(part):  # 2.17.0rc1: a pre-release of 2.17.0
-            break
-    return tuple(numbers)
-
-
-def check_nats_py_version(version: str | None = None) -> str:
-    """Refuse a nats-py outside ``NATS_PY_RANGE`` (the installed one by default).
-
-    Raises:
-        ImportError: the version is outside the range; the message names the
-            range and the pip command that installs a good version.
-    """
-    if version is None:
-        try:
-            version = metadata.version("nats-py")
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-    low, high = NATS_PY_RANGE
-    if not low <= _release(version)[:2] < high:
-        wanted = _range_text()
-        raise ImportError(
-            f"callboard needs nats-py {wanted} (the versions it is tested with), but "
-            f"nats-py {version} is installed: run  pip install 'nats-py[nkeys]{wanted}'"
-        )
-    return version
-
-
-NATS_PY_VERSION = check_nats_py_version()
 
 BadHeaderError: type[nats.errors.Error] = getattr(nats.errors, "BadHeaderError", None) or type(
     "BadHeaderError", (nats.errors.Error,), {"__doc__": "A header key that is not a token."}
@@ -104,60 +62,6 @@ BadHeaderError: type[nats.errors.Error] = getattr(nats.errors, "BadHeaderError",
 """nats-py's error for a header key that is not a token (2.16 added it; 2.15 has none)."""
 
 # --- parsing headers fast ---------------------------------------------------
-
-_WHITESPACE = re.compile(r"[\t\n\x0b\x0c\r\x1c-\x1f ]")
-"""What ``str.isspace`` is true of in ASCII (a key is ASCII)."""
-_ASCII_SPACE = " \t\n\r\x0b\x0c"
-"""What ``bytes.strip`` strips."""
-_MAX_KNOWN_KEYS = 1024
-_clean_keys: set[str] = set()
-
-
-def parse_header_lines(raw: bytes) -> dict[str, str]:
-    """nats-py's ``Client._parse_header_lines``, at a fraction of its cost.
-
-    Same result for every input: lines without a colon, names that are not
-    ASCII or hold whitespace are skipped; values are stripped and decoded as
-    UTF-8 with replacement. An all-ASCII block (the usual one) is decoded once
-    and split as text.
-    """
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        return _parse_header_bytes(raw)
-    out: dict[str, str] = {}
-    for line in text.split("\r\n"):
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = name.strip(_ASCII_SPACE)
-        if key not in _clean_keys:
-            if _WHITESPACE.search(key):
-                continue
-            if len(_clean_keys) < _MAX_KNOWN_KEYS:
-                _clean_keys.add(key)
-        out[key] = value.strip(_ASCII_SPACE)
-    return out
-
-
-def _parse_header_bytes(raw: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in raw.split(b"\r\n"):
-        if not line:
-            continue
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        try:
-            key = name.strip().decode("ascii")
-        except UnicodeDecodeError:
-            continue
-        if _WHITESPACE.search(key):
-            continue
-        out[key] = value.strip().decode("utf-8", "replace")
-    return out
 
 
 def use_fast_header_parser(nc: Client) -> None:
@@ -214,6 +118,7 @@ class NatsClient(Client):
         self.malformed_messages = 0
         self.on_malformed: Callable[[], None] | None = None
         use_fast_header_parser(self)
+        self._ps = _Parser(self)
 
     def _malformed(self, what: str, exc: BaseException) -> None:
         self.malformed_messages += 1
@@ -233,6 +138,51 @@ class NatsClient(Client):
             self._malformed("a message whose subject is not UTF-8 arrived; dropped", exc)
             return None
         return msg
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        if not self._delivered(sid, subject, reply, data, headers):
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+
+    def _delivered(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> bool:
+        """Hand a taken-over subscription's message to it, as nats-py's reader would,
+        minus JetStream and coroutines; False leaves it to nats-py's reader."""
+        sub: Any = self._subs.get(sid)
+        queue: Any = sub._pending_queue if sub is not None else None
+        kind = type(queue)
+        if (kind is not Taken and kind is not _Handed) or sub._max_msgs or sub._jsi or sub._future:
+            return False
+        size = len(data)
+        if kind is Taken and (
+            0 < sub._pending_bytes_limit <= sub._pending_size + size
+            or 0 < queue._limit <= len(queue._items)  # queue.full()
+        ):
+            return False  # a slow consumer: nats-py's own path drops it and reports it
+        hdr: dict[str, str] | None = None
+        if headers:
+            if len(headers) <= _PLAIN_BLOCK_MIN or headers[_STATUS_AT] == _SPACE:
+                return False  # an inline status (no responders) or a broken block
+            hdr = parse_header_lines(headers[_FIRST_LINE:]) or None
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += size
+        sub._received += 1
+        try:
+            msg: Msg = self.msg_class(
+                self, subject.decode(), reply.decode(), data, hdr, None, False, sid
+            )
+        except UnicodeDecodeError as exc:
+            self._malformed("a message whose subject is not UTF-8 arrived; dropped", exc)
+            return True
+        if kind is Taken:
+            sub._pending_size += size
+            queue.put_nowait(msg)
+        else:
+            queue._on_message(msg)
+        return True
 
     async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
         if headers and len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
@@ -269,6 +219,55 @@ class NatsClient(Client):
         return command
 
 
+class _Parser(Parser):
+    """nats-py's parser, but ``MSG`` and ``HMSG`` are read by offset, with no regex
+    and no coroutine for a taken-over subscription's message (``_delivered``);
+    any other command line goes through nats-py's own ``parse``, one by one."""
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self.state != AWAITING_CONTROL_LINE:  # nats-py's parse left a payload half-read
+            await super().parse(data)
+            return
+        if self.buf:
+            self.buf.extend(data)
+            data = bytes(self.buf)
+        nc: NatsClient = self.nc
+        pos, end = 0, len(data)
+        while pos < end:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break  # the rest of the line is still to come
+            args = data[pos:eol].split()
+            op, n = args[0] if args else b"", len(args)
+            if op == b"HMSG" and (n == 5 or n == 6) and args[-1].isdigit() and args[-2].isdigit():
+                hsize = int(args[-2])
+            elif op == b"MSG" and (n == 4 or n == 5) and args[-1].isdigit():
+                hsize = 0
+            else:  # another command (or a malformed one): nats-py's parse, for that line
+                self.buf = bytearray(data[pos : eol + 2])
+                await super().parse()
+                pos = eol + 2
+                if self.state != AWAITING_CONTROL_LINE:  # a line nats-py read as MSG
+                    self.buf.extend(data[pos:])
+                    await super().parse()
+                    return
+                continue
+            if not args[2].isdigit():
+                raise nats.errors.ProtocolError("nats: malformed MSG")
+            start = eol + 2
+            stop = start + int(args[-1])
+            if stop + 2 > end:
+                break  # the payload is still to come: this line is read again then
+            sid, subject = int(args[2]), args[1]
+            reply = args[3] if n == (6 if op == b"HMSG" else 5) else b""
+            headers = data[start : start + hsize] if hsize else None
+            payload = data[start + hsize : stop]
+            pos = stop + 2
+            if not nc._delivered(sid, subject, reply, payload, headers):
+                await nc._process_msg(sid, subject, reply, payload, headers)
+        self.buf = bytearray(data[pos:])
+
+
 # --- writing framed commands ------------------------------------------------
 
 
@@ -287,7 +286,7 @@ class Outbox:
         self._nc = nc
         self._kick: asyncio.Future[None] | None = None
 
-    def append(self, commands: bytes, messages: int) -> bool:
+    def append(self, commands: bytes, messages: int = 1) -> bool:
         """Append ``commands`` (``messages`` messages) and make sure the flusher runs.
 
         Returns True when the buffer went over its limit and the caller should
@@ -300,14 +299,15 @@ class Outbox:
                 reconnect buffer is full.
         """
         nc = self._nc
-        if nc._status != Client.CONNECTED:
-            self._check_state(len(commands))
+        size, connected = len(commands), nc._status == Client.CONNECTED  # nc.is_connected
+        if not connected:
+            self._check_state(size)
         nc._pending.append(commands)
-        nc._pending_data_size += len(commands)
+        nc._pending_data_size += size
         stats = nc.stats
         stats["out_msgs"] += messages
-        stats["out_bytes"] += len(commands)
-        if not nc.is_connected:
+        stats["out_bytes"] += size
+        if not connected:
             return False
         limit = nc._max_pending_size
         if limit > 0 and nc._pending_data_size > limit:
@@ -346,43 +346,107 @@ class Outbox:
 
 
 class Taken:
-    """A callback-less subscription's queue, read by its owner instead of
-    ``next_msg``: ``await queue.get()``, then ``took(msg)`` for each message
-    (the bookkeeping nats-py's own reader does), and None once ``stop`` is called.
+    """A callback-less subscription's queue, taken over: nats-py's reader puts
+    each message in it as in its own ``asyncio.Queue``; the one reader takes
+    them with ``take``, a plain call, and awaits ``wait`` only when none is
+    there. A deque and a future: ``asyncio.Queue``'s ``get`` and ``task_done``
+    cost more than a task of the echo agent's."""
 
-    The two steps stay apart so that the hot path awaits the queue itself,
-    with no coroutine of its own per message.
-    """
-
-    __slots__ = ("_sub", "queue")
+    __slots__ = ("_drained", "_items", "_limit", "_sub", "_waiter", "stopped")
 
     def __init__(self, sub: Subscription) -> None:
         self._sub = sub
-        self.queue: asyncio.Queue[Msg | None] = sub._pending_queue  # type: ignore[assignment]
+        self._items: deque[Msg] = deque()
+        self._limit: int = sub._pending_msgs_limit
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self.stopped = False  # then ``take`` returning None means for good
+
+    def put_nowait(self, msg: Msg) -> None:
+        """Queue ``msg`` (nats-py has counted its bytes as pending) and wake the reader."""
+        if self._limit > 0 and len(self._items) >= self._limit:
+            raise asyncio.QueueFull  # nats-py's reader: a slow consumer, dropped
+        self._items.append(msg)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self._limit <= len(self._items)
+
+    async def join(self) -> None:
+        """Until every message queued has been taken (a drain waits for this)."""
+        while self._items:
+            if self._drained is None or self._drained.done():
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def take(self) -> Msg | None:
+        """The next message, no longer counted as pending; None when none waits."""
+        items = self._items
+        if not items:
+            return None
+        msg = items.popleft()
+        self._sub._pending_size -= len(msg.data)
+        if not items and self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None
+        return msg
+
+    async def wait(self) -> None:
+        """Until a message waits or ``stop`` is called."""
+        if self._items or self.stopped:
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
 
     def over(self, max_bytes: int, max_messages: int) -> bool:
         """True while more than ``max_bytes`` of payload or ``max_messages``
         messages wait in the queue: refused then, before nats-py's own pending
         limits would drop messages unanswered (its client-side slow consumer)."""
-        return self._sub._pending_size > max_bytes or self.queue.qsize() > max_messages
-
-    def took(self, msg: Msg) -> None:
-        """Count ``msg`` (from ``queue.get()``) as no longer pending."""
-        self._sub._pending_size -= len(msg.data)
-        self.queue.task_done()
+        return self._sub._pending_size > max_bytes or len(self._items) > max_messages
 
     def stop(self) -> None:
-        """Wake the reader with None (the subscription is drained or gone)."""
-        self.queue.put_nowait(None)
+        """Wake the reader; ``take`` gives None once the queue is empty (the
+        subscription is drained or gone)."""
+        self.stopped = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
-def take_over_queue(sub: Subscription, on_message: Callable[[Msg], None] | None = None) -> Taken:
-    """Read ``sub``'s messages directly (``Taken``), or, with ``on_message``, have
-    nats-py's reader hand each to it as it arrives, with no queue and no task
-    switch in between (the queue then always looks empty to ``drain``)."""
+@overload
+def take_over_queue(sub: Subscription) -> Taken: ...
+@overload
+def take_over_queue(sub: Subscription, on_message: Callable[[Msg], None]) -> None: ...
+
+
+def take_over_queue(
+    sub: Subscription, on_message: Callable[[Msg], None] | None = None
+) -> Taken | None:
+    """Read ``sub``'s messages directly (the ``Taken`` returned), or, with
+    ``on_message``, have nats-py's reader hand each to it as it arrives, with no
+    queue and no task switch in between (the queue then always looks empty to
+    ``drain``; None is returned)."""
     if on_message is not None:
         sub._pending_queue = _Handed(sub, on_message)  # type: ignore[assignment]
-    return Taken(sub)
+        return None
+    taken = Taken(sub)
+    sub._pending_queue = taken  # type: ignore[assignment]
+    return taken
 
 
 class _Handed:

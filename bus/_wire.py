@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import nats.errors
 from nats.aio.client import Client
@@ -144,18 +144,36 @@ class PlainTaskHeaders:
         return (self._template % (_header_value(task_id), deadline_ms, cancel_hash)).encode()
 
 
+class Append(Protocol):
+    """``Wire.write_nowait``'s signature."""
+
+    def __call__(self, commands: bytes, messages: int = 1, /) -> bool: ...
+
+
 class Wire:
     """Frames commands and appends them to one connection's outgoing buffer.
 
     Use ``wire_for(nc)``: one per connection.
     """
 
-    __slots__ = ("__weakref__", "_append", "_outbox", "nc")
+    __slots__ = ("__weakref__", "_outbox", "nc", "write_nowait")
 
     def __init__(self, nc: Client) -> None:
         self.nc = nc
         self._outbox = Outbox(nc)
-        self._append = self._outbox.append
+        self.write_nowait: Append = self._outbox.append
+        """Append framed commands (``messages`` messages, 1 by default) to the
+        buffer and make sure the flusher will run; True when the buffer went
+        over its limit and the caller should wait for it to be written
+        (``flush``; ``write`` does both). The outbox's own method, so that a
+        write costs one call.
+
+        Raises:
+            nats.errors.ConnectionClosedError: the connection is closed.
+            nats.errors.ConnectionDrainingError: it is draining its publishers.
+            nats.errors.OutboundBufferLimitError: it is reconnecting and the
+                reconnect buffer is full.
+        """
         # every message with headers that reaches this connection is parsed fast
         use_fast_header_parser(nc)
 
@@ -192,27 +210,13 @@ class Wire:
             raise nats.errors.MaxPayloadError
         return b"".join((f"PUB {subject} {size}\r\n".encode(), payload, b"\r\n"))
 
-    def write_nowait(self, commands: bytes, messages: int = 1) -> bool:
-        """Append framed commands to the buffer and make sure the flusher will run.
-
-        Returns True when the buffer went over its limit and the caller should
-        wait for it to be written (``write`` does).
-
-        Raises:
-            nats.errors.ConnectionClosedError: the connection is closed.
-            nats.errors.ConnectionDrainingError: it is draining its publishers.
-            nats.errors.OutboundBufferLimitError: it is reconnecting and the
-                reconnect buffer is full.
-        """
-        return self._append(commands, messages)
-
     async def write(self, commands: bytes, messages: int = 1) -> None:
         """``write_nowait``, then wait for the flush if the buffer is over its limit."""
-        if self._append(commands, messages):
+        if self.write_nowait(commands, messages):
             await self._outbox.flush()
 
     async def flush(self) -> None:
-        """Wait for the buffer to be written (when ``write_nowait`` returned True)."""
+        """Write the buffer now (after ``write_nowait`` returned True)."""
         await self._outbox.flush()
 
 
@@ -235,21 +239,32 @@ class ReplyFrames:
         agent_id: put in every reply's ``Agent-Id``.
     """
 
-    __slots__ = ("_head", "_tail", "agent_id", "wire")
+    __slots__ = ("_fixed", "_head", "_nc", "_tail", "agent_id", "wire")
 
     def __init__(self, wire: Wire, agent_id: str) -> None:
         self.wire = wire
         self.agent_id = agent_id
-        self._head = f"NATS/1.0\r\n{TASK_ID}: "
-        self._tail = f"\r\n{AGENT_ID}: {_header_value(agent_id)}\r\n\r\n"
+        self._nc = wire.nc
+        # the header block is fixed but for the task id: framed once, by hand
+        self._head = f"NATS/1.0\r\n{TASK_ID}: ".encode()
+        self._tail = f"\r\n{AGENT_ID}: {_header_value(agent_id)}\r\n\r\n".encode()
+        self._fixed = len(self._head) + len(self._tail)
 
     def result(self, reply: str, task_id: str, body: bytes) -> bytes:
-        """A success reply (``task_id`` already valid: no CR/LF, no edge spaces).
+        """A success reply (``task_id`` already valid: printable ASCII, no spaces).
 
         Raises:
             nats.errors.MaxPayloadError: the result is above the server's limit.
         """
-        return self.wire.hpub(reply, "", f"{self._head}{task_id}{self._tail}".encode(), body)
+        task = task_id.encode()
+        hsize = self._fixed + len(task)
+        size = hsize + len(body)
+        if size > self._nc.max_payload:  # the server counts headers too
+            raise nats.errors.MaxPayloadError
+        return b"HPUB %s %d %d\r\n%s%s%s%s\r\n" % (
+            reply.encode(),
+            *(hsize, size, self._head, task, self._tail, body),
+        )
 
     def error(self, reply: str, task_id: str, error: ErrorInfo) -> bytes:
         """An error reply: ``Nats-Service-Error`` headers and a ``{"error": ...}`` body.
@@ -261,6 +276,10 @@ class ReplyFrames:
         return self.wire.hpub(reply, "", header_block(headers), body)
 
 
+_STARTED = b'{"state":"started"'
+_ACCEPTED = b'{"state":"accepted"'
+
+
 class EventFrames:
     """``PUB`` commands on one agent's status subjects, ``<prefix>.status.<id>.<state>``.
 
@@ -269,13 +288,21 @@ class EventFrames:
         subject_prefix: ``<prefix>.status.<agent_id>.`` (``Subjects.status_prefix``).
     """
 
-    __slots__ = ("_heads", "_nc", "_prefix", "wire")
+    __slots__ = ("_accepted", "_heads", "_nc", "_prefix", "_started", "wire")
 
     def __init__(self, wire: Wire, subject_prefix: str) -> None:
         self.wire = wire
         self._nc = wire.nc
         self._prefix = subject_prefix
         self._heads: dict[str, bytes] = {}
+        self._accepted = self._head("accepted")
+        self._started = self._head("started")
+
+    def _head(self, state: str) -> bytes:
+        head = self._heads.get(state)
+        if head is None:
+            head = self._heads[state] = f"PUB {self._prefix}{state} ".encode()
+        return head
 
     def event(self, state: str, body: bytes) -> bytes:
         """The event of ``state`` (a JSON body).
@@ -285,7 +312,22 @@ class EventFrames:
         """
         if len(body) > self._nc.max_payload:
             raise nats.errors.MaxPayloadError
-        head = self._heads.get(state)
-        if head is None:
-            head = self._heads[state] = f"PUB {self._prefix}{state} ".encode()
-        return b"".join((head, b"%d\r\n" % len(body), body, b"\r\n"))
+        head = self._heads.get(state) or self._head(state)
+        return b"%s%d\r\n%s\r\n" % (head, len(body), body)
+
+    def begun(self, accepted: bytes) -> bytes:
+        """The ``accepted`` event (its encoded body), then the ``started`` event,
+        which is the same but for the state the encoding puts first.
+
+        Raises:
+            nats.errors.MaxPayloadError: the events are above the server's limit.
+        """
+        size = len(accepted)
+        if size > self._nc.max_payload:
+            raise nats.errors.MaxPayloadError
+        if not accepted.startswith(_ACCEPTED):
+            raise ValueError(f"not an accepted event: {accepted[:40]!r}")
+        return b"%s%d\r\n%s\r\n%s%d\r\n%s%s\r\n" % (
+            *(self._accepted, size, accepted),
+            *(self._started, size - 1, _STARTED, accepted[len(_ACCEPTED) :]),
+        )

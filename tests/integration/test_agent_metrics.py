@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -354,3 +355,35 @@ async def test_slow_consumer_errors_are_counted(nats_url: str, prefix: str) -> N
             finally:
                 release.set()
                 await sub.unsubscribe()
+
+
+async def test_answers_written_together_are_each_sent_and_counted(nc: Client, prefix: str) -> None:
+    """A leader holds the answers of the tasks it runs through and writes them
+    together (``Replier.release``, at most ``HELD_TASKS`` at a time): every task
+    still gets its reply and its three events, in order, each counted once."""
+    from actors._replier import HELD_TASKS
+
+    tasks = 5 * HELD_TASKS
+    events = await nc.subscribe(f"{prefix}.status.e-1.*")
+    async with hosted(nc, [EchoAgent("e-1", max_concurrency=2 * tasks)], prefix) as hosting:
+        registry, _, client = hosting
+        replies: dict[int, Any] = {}
+
+        async def one(i: int) -> None:
+            replies[i] = (await client.request("echo", {"i": i}, task_id=f"t-{i}")).payload
+
+        async with anyio.create_task_group() as tg:
+            for i in range(tasks):
+                tg.start_soon(one, i)
+        assert replies == {i: {"i": i} for i in range(tasks)}
+        for state in ("accepted", "started", "completed"):
+            labels = {"agent": "e-1", "state": state}
+            assert registry.get_sample_value("callboard_agent_status_events_total", labels) == tasks
+    seen: dict[str, list[str]] = {}
+    with anyio.fail_after(10):
+        while sum(len(states) for states in seen.values()) < 3 * tasks:
+            msg = await events.next_msg(timeout=10)
+            state = msg.subject.rsplit(".", 1)[1]
+            if state in ("accepted", "started", "completed"):
+                seen.setdefault(msgspec.json.decode(msg.data)["task_id"], []).append(state)
+    assert seen == {f"t-{i}": ["accepted", "started", "completed"] for i in range(tasks)}

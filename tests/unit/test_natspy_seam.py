@@ -6,6 +6,7 @@ dispatch hangs. CI runs them at both ends of ``NATS_PY_RANGE``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import random
@@ -179,19 +180,106 @@ def test_the_pin_is_the_range_the_seam_checks() -> None:
     assert "NATS_PY_RANGE" in ci and "tests/unit/test_natspy_seam.py" in ci
 
 
-def test_a_taken_queue_does_the_readers_bookkeeping() -> None:
-    sub = Subscription(Client(), 1, "s")
+def _subscribed(nc: Client, sid: int = 1, **limits: int) -> Subscription:
+    sub = Subscription(nc, sid, "s", **limits)  # type: ignore[arg-type]
+    nc._subs[sid] = sub
+    return sub
+
+
+@pytest.mark.anyio
+async def test_a_taken_queue_does_the_readers_bookkeeping() -> None:
+    nc = NatsClient()
+    sub = _subscribed(nc)
     taken = _natspy.take_over_queue(sub)
-    assert taken.queue is sub._pending_queue
-    msg = Msg(Client(), subject="s", data=b"12345")
-    sub._pending_size += len(msg.data)  # as nats-py's reader does
-    taken.queue.put_nowait(msg)
-    got = taken.queue.get_nowait()
-    assert got is msg
-    taken.took(msg)
-    assert sub._pending_size == 0
+    assert sub._pending_queue is taken
+    assert taken.take() is None and not taken.stopped
+    await nc._process_msg(1, b"s", b"_INBOX.r", b"12345", b"NATS/1.0\r\nK: v\r\n\r\n")
+    assert sub._pending_size == 5 and sub.pending_msgs == 1
+    msg = taken.take()
+    assert msg is not None and (msg.subject, msg.reply, msg.data) == ("s", "_INBOX.r", b"12345")
+    assert msg.headers == {"K": "v"} and msg._sid == 1 and msg._client is nc
+    assert sub._pending_size == 0 and taken.take() is None
     taken.stop()
-    assert taken.queue.get_nowait() is None
+    await taken.wait()  # returns at once once stopped
+    assert taken.take() is None and taken.stopped
+
+
+@pytest.mark.anyio
+async def test_the_taken_path_reads_as_nats_pys_own_reader() -> None:
+    # the same frames through nats-py's reader (its asyncio.Queue) and ours
+    theirs, ours = Client(), NatsClient()
+    their_sub, our_sub = _subscribed(theirs), _subscribed(ours)
+    taken = _natspy.take_over_queue(our_sub)
+    frames = [
+        (b"a.b", b"", b"x", None),
+        (b"a.b", b"_INBOX.1", b"", b"NATS/1.0\r\nAgent-Task-Id: t\r\nX:  y \r\n\r\n"),
+        (b"a.b", b"r", b"{}", b"NATS/1.0 503\r\n\r\n"),
+        (b"a.b", b"r", b"{}", b"NATS/1.0\r\n\r\n"),
+    ]
+    for subject, reply, data, headers in frames:
+        await theirs._process_msg(1, subject, reply, data, headers)  # type: ignore[arg-type]
+        await ours._process_msg(1, subject, reply, data, headers)
+    def fields(msg: Msg | None) -> tuple[object, ...]:
+        assert msg is not None
+        return dataclasses.astuple(dataclasses.replace(msg, _client=None))
+
+    expected = [fields(their_sub._pending_queue.get_nowait()) for _ in frames]
+    assert [fields(taken.take()) for _ in frames] == expected
+    assert ours.stats == theirs.stats and our_sub._received == their_sub._received == 4
+    # a subject that is not UTF-8 is dropped and counted; the reader goes on
+    await ours._process_msg(1, b"a.\xff", b"", b"x", None)
+    assert taken.take() is None and ours.malformed_messages == 1
+    # what the reader relies on in nats-py's message and subscription
+    assert [f.name for f in dataclasses.fields(Msg)][:8] == [
+        *("_client", "subject", "reply", "data", "headers", "_metadata", "_ackd", "_sid")
+    ]
+    for name in ("_max_msgs", "_jsi", "_future", "_pending_bytes_limit", "_pending_msgs_limit"):
+        assert hasattr(our_sub, name), name
+
+
+@pytest.mark.anyio
+async def test_a_taken_queue_over_nats_pys_limits_drops_as_nats_py_does() -> None:
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = NatsClient()
+    nc._error_cb = on_error
+    taken = _natspy.take_over_queue(_subscribed(nc, 1, pending_bytes_limit=8))
+    await nc._process_msg(1, b"s", b"", b"1234", None)
+    await nc._process_msg(1, b"s", b"", b"12345", None)  # 9 bytes pending: over
+    assert [type(e).__name__ for e in errors] == ["SlowConsumerError"]
+    taken = _natspy.take_over_queue(_subscribed(nc, 2, pending_msgs_limit=1))
+    await nc._process_msg(2, b"s", b"", b"1", None)
+    await nc._process_msg(2, b"s", b"", b"2", None)
+    assert len(errors) == 2 and taken.qsize() == 1
+
+
+@pytest.mark.anyio
+async def test_a_drain_waits_until_the_taken_queue_is_empty() -> None:
+    import anyio
+
+    nc = NatsClient()
+    taken = _natspy.take_over_queue(_subscribed(nc))
+    for data in (b"1", b"2"):
+        await nc._process_msg(1, b"s", b"", data, None)
+    joined = False
+
+    async def join() -> None:
+        nonlocal joined
+        await taken.join()  # what Subscription._drain awaits
+        joined = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(join)
+        await anyio.wait_all_tasks_blocked()
+        assert not joined
+        taken.take()
+        await anyio.wait_all_tasks_blocked()
+        assert not joined
+        taken.take()
+    assert joined
 
 
 def test_a_handed_over_queue_passes_each_message_on_at_once() -> None:
@@ -226,3 +314,90 @@ async def test_the_usual_header_block_is_parsed_as_nats_py_parses_it() -> None:
         assert await ours._process_headers(block) == expected, block
         compared += 1
     assert compared > 10_000
+
+
+class _Recorder:
+    """What a parser hands on, recorded; ``deliver`` says whether ``_delivered`` takes it."""
+
+    def __init__(self, deliver: bool) -> None:
+        self.seen: list[tuple[object, ...]] = []
+        self.deliver = deliver
+
+    def _delivered(self, *message: object) -> bool:
+        if self.deliver:
+            self.seen.append(("msg", *message))
+        return self.deliver
+
+    async def _process_msg(self, *message: object) -> None:
+        self.seen.append(("msg", *(bytes(m) if isinstance(m, bytearray) else m for m in message)))
+
+    async def _process_ping(self) -> None:
+        self.seen.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.seen.append(("pong",))
+
+    async def _process_info(self, info: dict[str, object]) -> None:
+        self.seen.append(("info", info))
+
+    async def _process_err(self, err: str) -> None:
+        self.seen.append(("err", err))
+
+
+def _hmsg(subject: str, sid: int, reply: str, headers: bytes, payload: bytes) -> bytes:
+    size = len(headers)
+    line = f"HMSG {subject} {sid} {reply} {size} {size + len(payload)}".replace("  ", " ")
+    return line.encode() + b"\r\n" + headers + payload + b"\r\n"
+
+
+_STREAM = b"".join(
+    (
+        b'INFO {"server_id": "x y", "max_payload": 1048576}\r\n',
+        b"MSG a.b 1 5\r\nhello\r\n",
+        b"MSG a.b 1 _INBOX.r 0\r\n\r\n",
+        b"PING\r\n",
+        _hmsg("a.c", 2, "_INBOX.r", b"NATS/1.0\r\nK: v\r\n\r\n", b"abc"),
+        b"+OK\r\nPONG\r\n",
+        _hmsg("a.c", 2, "", b"NATS/1.0\r\n\r\n", b"hi"),
+        _hmsg("a.c", 2, "_INBOX.q", b"NATS/1.0 503\r\n\r\n", b""),
+        b"MSG a.b 1 8\r\nwith\r\nnl\r\n",
+        b"-ERR 'Permissions Violation for Publish to x'\r\n",
+        b"MSG a.b\t1  3\r\nabc\r\n",
+    )
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("deliver", [False, True])
+async def test_the_parser_reads_every_command_as_nats_pys_does(deliver: bool) -> None:
+    from nats.protocol.parser import Parser
+
+    theirs = _Recorder(deliver=False)
+    reference = Parser(theirs)
+    await reference.parse(_STREAM)
+    assert len(theirs.seen) == 11 and reference.buf == bytearray()
+    rng = random.Random(13)
+    for cuts in [[], *[sorted(rng.sample(range(1, len(_STREAM)), 6)) for _ in range(300)]]:
+        ours = _Recorder(deliver)
+        parser = type(NatsClient()._ps)(ours)
+        for lo, hi in zip([0, *cuts], [*cuts, len(_STREAM)], strict=True):
+            await parser.parse(_STREAM[lo:hi])
+        assert ours.seen == theirs.seen, cuts
+        assert parser.buf == bytearray() and parser.state == reference.state
+
+
+@pytest.mark.anyio
+async def test_the_parser_refuses_what_nats_pys_refuses() -> None:
+    import nats.errors
+    from nats.protocol.parser import Parser
+
+    for line in (b"HMSG a x 1 2\r\n", b"BOGUS\r\n", b"MSG a b c d e f\r\n"):
+        with pytest.raises(nats.errors.ProtocolError):
+            await Parser(_Recorder(False)).parse(line)
+        with pytest.raises(nats.errors.ProtocolError):
+            await type(NatsClient()._ps)(_Recorder(False)).parse(line)
+    # what the parser relies on in nats-py's
+    parser = Parser(_Recorder(False))
+    assert (parser.buf, parser.state) == (bytearray(), 1)
+    assert "await self.nc._process_msg(sid, subject, reply, payload, hdr)" in _source(Parser.parse)
+    assert "self._ps.parse(b)" in _source(Client._read_loop)

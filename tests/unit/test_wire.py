@@ -10,6 +10,7 @@ import itertools
 import random
 import re
 
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -112,3 +113,34 @@ def test_lock_free_metrics_expose_what_the_stock_ones_do() -> None:
         with pytest.raises(ValueError):
             counter.inc()  # a parent with labels is not observable
     assert _exposition(fast) == _exposition(stock)
+
+
+def test_the_task_frames_are_what_the_general_framing_builds() -> None:
+    """The reply and the begun events are framed by hand, in one piece each: the
+    same bytes as ``Wire.hpub`` of the reply's header block and ``EventFrames.event``
+    of each event encoded on its own (the ``started`` event included)."""
+    import msgspec
+
+    from bus import Accepted, Started
+    from bus.codec import AGENT_ID
+    from bus.wire import EventFrames, ReplyFrames, Wire
+
+    nc = Client()
+    nc._max_payload = 1_000_000
+    wire = Wire(nc)
+    replies, events = ReplyFrames(wire, "echo-1"), EventFrames(wire, "agents.status.echo-1.")
+    for task_id, sender in [("t", "s"), ('q"u\\o,"ts":1', 'a "b" \\ é\x01'), ("x" * 128, "")]:
+        body = b'{"a":"%s"}' % task_id.encode()
+        headers = header_block({TASK_ID: task_id, AGENT_ID: "echo-1"})
+        assert replies.result("_INBOX.r", task_id, body) == wire.hpub("_INBOX.r", "", headers, body)
+        fields = dict(agent="echo-1", ts=12.5, task_id=task_id, capability="echo", sender=sender)
+        accepted = msgspec.json.encode(Accepted(**fields))
+        started = msgspec.json.encode(Started(**fields))
+        assert events.begun(accepted) == (
+            events.event("accepted", accepted) + events.event("started", started)
+        )
+    nc._max_payload = 10
+    with pytest.raises(nats.errors.MaxPayloadError):
+        replies.result("_INBOX.r", "t", b"x" * 10)
+    with pytest.raises(nats.errors.MaxPayloadError):
+        events.begun(accepted)
