@@ -1,11 +1,10 @@
 """The one seam to nats-py's internals: the only product module that touches
 anything private in nats-py.
 
-callboard's hot path needs a few things nats-py offers no public way to do,
-and its safety needs a few places where nats-py must be corrected. Each is an
-operation here, guarded by a test in ``tests/unit/test_natspy_seam.py`` (and
-``tests/unit/test_wire.py``), and ``tests/unit/test_private_names.py`` fails
-if any other product module reaches a private nats-py name:
+The hot path needs what nats-py offers no public way to do, and safety needs
+nats-py corrected in places; each operation here is guarded by a test in
+``tests/unit/test_natspy_seam.py`` (and ``test_wire.py``), and
+``tests/unit/test_private_names.py`` fails if any other module reaches a private name:
 
 - ``Outbox``: append framed commands to a connection's outgoing buffer and
   wake its flusher (nats-py's ``publish`` costs ~40 µs a message with headers);
@@ -36,7 +35,7 @@ from nats.aio.subscription import Subscription
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
 from ._headers import parse_header_lines
-from ._natspy_range import NATS_PY_RANGE, check_nats_py_version
+from ._natspy_range import NATS_PY_RANGE, BadHeaderError, check_nats_py_version
 
 __all__ = [
     "NATS_PY_RANGE",
@@ -55,11 +54,6 @@ __all__ = [
 
 log = logging.getLogger("callboard.bus")
 
-
-BadHeaderError: type[nats.errors.Error] = getattr(nats.errors, "BadHeaderError", None) or type(
-    "BadHeaderError", (nats.errors.Error,), {"__doc__": "A header key that is not a token."}
-)
-"""nats-py's error for a header key that is not a token (2.16 added it; 2.15 has none)."""
 
 # --- parsing headers fast ---------------------------------------------------
 
@@ -88,19 +82,15 @@ class TLSNotOffered(nats.errors.Error):
 class NatsClient(Client):
     """nats-py's client, made safe against malformed traffic and careful with credentials.
 
-    - A message whose subject or reply subject is not UTF-8 is dropped (and
-      counted): in nats-py the ``UnicodeDecodeError`` escapes the read loop,
-      which stops for good, and one frame from any client would leave every
-      subscriber on the connection deaf until the stale-connection check.
-    - A malformed header block costs only that message its headers.
-    - It refuses to log in over plain TCP when TLS was asked for: nats-py
-      upgrades only when the server's INFO says ``tls_required``, so a client
-      given a CA or a ``tls://`` URL would otherwise send its CONNECT
-      (password, token) in clear to a server, or a man in the middle, that
-      offers no TLS.
-    - The wait before each reconnect pick is ``reconnect_delay(rounds)``, from
-      how many rounds every server of the pool has failed since it last
-      connected (nats-py waits a fixed ``reconnect_time_wait``).
+    - A message whose subject or reply is not UTF-8 is dropped and counted (in
+      nats-py the ``UnicodeDecodeError`` ends the read loop: one frame from any
+      client would leave the connection deaf); a malformed header block costs
+      only that message its headers.
+    - No login over plain TCP when TLS was asked for (nats-py upgrades only if
+      the server's INFO says ``tls_required``: a CONNECT with a password would
+      go in clear to a server, or a man in the middle, that offers no TLS).
+    - The wait before each reconnect pick is ``reconnect_delay(rounds)``, from the
+      rounds the whole pool has failed (nats-py waits a fixed time).
 
     Attributes:
         require_tls: refuse to send CONNECT unless the connection is encrypted.
@@ -224,13 +214,20 @@ class _Parser(Parser):
     and no coroutine for a taken-over subscription's message (``_delivered``);
     any other command line goes through nats-py's own ``parse``, one by one."""
 
+    # bytes the buffer must hold before the message half-read at its start is whole;
+    # until then a read is only appended (a copy per read: quadratic in its size)
+    _awaiting = 0
+
     async def parse(self, data: bytes = b"") -> None:
         if self.state != AWAITING_CONTROL_LINE:  # nats-py's parse left a payload half-read
             await super().parse(data)
             return
         if self.buf:
             self.buf.extend(data)
+            if len(self.buf) < self._awaiting:
+                return
             data = bytes(self.buf)
+        self._awaiting = 0
         nc: NatsClient = self.nc
         pos, end = 0, len(data)
         while pos < end:
@@ -257,7 +254,8 @@ class _Parser(Parser):
             start = eol + 2
             stop = start + int(args[-1])
             if stop + 2 > end:
-                break  # the payload is still to come: this line is read again then
+                self._awaiting = stop + 2 - pos  # the payload is still to come: this
+                break  # line is read again once it has
             sid, subject = int(args[2]), args[1]
             reply = args[3] if n == (6 if op == b"HMSG" else 5) else b""
             headers = data[start : start + hsize] if hsize else None

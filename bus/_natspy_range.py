@@ -1,13 +1,15 @@
 """The nats-py versions the seam (``_natspy``) is tested against, checked at
 import: any other is refused with an error that says what to install, rather
-than risking a hang on an internal that moved."""
+than risking a hang on an internal that moved; and what differs within the range."""
 
 from __future__ import annotations
 
 import re
 from importlib import metadata
 
-__all__ = ["NATS_PY_RANGE", "NATS_PY_VERSION", "check_nats_py_version"]
+import nats.errors
+
+__all__ = ["NATS_PY_RANGE", "NATS_PY_VERSION", "BadHeaderError", "check_nats_py_version"]
 
 NATS_PY_RANGE = ((2, 15), (2, 17))
 """The nats-py versions the seam is tested against: at least the first, below the second."""
@@ -53,3 +55,9 @@ def check_nats_py_version(version: str | None = None) -> str:
 
 
 NATS_PY_VERSION = check_nats_py_version()
+
+
+BadHeaderError: type[nats.errors.Error] = getattr(nats.errors, "BadHeaderError", None) or type(
+    "BadHeaderError", (nats.errors.Error,), {"__doc__": "A header key that is not a token."}
+)
+"""nats-py's error for a header key that is not a token (2.16 added it; 2.15 has none)."""

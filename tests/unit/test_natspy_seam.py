@@ -219,6 +219,7 @@ async def test_the_taken_path_reads_as_nats_pys_own_reader() -> None:
     for subject, reply, data, headers in frames:
         await theirs._process_msg(1, subject, reply, data, headers)  # type: ignore[arg-type]
         await ours._process_msg(1, subject, reply, data, headers)
+
     def fields(msg: Msg | None) -> tuple[object, ...]:
         assert msg is not None
         return dataclasses.astuple(dataclasses.replace(msg, _client=None))
@@ -384,6 +385,26 @@ async def test_the_parser_reads_every_command_as_nats_pys_does(deliver: bool) ->
             await parser.parse(_STREAM[lo:hi])
         assert ours.seen == theirs.seen, cuts
         assert parser.buf == bytearray() and parser.state == reference.state
+
+
+@pytest.mark.anyio
+async def test_a_large_message_read_in_small_pieces_is_buffered_not_copied_per_read() -> None:
+    """Each read of a message's payload is only appended: copying the buffer per
+    read would make a large message cost time quadratic in its size."""
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    stream = _hmsg("a.c", 2, "_INBOX.r", b"NATS/1.0\r\nK: v\r\n\r\n", payload) + b"PING\r\n"
+    ours = _Recorder(deliver=True)
+    parser = type(NatsClient()._ps)(ours)
+    await parser.parse(stream[:1000])
+    buffer = parser.buf
+    pieces = range(1000, len(stream), 1024)
+    for lo in pieces:
+        await parser.parse(stream[lo : lo + 1024])
+        if lo + 1024 < len(stream) - len(b"PING\r\n"):
+            assert parser.buf is buffer and ours.seen == [], lo  # appended, nothing copied
+    headers = b"NATS/1.0\r\nK: v\r\n\r\n"
+    assert ours.seen == [("msg", 2, b"a.c", b"_INBOX.r", payload, headers), ("ping",)]
+    assert parser.buf == bytearray()
 
 
 @pytest.mark.anyio
