@@ -29,9 +29,12 @@ _Key = tuple[str, int, str]
 _IDLE = re.compile(r"method 'poll' of 'select\.epoll'|method 'select' of|built-in method select\.")
 _NATS_HEADERS = re.compile(
     r"nats/aio/client\.py:\d+\((_parse_header_lines|_process_headers)\)"
-    r"|bus/_natspy\.py:\d+\((parse_header_lines|_parse_header_bytes)\)"
+    r"|bus/_headers\.py:\d+\((parse_header_lines|_parse_header_bytes)\)"
 )
-"""nats-py's header parsing, which callboard's connections do with ``bus._natspy``'s parser."""
+"""nats-py's header parsing, which callboard's connections do with ``bus._headers``'s parser."""
+_READ_PATH = re.compile(r"bus/_natspy\.py:\d+\((parse|_delivered|put_nowait|take|wait)\)")
+"""callboard's reader of ``MSG``/``HMSG`` and the hand-off to a subscription: what
+nats-py's parser and ``_process_msg`` do for raw's connections."""
 _TRANSPARENT = re.compile(
     r"\((<genexpr>|<listcomp>|<dictcomp>|<setcomp>|<lambda>)\)$|nats/nuid\.py"
 )
@@ -150,6 +153,8 @@ def categorise(key: _Key) -> str | None:
         return IDLE
     if _NATS_HEADERS.search(label):
         return "nats-py header parsing"
+    if _READ_PATH.search(label):
+        return "nats-py (protocol, parser, flusher)"
     if _TRANSPARENT.search(label):
         return None
     for needle, category in _CATEGORIES:

@@ -10,8 +10,9 @@ script's output, and evaluates every query against a real Prometheus.
 Queries use the metrics contract (issue 5): ``callboard_agent_*`` from the daemons,
 ``callboard_dispatch_*`` / ``callboard_pipeline_*`` / ``callboard_registry_*`` from
 orchestrators, ``callboard_fleet_*`` from ``callboard monitor``, ``callboard_nats_*``
-and ``callboard_refused_messages_total`` from every process. The datasource is the ``DS_PROMETHEUS`` variable, so the file
-works both provisioned (see ``provisioning/``) and imported by hand.
+and ``callboard_refused_messages_total`` from every process. The datasource is the
+``DS_PROMETHEUS`` variable, so the file works both provisioned (see ``provisioning/``)
+and imported by hand.
 """
 
 from __future__ import annotations

@@ -93,6 +93,15 @@ class SecretsError(Exception):
     """A tool is missing or failed; the message says which and what to do."""
 
 
+def new_password() -> str:
+    """A random password (192 bits) that never starts with ``-``: a command line such
+    as ``nats context save --password <it>`` would take it for a flag."""
+    while True:
+        password = secrets.token_urlsafe(24)
+        if not password.startswith("-"):
+            return password
+
+
 def password_variable(user: str) -> str:
     """The accounts.conf variable of a user's password hash: agent-math → AGENT_MATH_PASSWORD."""
     return user.upper().replace("-", "_") + "_PASSWORD"
@@ -207,7 +216,7 @@ def generate(out: Path, *, days: int, hosts: tuple[str, ...]) -> list[Path]:
     out.chmod(0o700)
     made: list[Path] = []
 
-    passwords = {user: secrets.token_urlsafe(24) for user in USERS}
+    passwords = {user: new_password() for user in USERS}
     lines = [
         "# DEVELOPMENT ONLY: bcrypt hashes of the dev users' passwords, made by",
         "# gen_dev_secrets.py and read by accounts.conf. The passwords are in <user>.env.",
