@@ -147,9 +147,12 @@ async def test_task_accepted_before_the_restart_is_answered_after_it(
     daemon = await start_echo_daemon(start_daemon, solo, prefix, cli_env)
     task_id = f"span-{new_agent_suffix()}"
     payload = {"task": task_id, "delay_ms": 4000}
-    async with connect(solo.url, name="span-caller", **CONNECTION) as nc:
-        async with watch_status(nc, prefix) as watch, anyio.create_task_group() as tg:
-            replies = []
+    async with (
+        connect(solo.url, name="span-caller", **CONNECTION) as nc,
+        watch_status(nc, prefix) as watch,  # still subscribed when the completed event comes
+    ):
+        replies = []
+        async with anyio.create_task_group() as tg:
 
             async def send() -> None:
                 client = TaskClient(nc, prefix=prefix)
