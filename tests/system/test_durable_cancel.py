@@ -315,3 +315,34 @@ async def test_callboard_cancel_of_a_queued_task(
         assert (code, out) == (EXIT_OK, '{"value":4}\n'), err
     code, out, err = await cli("cancel", done_id)
     assert code == EXIT_AGENT_ERROR and "already ended completed" in err, (code, out, err)
+
+
+async def test_a_submitter_overwriting_a_cancel_request_can_only_deny_it(
+    server: EmbeddedServer, deploy: DeployCopy
+) -> None:
+    """The attack the grants still allow (README: what a submitter can still do): another
+    submitter login writes over the caller's cancel request before an agent takes the
+    task. It cannot forge anything: the task runs as its caller sent it, the forged
+    request is counted as refused, and the result is the caller's own."""
+    async with submitter(server, deploy) as client:
+        task_id = new_task_id()
+        await client.submit("math", {"expression": "6*7"}, task_id=task_id)
+        assert (await client.cancel(task_id)).state == TaskState.CANCELLED
+        cancel_key = NAMES.key_subject(NAMES.cancel_key("math", task_id))
+        async with logged_in(server.url, deploy, "gateway", inbox_prefix="_INBOX_gateway") as (
+            nc,
+            _,
+        ):
+            forged = {"task_id": task_id, "token": CancelKeys().token(task_id)}
+            await nc.jetstream().publish(cancel_key, json.dumps(forged).encode())
+        # readers no longer see a cancel they can prove: the denial is visible at once
+        assert (await client.record(task_id)).state == TaskState.SUBMITTED
+
+        watch = await watching_record(client.nc, task_id)
+        registry = CollectorRegistry()
+        async with math_daemon(server, deploy, registry) as math:
+            written = await record_written(watch, task_id)
+        assert (written.state, math.calls) == (TaskState.COMPLETED, [task_id])
+        assert await client.result(task_id) == {"value": 42}
+        refused = {"reason": "cancel_token"}
+        assert registry.get_sample_value("callboard_refused_messages_total", refused) == 1
