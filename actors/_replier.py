@@ -109,15 +109,15 @@ class Replier:
         series = executor.capability_series.get(capability)
         if series is not None:
             series.finished(elapsed_ns / 1e9, None)
-        elapsed_ms = elapsed_ns / 1e6
         status = self._status
         frames = status.completed_frame(
-            task_id, capability, elapsed_ms, claimed_sender(msg.headers)
+            task_id, capability, elapsed_ns, claimed_sender(msg.headers)
         )
         if msg.reply:
             try:
                 frames = self._frames.result(msg.reply, task_id, body) + frames
             except nats.errors.MaxPayloadError:
+                elapsed_ms = elapsed_ns / 1e6
                 return self._reply_too_large(msg, task_id, capability, len(body), elapsed_ms, begun)
         if hold:
             if begun:

@@ -41,7 +41,7 @@ from bus import (
 from bus.codec import SENDER
 from bus.wire import EventFrames, Wire, wire_for
 
-__all__ = ["BEGUN", "MAX_SENDER", "StatusPublisher", "claimed_sender"]
+__all__ = ["BEGUN", "MAX_SENDER", "StatusPublisher", "claimed_sender", "rounded_ms"]
 
 log = logging.getLogger("callboard.status")
 
@@ -52,6 +52,20 @@ BEGUN = ("accepted", "started")
 MAX_SENDER = 256
 """Characters of a claimed sender name kept in a status event (the header may be
 as large as the server's max_payload; the event must still fit)."""
+
+
+_EXACT_NS = 10**15
+"""Below this (11.6 days) a duration in ns divided by 1e6 is within 1e-6 ms of
+its exact value, so rounding its integer rounds the float the same way."""
+
+
+def rounded_ms(elapsed_ns: int) -> float:
+    """``round(elapsed_ns / 1e6, 3)``, the same float, at a quarter of its cost
+    (``round`` to digits goes through a decimal string); a tie (an exact half
+    microsecond) or a huge duration is left to ``round``."""
+    if 0 <= elapsed_ns < _EXACT_NS and elapsed_ns % 1000 != 500:
+        return (elapsed_ns + 500) // 1000 / 1000
+    return round(elapsed_ns / 1e6, 3)
 
 
 def claimed_sender(headers: Mapping[str, str] | None) -> str:
@@ -158,7 +172,7 @@ class StatusPublisher:
         return self._frames.begun(accepted)  # started: the same but for its state
 
     def completed_frame(
-        self, task_id: str, capability: str, elapsed_ms: float, sender: str = ""
+        self, task_id: str, capability: str, elapsed_ns: int, sender: str = ""
     ) -> bytes:
         """The ``completed`` event, framed (``sender`` from ``claimed_sender``)."""
         event = Completed(
@@ -167,7 +181,7 @@ class StatusPublisher:
             task_id=task_id,
             capability=capability,
             sender=sender,
-            elapsed_ms=round(elapsed_ms, 3),
+            elapsed_ms=rounded_ms(elapsed_ns),
         )
         return self._frames.event("completed", _encoder.encode(event))
 
