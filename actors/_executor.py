@@ -191,7 +191,8 @@ class Executor:
         # before its first progress event, or before its failure
         try:
             task = self._decode(capability, msg, task_id)
-            self.caller_cancels.remember(task_id, msg.headers)  # security: caller-only cancel
+            if slot is None:
+                self.caller_cancels.remember(task_id, msg.headers)  # security: caller-only cancel
             try:
                 self._unsent = self.status.begun_frames(task)
             except Exception as exc:  # a sender name above the server's max_payload
@@ -221,6 +222,10 @@ class Executor:
                         except StopIteration as done:
                             result = done.value
                         else:
+                            # security: caller-only cancel. A cancel is read only once the
+                            # handler waits (it is_running from here on): a task answered in
+                            # its first step needs no hash kept
+                            self.caller_cancels.remember(task_id, msg.headers)
                             job = (capability, msg, started_ns)
                             result = await self._wait(
                                 handling, yielded, began, task_id, time_left, slot, job
