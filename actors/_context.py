@@ -28,6 +28,8 @@ DEFAULT_DISCOVERY_WAIT = 0.3
 ProgressSink = Callable[[AgentMessage, str, Any], Awaitable[None]]
 DelegationSink = Callable[[str, str], None]
 """Told (capability, outcome) of every delegation: the agent's delegation counter."""
+CorrectionSink = Callable[[str, int], None]
+"""Told (kind, count) of the model replies a handler corrected: the agent's counter."""
 
 
 class TaskContext:
@@ -38,7 +40,7 @@ class TaskContext:
         agent_id: the agent handling it.
     """
 
-    __slots__ = ("_client", "_on_delegated", "_progress", "agent_id", "task")
+    __slots__ = ("_client", "_on_corrected", "_on_delegated", "_progress", "agent_id", "task")
 
     def __init__(
         self,
@@ -48,12 +50,14 @@ class TaskContext:
         progress: ProgressSink,
         *,
         on_delegated: DelegationSink | None = None,
+        on_corrected: CorrectionSink | None = None,
     ) -> None:
         self.task = task
         self.agent_id = agent_id
         self._client = client
         self._progress = progress
         self._on_delegated = on_delegated
+        self._on_corrected = on_corrected
 
     async def delegate(self, capability: str, payload: Any, *, timeout: float | None = None) -> Any:
         """Send a sub-task to another capability and return its result.
@@ -95,13 +99,24 @@ class TaskContext:
         """Publish a ``progress`` status event for this task."""
         await self._progress(self.task, message, data)
 
+    def model_corrected(self, kind: str, count: int = 1) -> None:
+        """Count model replies this task's handler corrected, in the agent's
+        ``callboard_agent_model_corrections_total``: ``kind`` is one of
+        ``bus.observability.MODEL_CORRECTIONS`` (the LLM agent's loop reports them).
+
+        Raises:
+            ValueError: an unknown ``kind`` (with metrics on).
+        """
+        if self._on_corrected is not None:
+            self._on_corrected(kind, count)
+
 
 class TaskContexts:
     """Makes the ``TaskContext`` of each task of one agent, only when its handler
     asks for one (most never do): a task is bound with ``bind_task`` as
     ``(contexts, task)``, which costs no call and no object of its own."""
 
-    __slots__ = ("_client", "_on_delegated", "_progress", "agent_id")
+    __slots__ = ("_client", "_on_corrected", "_on_delegated", "_progress", "agent_id")
 
     def __init__(
         self,
@@ -110,16 +125,23 @@ class TaskContexts:
         progress: ProgressSink,
         *,
         on_delegated: DelegationSink | None = None,
+        on_corrected: CorrectionSink | None = None,
     ) -> None:
         self.agent_id = agent_id
         self._client = client
         self._progress = progress
         self._on_delegated = on_delegated
+        self._on_corrected = on_corrected
 
     def of(self, task: AgentMessage) -> TaskContext:
         """The context of ``task``."""
         return TaskContext(
-            task, self.agent_id, self._client, self._progress, on_delegated=self._on_delegated
+            task,
+            self.agent_id,
+            self._client,
+            self._progress,
+            on_delegated=self._on_delegated,
+            on_corrected=self._on_corrected,
         )
 
 

@@ -115,6 +115,7 @@ class Executor:
             client,
             self._progress,
             on_delegated=series.delegated if series is not None else None,
+            on_corrected=series.model_corrected if series is not None else None,
         )
 
     # --- in flight ----------------------------------------------------------

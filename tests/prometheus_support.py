@@ -78,6 +78,7 @@ def populated_registry() -> CollectorRegistry:
     agent = AgentMetrics(registry).bind("math-1", "math", ["math"], 4)
     agent.capabilities["math"].finished(0.01, 400)
     agent.delegated("echo", "ok")
+    agent.model_corrected("text_tool_calls")
     dispatch = DispatchMetrics(registry)
     dispatch.dispatched("math", 0.01, None)
     dispatch.retries.labels("math").inc()

@@ -92,6 +92,8 @@ class LLMAgent(Agent):
     Attributes:
         text_tool_calls: model replies whose tool calls came written as text
             and were run as calls (see ``AgentLoop``), since the agent started.
+            Hosted with metrics, each task also counts its corrections in
+            ``callboard_agent_model_corrections_total`` (agent, kind).
     """
 
     kind = "llm"
@@ -194,6 +196,10 @@ class LLMAgent(Agent):
             )
         finally:
             self.text_tool_calls += loop.text_tool_calls
+            if context is not None:  # the agent's model_corrections series
+                context.model_corrected("text_tool_calls", loop.text_tool_calls)
+                context.model_corrected("repeated_calls", loop.repeated_calls)
+                context.model_corrected("output_repairs", loop.output_repairs)
 
     async def _bus_tools(self, context: TaskContext | None) -> list[CapabilityTool]:
         """The capabilities to offer as tools for this task."""

@@ -54,6 +54,8 @@ class AgentLoop:
         repeated_calls: replies that only repeated calls already answered in
             the same task; they are not run again, the model is told to answer
             from the results it has (it still counts as a tool round).
+        output_repairs: answers off the declared output shape, after which
+            the model was asked once more (a second one fails the task).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class AgentLoop:
         self.progress_interval = progress_interval
         self.text_tool_calls = 0
         self.repeated_calls = 0
+        self.output_repairs = 0
 
     async def run(
         self,
@@ -159,6 +162,7 @@ class AgentLoop:
                         f"schema; last time: {exc}"
                     ) from None
                 repaired = True
+                self.output_repairs += 1
                 history.append(
                     ChatMessage.user(
                         f"Your answer is not valid: {exc}. Answer again with only the JSON "

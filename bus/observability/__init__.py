@@ -24,6 +24,7 @@ from ._logging import (
 from ._metrics import (
     DISPATCH_OUTCOMES,
     DURATION_BUCKETS,
+    MODEL_CORRECTIONS,
     AgentMetrics,
     AgentSeries,
     CapabilitySeries,
@@ -40,6 +41,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "LOG_FORMATS",
     "LOG_FORMAT_ENV",
+    "MODEL_CORRECTIONS",
     "REFUSAL_REASONS",
     "TASK_FIELDS",
     "AgentMetrics",

@@ -29,6 +29,7 @@ from ._refusal_metrics import RefusalMetrics
 __all__ = [
     "DISPATCH_OUTCOMES",
     "DURATION_BUCKETS",
+    "MODEL_CORRECTIONS",
     "AgentMetrics",
     "AgentSeries",
     "CapabilitySeries",
@@ -45,6 +46,10 @@ DURATION_BUCKETS = (
 DISPATCH_OUTCOMES = ("ok", "no_agent", "timeout", "agent_error", "cancelled")
 """How a dispatched (or delegated) task ended, the ``outcome`` label."""
 _REJECT_REASONS = ("overloaded", "draining")
+MODEL_CORRECTIONS = ("text_tool_calls", "repeated_calls", "output_repairs")
+"""What an LLM agent corrects in its model's replies, the ``kind`` label: tool calls
+written as text (run as calls), calls repeated after their results (answered with
+a reminder), an answer off the declared output schema (asked again)."""
 _STATES: tuple[str, ...] = tuple(s.value for s in (*AgentState, *TaskState))
 
 
@@ -127,6 +132,11 @@ class AgentMetrics:
             "Sub-tasks delegated, by the capability delegated to and outcome",
             *("agent", "capability", "outcome"),
         )
+        self.model_corrections = counter(
+            "callboard_agent_model_corrections_total",
+            "Model replies an LLM agent corrected, by kind (see MODEL_CORRECTIONS)",
+            *("agent", "kind"),
+        )
 
     def bind(
         self, agent_id: str, kind: str, capabilities: Sequence[str], max_concurrency: int
@@ -197,6 +207,7 @@ class AgentSeries:
         self.capabilities = {c: CapabilitySeries(metrics, agent_id, c) for c in capabilities}
         self.status_events = {s: metrics.status_events.labels(agent_id, s) for s in _STATES}
         self._delegations: dict[tuple[str, str], Counter] = {}
+        self._corrections: dict[str, Counter] = {}
         self._removed = False
 
     def read_in_flight(self, read: Callable[[], float]) -> None:
@@ -213,6 +224,24 @@ class AgentSeries:
             self._delegations[capability, outcome] = child
         child.inc()
 
+    def model_corrected(self, kind: str, count: int = 1) -> None:
+        """Count ``count`` model replies of ``kind`` (one of ``MODEL_CORRECTIONS``) that
+        the agent corrected; only an agent whose model needed it has the series.
+
+        Raises:
+            ValueError: ``kind`` is not one of ``MODEL_CORRECTIONS``.
+        """
+        if kind not in MODEL_CORRECTIONS:
+            raise ValueError(f"unknown model correction {kind!r}: one of {MODEL_CORRECTIONS}")
+        if self._removed or count <= 0:
+            return
+        child = self._corrections.get(kind)
+        if child is None:
+            child = self._corrections[kind] = self._metrics.model_corrections.labels(
+                self.agent_id, kind
+            )
+        child.inc(count)
+
     def remove(self) -> None:
         """Drop every series of this agent: it is no longer hosted, so it must not linger."""
         self._removed = True
@@ -226,6 +255,8 @@ class AgentSeries:
             m.status_events.remove(agent, state)
         for capability, outcome in self._delegations:
             m.delegations.remove(agent, capability, outcome)
+        for kind in self._corrections:
+            m.model_corrections.remove(agent, kind)
 
 
 class DispatchMetrics:

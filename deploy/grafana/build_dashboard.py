@@ -281,6 +281,22 @@ def rows() -> list[Row]:
                     unit="ops",
                     width=12,
                 ),
+                Panel(
+                    "Model corrections",
+                    [
+                        Query(
+                            "sum by (agent, kind) (increase("
+                            f"callboard_agent_model_corrections_total{{{AGENT}}}[{RATE}]))",
+                            "{{agent}} {{kind}}",
+                        )
+                    ],
+                    "Model replies LLM agents corrected: tool calls written as text (run "
+                    "as calls), calls repeated after their results, answers off the output "
+                    "schema (asked again). A rise means the model struggles with its tools "
+                    "or schema: a larger model, or clearer tool descriptions.",
+                    unit="short",
+                    width=12,
+                ),
             ],
         ),
         Row(

@@ -238,6 +238,7 @@ def daemon_toml(prefix: str, agents: Sequence[Mapping[str, Any]], **settings: An
 
 
 _READY = re.compile(re.escape(READY_LINE) + r": (\d+) agent\(s\): (.*)$")
+_DAEMON_METRICS_LINE = re.compile(r"callboard daemon metrics on (http://\S+)/metrics")
 
 
 def parse_ready_line(line: str) -> list[str]:
@@ -260,6 +261,14 @@ class Daemon:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def metrics_url(self) -> str:
+        """The base URL of its ``/metrics`` and ``/healthz``, as it printed it (it binds
+        port 0 in tests, so only it knows the port)."""
+        match = _DAEMON_METRICS_LINE.search(self.proc.stderr.text)
+        assert match, self.proc.output()
+        return match.group(1)
 
 
 # --- status events -------------------------------------------------------------------------

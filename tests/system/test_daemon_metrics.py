@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import urllib.error
 import urllib.request
@@ -45,15 +44,6 @@ from orchestrator.cli import EXIT_USAGE
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
 
-_METRICS_LINE = re.compile(r"callboard daemon metrics on (http://\S+)/metrics")
-
-
-def metrics_url(daemon: Daemon) -> str:
-    """The base URL the daemon printed (it binds port 0, so only it knows the port)."""
-    match = _METRICS_LINE.search(daemon.proc.stderr.text)
-    assert match, daemon.proc.output()
-    return match.group(1)
-
 
 def fetch(url: str) -> tuple[int, bytes]:
     """(status, body) of a GET, error statuses included."""
@@ -83,7 +73,7 @@ async def test_metrics_pass_promtool_and_count_the_tasks(
             metrics_address="127.0.0.1:0",
         )
     )
-    url = metrics_url(daemon)
+    url = daemon.metrics_url
     assert url.startswith("http://127.0.0.1:")
     client = TaskClient(nc, prefix=prefix)
     for expression in ("6*7", "2**10"):
@@ -160,7 +150,7 @@ async def test_the_metrics_flag_wins_and_healthz_says_draining_on_sigterm(
     daemon = await anyio.to_thread.run_sync(
         start_with_flags, procs, callboard_cmd, cli_env, config, "--metrics", ":0"
     )
-    url = metrics_url(daemon)
+    url = daemon.metrics_url
     assert not url.endswith(":9")
     assert (await get(url + "/healthz"))[0] == 200
 
@@ -208,7 +198,7 @@ async def test_what_the_daemon_refuses_from_the_bus_is_counted_by_reason(
             metrics_address="127.0.0.1:0",
         )
     )
-    url = metrics_url(daemon)
+    url = daemon.metrics_url
     assert await refusals(url) == exactly({})
     client = TaskClient(nc, prefix=prefix)
     subjects = Subjects(prefix)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
@@ -21,7 +20,6 @@ from orchestrator.cli import EXIT_CONNECTION, EXIT_NO_AGENT, EXIT_OK, EXIT_USAGE
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
 
 EXIT_UNHEALTHY = 1
-_METRICS_LINE = re.compile(r"callboard daemon metrics on (http://\S+)/metrics")
 
 
 async def health(
@@ -57,9 +55,7 @@ async def test_health_follows_a_daemon_from_serving_to_draining_to_gone(
         grace_period=3.0,
         metrics_address="127.0.0.1:0",
     )
-    match = _METRICS_LINE.search(daemon.proc.stderr.text)
-    assert match, daemon.proc.output()
-    base = match.group(1)
+    base = daemon.metrics_url
 
     ok = await health(callboard_cmd, cli_env, "--url", f"{base}/healthz")
     assert ok.returncode == EXIT_OK, shown(ok)

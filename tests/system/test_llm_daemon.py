@@ -7,7 +7,9 @@ process; the tool call crosses NATS to the built-in math agent.
 
 from __future__ import annotations
 
+import functools
 import json
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -15,9 +17,10 @@ import anyio
 import pytest
 from llm_servers import Call, FakeOllama, Reply, closed_port_url
 from nats.aio.client import Client
+from prometheus_client.parser import text_string_to_metric_families
 from system_support import Daemon, run_cli, watch_status
 
-from bus import new_agent_suffix
+from bus import TaskClient, new_agent_suffix
 from orchestrator.cli import EXIT_AGENT_ERROR, EXIT_OK
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
@@ -99,3 +102,61 @@ async def test_an_unreachable_model_fails_the_task_and_the_daemon_keeps_serving(
         again = await anyio.to_thread.run_sync(lambda c=capability, p=payload: submit(c, p))
         expected = EXIT_OK if capability == "math" else EXIT_AGENT_ERROR
         assert again.returncode == expected, again.stderr
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def _written_call(expression: str) -> str:
+    """A tool call written as text, as small local models answer (Qwen2.5 1.5B did)."""
+    call = {"name": "math", "arguments": {"expression": expression}}
+    return f"```json\n{json.dumps(call)}\n```"
+
+
+async def test_the_model_replies_the_agent_corrected_are_counted_in_its_metrics(
+    start_daemon: Callable[..., Daemon], prefix: str, nc: Client
+) -> None:
+    suffix = new_agent_suffix()
+    math_id, llm_id, typed_id = f"math-{suffix}", f"llm-{suffix}", f"typed-{suffix}"
+    with FakeOllama(models=["llama3.2"]) as server:
+        server.script(
+            _written_call("6*7"),  # a call as text: run as a call
+            _written_call("6*7"),  # the same call again: not run, the model is reminded
+            answer_from_tool_result,
+            "forty-two",  # off the typed agent's output schema: asked again
+            "42",
+        )
+        typed = llm_agent(typed_id, server.url, output_schema={"type": "integer"})
+        typed["options"]["capability"] = "count"
+        daemon = await anyio.to_thread.run_sync(
+            functools.partial(
+                start_daemon,
+                [
+                    {"type": "math", "id": math_id},
+                    llm_agent(llm_id, server.url, delegate=["math"]),
+                    typed,
+                ],
+                prefix=prefix,
+                metrics_address="127.0.0.1:0",
+            )
+        )
+        client = TaskClient(nc, prefix=prefix)
+        assert (await client.request("research", "what is 6*7?")).payload == "6*7 is 42."
+        assert (await client.request("count", "how many?")).payload == 42
+        assert server.remaining == 0
+    body = await anyio.to_thread.run_sync(_scrape, daemon.metrics_url + "/metrics")
+    corrections = {
+        (sample.labels["agent"], sample.labels["kind"]): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == "callboard_agent_model_corrections_total"
+    }
+    # only agents whose model needed correcting have the series, and only those kinds
+    assert corrections == {
+        (llm_id, "text_tool_calls"): 2,
+        (llm_id, "repeated_calls"): 1,
+        (typed_id, "output_repairs"): 1,
+    }

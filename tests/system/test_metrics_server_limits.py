@@ -4,7 +4,6 @@ descriptors its NATS connection needs to come back after a server restart."""
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import sys
@@ -27,7 +26,6 @@ pytestmark = [pytest.mark.system, pytest.mark.anyio]
 FILE_LIMIT = 128
 IDLE_CONNECTIONS = 126
 """As many as the issue's reproduction: one thread each, before, and no file left."""
-_METRICS_LINE = re.compile(r"callboard daemon metrics on (http://\S+)/metrics")
 
 
 @pytest.fixture
@@ -78,9 +76,7 @@ async def test_idle_connections_neither_silence_healthz_nor_starve_the_nats_reco
                 metrics_address="127.0.0.1:0",
             )
         )
-        match = _METRICS_LINE.search(daemon.proc.stderr.text)
-        assert match, daemon.proc.output()
-        healthz = match.group(1) + "/healthz"
+        healthz = daemon.metrics_url + "/healthz"
         metrics_port = int(healthz.rsplit(":", 1)[1].split("/")[0])
         with ExitStack() as held:
             for sock in idle_connections(metrics_port, IDLE_CONNECTIONS):

@@ -31,6 +31,7 @@ from typing import Any
 
 import anyio
 import pytest
+from llm_servers import FakeOllama
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_support import (
@@ -235,6 +236,27 @@ def orchestrator_with_metrics(
     return Orchestrator(nc, prefix=prefix, name="prometheus-test", metrics=metrics)
 
 
+def model_server(cleanup: ExitStack) -> str:
+    """A fake Ollama for the LLM agent: it writes its math call as text (a correction the
+    agent counts), then answers from the result. Its URL."""
+    server = cleanup.enter_context(FakeOllama(models=["llama3.2"]))
+    call = {"name": "math", "arguments": {"expression": "6*7"}}
+
+    def answer(body: dict[str, Any]) -> str:
+        (result,) = [m for m in body["messages"] if m["role"] == "tool"]
+        return f"6*7 is {json.loads(result['content'])['value']}."
+
+    server.script(f"```json\n{json.dumps(call)}\n```", answer)
+    return server.url
+
+
+def llm_agent(agent_id: str, base_url: str) -> dict[str, Any]:
+    """The daemon config of an LLM agent serving ``research`` that may delegate to math."""
+    model = {"provider": "ollama", "model": "llama3.2", "base_url": base_url, "retries": 0}
+    options = {"capability": "research", "model": model, "delegate": ["math"]}
+    return {"type": "llm", "id": agent_id, "options": options}
+
+
 async def generate_load(
     url: str,
     prefix: str,
@@ -275,6 +297,8 @@ async def generate_load(
                 await dispatch("echo", {"n": 1})
         with pytest.raises(TaskTimeout):
             await dispatch("echo", {"delay_ms": 2000}, timeout=0.3)
+        # an LLM agent whose model writes its tool call as text: a model correction
+        assert await dispatch("research", "what is 6*7?") == "6*7 is 42."
         # pipelines: one that succeeds, one that fails, one that partly fails
         good = {"capability": "math", "payload": {"expression": "1+2"}}
         bad = {"capability": "math", "payload": {"expression": "1 +"}}
@@ -298,7 +322,7 @@ def stack(nats_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), env.get("PYTHONPATH")]))
     prefix = f"t{new_agent_suffix()}.agents"
     suffix = new_agent_suffix()
-    ids = {kind: f"{kind}-{suffix}" for kind in ("math", "echo", "summarize", "relay")}
+    ids = {kind: f"{kind}-{suffix}" for kind in ("math", "echo", "summarize", "relay", "llm")}
     doomed_agent = f"math-doomed-{suffix}"
     missing: dict[str, str] = {}
     with ExitStack() as cleanup:
@@ -314,6 +338,7 @@ def stack(nats_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory)
             {"type": "echo", "id": ids["echo"], "max_concurrency": 1},
             {"type": "summarize", "id": ids["summarize"]},
             {"type": "prometheus_support:Relay", "id": ids["relay"], "options": {"target": "math"}},
+            llm_agent(ids["llm"], model_server(cleanup)),
         ]
         _, daemon = start_daemon(cleanup, "daemon", directory, env, prefix, agents)
         doomed, doomed_target = start_daemon(
