@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any, overload
@@ -209,6 +210,32 @@ class NatsClient(Client):
         return command
 
 
+_SERVER_SEPARATORS = re.compile(rb"[ \t]+")
+"""What separates the arguments of a line the server sends (its ``splitArg``
+splits on space, tab, CR and LF only)."""
+
+
+def _server_tokens(line: bytes) -> tuple[list[bytes], int, int] | None:
+    """A ``MSG``/``HMSG`` line's arguments, their count and its header size, split
+    as the server splits them (on runs of spaces and tabs); None for any other line,
+    or a malformed one (nats-py's parse reads or refuses it).
+
+    A publisher picks the subject and reply, and the server lets any byte but
+    space, tab, CR and LF into them; ``bytes.split`` (and nats-py's regex) also
+    split on vertical tab and form feed: nats-py raises ``ProtocolError`` (the
+    connection reconnects, losing whatever else that read held), or strips one at
+    a token's end and answers another subject than the one asked."""
+    args = _SERVER_SEPARATORS.split(line.strip(b" \t"))
+    n = len(args)
+    if n < 4 or not args[2].isdigit() or not args[-1].isdigit():
+        return None
+    if args[0] == b"HMSG" and (n == 5 or n == 6) and args[-2].isdigit():
+        return args, n, int(args[-2])
+    if args[0] == b"MSG" and (n == 4 or n == 5):
+        return args, n, 0
+    return None
+
+
 class _Parser(Parser):
     """nats-py's parser, but ``MSG`` and ``HMSG`` are read by offset, with no regex
     and no coroutine for a taken-over subscription's message (``_delivered``);
@@ -234,12 +261,22 @@ class _Parser(Parser):
             eol = data.find(b"\r\n", pos)
             if eol < 0:
                 break  # the rest of the line is still to come
-            args = data[pos:eol].split()
-            op, n = args[0] if args else b"", len(args)
-            if op == b"HMSG" and (n == 5 or n == 6) and args[-1].isdigit() and args[-2].isdigit():
+            # split on single spaces, as the server writes it: bytes.split() would also
+            # split (or strip) a \x0b or \x0c a publisher put in its subject or reply
+            args = data[pos:eol].split(b" ")
+            op, n = args[0], len(args)
+            if (
+                op == b"HMSG"
+                and (n == 5 or n == 6)
+                and args[-1].isdigit()
+                and args[-2].isdigit()
+                and args[2].isdigit()
+            ):
                 hsize = int(args[-2])
-            elif op == b"MSG" and (n == 4 or n == 5) and args[-1].isdigit():
+            elif op == b"MSG" and (n == 4 or n == 5) and args[-1].isdigit() and args[2].isdigit():
                 hsize = 0
+            elif odd := _server_tokens(data[pos:eol]):
+                args, n, hsize = odd  # other blanks (tabs, runs of spaces) between them
             else:  # another command (or a malformed one): nats-py's parse, for that line
                 self.buf = bytearray(data[pos : eol + 2])
                 await super().parse()
@@ -249,8 +286,6 @@ class _Parser(Parser):
                     await super().parse()
                     return
                 continue
-            if not args[2].isdigit():
-                raise nats.errors.ProtocolError("nats: malformed MSG")
             start = eol + 2
             stop = start + int(args[-1])
             if stop + 2 > end:

@@ -1,0 +1,122 @@
+"""An attacker's review of the seam's parser (``bus._natspy._Parser``): whatever a
+publisher puts in the bytes it controls (subject and reply tokens, header block,
+payload) costs at most its own message, never the read loop or the messages
+after it, and everything else reads exactly as nats-py's own parser reads it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from nats.protocol.parser import Parser
+from test_natspy_seam import _hmsg, _Recorder
+
+from bus._natspy import NatsClient
+
+pytestmark = pytest.mark.anyio
+
+_OUR_PARSER = type(NatsClient()._ps)
+
+
+_Parsed = tuple[list[tuple[object, ...]], str | None, bytes]
+
+
+async def _parsed(
+    parser_class: type[Parser], stream: bytes, cuts: list[int], deliver: bool
+) -> _Parsed:
+    recorder = _Recorder(deliver)
+    parser = parser_class(recorder)
+    error: str | None = None
+    try:
+        for lo, hi in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            await parser.parse(stream[lo:hi])
+    except Exception as exc:  # compared: the same error, or none, in both
+        error = type(exc).__name__
+    return recorder.seen, error, bytes(parser.buf)
+
+
+async def test_a_subject_or_reply_holding_a_vertical_tab_or_form_feed_costs_nothing() -> None:
+    """The server lets \\x0b and \\x0c into a publisher's subject and reply (it splits
+    arguments on space, tab, CR and LF only; checked with nats-server 2.x): nats-py's
+    parser splits on them too and raises ProtocolError, so one such request made the
+    agent's connection reconnect and lose the rest of that read."""
+    stream = b"".join(
+        (
+            b"MSG agents.task.echo 1 _INBOX.a\x0bb 2\r\nhi\r\n",
+            b"MSG _INBOX.x.5\x0c 3 2\r\nhi\r\n",  # stripped by bytes.split
+            _hmsg("agents.task.echo", 1, "_INBOX.c\x0cd\x0b", b"NATS/1.0\r\nK: v\r\n\r\n", b"{}"),
+            b"HMSG a\x0b 2 12 12\r\nNATS/1.0\r\n\r\n\r\n",
+            b"MSG agents.task.echo 1 _INBOX.ok 2\r\nok\r\nPING\r\n",
+        )
+    )
+    expected = [
+        ("msg", 1, b"agents.task.echo", b"_INBOX.a\x0bb", b"hi", None),
+        ("msg", 3, b"_INBOX.x.5\x0c", b"", b"hi", None),
+        ("msg", 1, b"agents.task.echo", b"_INBOX.c\x0cd\x0b", b"{}", b"NATS/1.0\r\nK: v\r\n\r\n"),
+        ("msg", 2, b"a\x0b", b"", b"", b"NATS/1.0\r\n\r\n"),
+        ("msg", 1, b"agents.task.echo", b"_INBOX.ok", b"ok", None),
+        ("ping",),
+    ]
+    for deliver in (False, True):
+        for cut in range(len(stream) + 1):  # in two reads, split at every byte
+            cuts = [cut] if 0 < cut < len(stream) else []
+            assert await _parsed(_OUR_PARSER, stream, cuts, deliver) == (expected, None, b""), cut
+
+
+async def test_a_malformed_line_is_refused_as_nats_py_refuses_it() -> None:
+    """Only the server's framing can be malformed; the extra split must not make
+    ours read what nats-py refuses (a sid or a size that is not a number)."""
+    for line in (b"MSG a\x0bb c 2\r\nhi\r\n", b"HMSG a 1 x\x0b 2\r\n", b"MSG a 1 r\x0b\r\n"):
+        theirs = await _parsed(Parser, line, [], False)
+        assert theirs[1] == "ProtocolError"
+        assert (await _parsed(_OUR_PARSER, line, [], False))[:2] == theirs[:2], line
+
+
+_PAYLOADS = (
+    *(b"", b"x", b"\r\n", b"\r", b"\n", b"\xff\xfe", b"PING\r\n", b"-ERR 'x'\r\n"),
+    *(b"\r\nMSG a 1 3\r\nabc\r\n", b"HMSG a 2 4 4\r\n", b"NATS/1.0 503\r\n\r\n"),
+)
+_HEADER_BLOCKS = (
+    *(b"NATS/1.0\r\nK: v\r\n\r\n", b"NATS/1.0 503\r\n\r\n", b"NATS", b"NATS/1.0\r\n\r\n"),
+    *(b"XXXXXXXX\r\nA:\xffb\r\n\r\n", b"NATS/1.0 100 Idle\r\nK: v\r\n\r\n", b"NATS/1.0\r\n"),
+    b"NATS/1.0\r\nMSG a 1 0\r\n\r\n",
+)
+_CONTROL = (
+    *(b"PING\r\n", b"PONG\r\n", b"+OK\r\n", b"-ERR 'Permissions Violation'\r\n"),
+    b'INFO {"max_payload": 1048576}\r\n',
+)
+_TOKENS = (b"a.b", b"a.\xff", b"x\x1cy", b"_INBOX.r", b"a", b"-ERR", b"+OK", b"9")
+
+
+def _command(rng: random.Random) -> bytes:
+    kind = rng.randrange(10)
+    if kind < 5:
+        return _CONTROL[kind]
+    payload = b"".join(rng.choice(_PAYLOADS) for _ in range(rng.randrange(4)))
+    subject, reply = rng.choice(_TOKENS), rng.choice((b"", *_TOKENS))
+    middle = [subject, str(rng.randrange(1, 4)).encode(), *([reply] if reply else [])]
+    if kind < 7:
+        return b" ".join((b"MSG", *middle, b"%d" % len(payload))) + b"\r\n" + payload + b"\r\n"
+    block = rng.choice(_HEADER_BLOCKS)
+    sizes = (b"%d" % len(block), b"%d" % (len(block) + len(payload)))
+    return b" ".join((b"HMSG", *middle, *sizes)) + b"\r\n" + block + payload + b"\r\n"
+
+
+async def test_random_streams_read_as_nats_pys_parser_reads_them() -> None:
+    """Differential: streams of every command, whose payloads and header blocks hold
+    whole commands, statuses and stray CR/LF, read in random pieces (and one byte
+    at a time), give what nats-py's parser gives in one read."""
+    rng = random.Random(20261207)
+    compared = 0
+    for round_ in range(400):
+        stream = b"".join(_command(rng) for _ in range(rng.randrange(1, 8)))
+        theirs = await _parsed(Parser, stream, [], False)
+        assert theirs[1] is None
+        pieces = [sorted(rng.sample(range(1, len(stream)), min(5, len(stream) - 1)))]
+        if round_ % 40 == 0:
+            pieces.append(list(range(1, len(stream))))
+        for cuts in pieces:
+            for deliver in (False, True):
+                assert await _parsed(_OUR_PARSER, stream, cuts, deliver) == theirs, (stream, cuts)
+                compared += 1
+    assert compared > 800
