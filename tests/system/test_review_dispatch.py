@@ -4,12 +4,17 @@ other callers through the bytes it controls."""
 
 from __future__ import annotations
 
+import math
+import time
+
 import anyio
+import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
 from actors import AgentHost, EchoAgent
 from bus import connect
+from bus._inbox import Inbox, inbox_for
 from bus.codec import TASK_ID
 from orchestrator import Orchestrator
 
@@ -63,3 +68,68 @@ async def test_a_reply_subject_holding_a_vertical_tab_is_answered_there_and_brea
         ]
         assert agent_nc.stats["reconnects"] == 0
         assert attacker.stats["reconnects"] == 0
+
+
+_SILENT = "review.silent"
+_BLOCK = b"NATS/1.0\r\n\r\n"
+
+
+async def _among_ordinary_requests(inbox: Inbox, odd: float) -> tuple[dict[float, float], str]:
+    """Requests of 0.4 s, then one of timeout ``odd``, then of 0.3 s (before the
+    first's deadline: a timer of its own) and 0.6 s (the shared timer): how long
+    each ordinary one took to time out, and how the odd one ended."""
+    lapses: dict[float, float] = {}
+    odd_outcome = "still waiting when the others were done"
+    done = anyio.Event()
+
+    async def ordinary(timeout: float) -> None:
+        began = time.monotonic()
+        with pytest.raises(nats.errors.TimeoutError):
+            await inbox.request(_SILENT, _BLOCK, b"", timeout)
+        lapses[timeout] = time.monotonic() - began
+        if len(lapses) == 3:
+            done.set()
+
+    async def odd_one() -> None:
+        nonlocal odd_outcome
+        try:
+            await inbox.request(_SILENT, _BLOCK, b"", odd)
+        except Exception as exc:
+            odd_outcome = type(exc).__name__
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ordinary, 0.4)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(odd_one)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(ordinary, 0.3)
+        tg.start_soon(ordinary, 0.6)
+        await done.wait()
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()  # an infinite one waits on
+    return lapses, odd_outcome
+
+
+async def test_odd_request_timeouts_neither_hold_back_nor_hurry_the_others(nats_url: str) -> None:
+    """The shared inbox timer and the per-request ones, with a request of timeout 0,
+    negative, infinite, 1e308 or NaN among requests of ordinary ones (before and
+    after it, in and out of deadline order): each ordinary one times out at its
+    deadline, not before and not much after. A NaN timeout is refused: it never
+    expired, and on the event loop's timer heap it can hold back every other timer
+    of the process (one 50 ms timer had not fired after 3 s, tried by hand)."""
+    async with connect(nats_url) as nc, connect(nats_url) as silent:
+        await silent.subscribe(_SILENT)  # listens, never answers: no 503
+        await silent.flush()
+        inbox = inbox_for(nc)
+        for odd in (0.0, -1.0, -math.inf, math.inf, 1e308, math.nan):
+            with anyio.fail_after(10):
+                lapses, odd_outcome = await _among_ordinary_requests(inbox, odd)
+            for timeout, lapse in lapses.items():
+                assert timeout <= lapse < timeout + 1.0, (odd, timeout, lapse)
+            if odd <= 0:
+                assert odd_outcome == "TimeoutError", odd
+            elif math.isnan(odd):
+                assert odd_outcome == "ValueError"
+            else:
+                assert odd_outcome.startswith("still waiting"), odd
+            assert not inbox._waiting and not inbox._deadlines
