@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any, overload
@@ -35,7 +34,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
-from ._headers import parse_header_lines
+from ._headers import FIRST_LINE, PLAIN_BLOCK_MIN, SPACE, STATUS_AT, parse_header_lines
+from ._msg_args import msg_args
 from ._natspy_range import NATS_PY_RANGE, BadHeaderError, check_nats_py_version
 
 __all__ = [
@@ -66,14 +66,6 @@ def use_fast_header_parser(nc: Client) -> None:
 
 
 # --- the client, corrected --------------------------------------------------
-
-
-_STATUS_AT = len(b"NATS/1.0")
-"""Where a status (``NATS/1.0 503``) starts, after a space; otherwise the line ends."""
-_SPACE = ord(" ")
-_FIRST_LINE = len(b"NATS/1.0\r\n")
-_PLAIN_BLOCK_MIN = _FIRST_LINE
-"""Shorter blocks hold no header: nats-py's own path answers them."""
 
 
 class TLSNotOffered(nats.errors.Error):
@@ -154,9 +146,9 @@ class NatsClient(Client):
             return False  # a slow consumer: nats-py's own path drops it and reports it
         hdr: dict[str, str] | None = None
         if headers:
-            if len(headers) <= _PLAIN_BLOCK_MIN or headers[_STATUS_AT] == _SPACE:
+            if len(headers) <= PLAIN_BLOCK_MIN or headers[STATUS_AT] == SPACE:
                 return False  # an inline status (no responders) or a broken block
-            hdr = parse_header_lines(headers[_FIRST_LINE:]) or None
+            hdr = parse_header_lines(headers[FIRST_LINE:]) or None
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += size
@@ -176,10 +168,10 @@ class NatsClient(Client):
         return True
 
     async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
-        if headers and len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
+        if headers and len(headers) > PLAIN_BLOCK_MIN and headers[STATUS_AT] != SPACE:
             # the usual block, no inline status: what nats-py returns for it, with
             # neither its slicing and checks nor a coroutine of its own
-            return parse_header_lines(headers[_FIRST_LINE:]) or None
+            return parse_header_lines(headers[FIRST_LINE:]) or None
         try:
             parsed: dict[str, str] | None = await super()._process_headers(headers)
         except Exception as exc:
@@ -210,32 +202,6 @@ class NatsClient(Client):
         return command
 
 
-_SERVER_SEPARATORS = re.compile(rb"[ \t]+")
-"""What separates the arguments of a line the server sends (its ``splitArg``
-splits on space, tab, CR and LF only)."""
-
-
-def _server_tokens(line: bytes) -> tuple[list[bytes], int, int] | None:
-    """A ``MSG``/``HMSG`` line's arguments, their count and its header size, split
-    as the server splits them (on runs of spaces and tabs); None for any other line,
-    or a malformed one (nats-py's parse reads or refuses it).
-
-    A publisher picks the subject and reply, and the server lets any byte but
-    space, tab, CR and LF into them; ``bytes.split`` (and nats-py's regex) also
-    split on vertical tab and form feed: nats-py raises ``ProtocolError`` (the
-    connection reconnects, losing whatever else that read held), or strips one at
-    a token's end and answers another subject than the one asked."""
-    args = _SERVER_SEPARATORS.split(line.strip(b" \t"))
-    n = len(args)
-    if n < 4 or not args[2].isdigit() or not args[-1].isdigit():
-        return None
-    if args[0] == b"HMSG" and (n == 5 or n == 6) and args[-2].isdigit():
-        return args, n, int(args[-2])
-    if args[0] == b"MSG" and (n == 4 or n == 5):
-        return args, n, 0
-    return None
-
-
 class _Parser(Parser):
     """nats-py's parser, but ``MSG`` and ``HMSG`` are read by offset, with no regex
     and no coroutine for a taken-over subscription's message (``_delivered``);
@@ -261,8 +227,7 @@ class _Parser(Parser):
             eol = data.find(b"\r\n", pos)
             if eol < 0:
                 break  # the rest of the line is still to come
-            # split on single spaces, as the server writes it: bytes.split() would also
-            # split (or strip) a \x0b or \x0c a publisher put in its subject or reply
+            # on single spaces, as the server writes it (bytes.split(): see msg_args)
             args = data[pos:eol].split(b" ")
             op, n = args[0], len(args)
             if (
@@ -275,7 +240,7 @@ class _Parser(Parser):
                 hsize = int(args[-2])
             elif op == b"MSG" and (n == 4 or n == 5) and args[-1].isdigit() and args[2].isdigit():
                 hsize = 0
-            elif odd := _server_tokens(data[pos:eol]):
+            elif odd := msg_args(data[pos:eol]):
                 args, n, hsize = odd  # other blanks (tabs, runs of spaces) between them
             else:  # another command (or a malformed one): nats-py's parse, for that line
                 self.buf = bytearray(data[pos : eol + 2])
