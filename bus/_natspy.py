@@ -75,9 +75,9 @@ class TLSNotOffered(nats.errors.Error):
 class NatsClient(Client):
     """nats-py's client, made safe against malformed traffic and careful with credentials.
 
-    - A message whose subject or reply is not UTF-8 is dropped and counted (in
-      nats-py the ``UnicodeDecodeError`` ends the read loop: one frame from any
-      client would leave the connection deaf); a malformed header block costs
+    - A message whose subject or reply is not UTF-8, or that nats-py's reader
+      raises on, is dropped and counted (in nats-py the error ends the read loop:
+      one frame would leave the connection deaf); a malformed header block costs
       only that message its headers.
     - No login over plain TCP when TLS was asked for (nats-py upgrades only if
       the server's INFO says ``tls_required``: a CONNECT with a password would
@@ -126,7 +126,10 @@ class NatsClient(Client):
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         if not self._delivered(sid, subject, reply, data, headers):
-            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            try:
+                await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            except Exception as exc:  # e.g. JetStream's, on a reply of the wrong form
+                self._malformed("a message nats-py could not take arrived; dropped", exc)
 
     def _delivered(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
@@ -227,8 +230,7 @@ class _Parser(Parser):
             eol = data.find(b"\r\n", pos)
             if eol < 0:
                 break  # the rest of the line is still to come
-            # on single spaces, as the server writes it (bytes.split(): see msg_args)
-            args = data[pos:eol].split(b" ")
+            args = data[pos:eol].split(b" ")  # as the server writes it: see msg_args
             op, n = args[0], len(args)
             if (
                 op == b"HMSG"

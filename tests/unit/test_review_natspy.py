@@ -120,3 +120,34 @@ async def test_random_streams_read_as_nats_pys_parser_reads_them() -> None:
                 assert await _parsed(_OUR_PARSER, stream, cuts, deliver) == theirs, (stream, cuts)
                 compared += 1
     assert compared > 800
+
+
+async def test_what_nats_pys_own_reader_raises_on_a_message_costs_that_message_only(
+    nats_url: str,
+) -> None:
+    """A message nats-py's ``_process_msg`` cannot handle, from whoever may publish
+    to the subject: a reply of the wrong form on an ordered consumer's deliver
+    subject raises ``NotJSMessageError`` there, which ended nats-py's read loop
+    with a log line (no reconnect: the connection stayed up, deaf, until its
+    pings went unanswered). Dropped and counted instead; the reader goes on."""
+    import anyio
+
+    from bus import connect
+
+    async with connect(nats_url) as nc, connect(nats_url) as attacker:
+        assert isinstance(nc, NatsClient)
+        js = nc.jetstream()
+        stream = f"REVIEW{random.randrange(1 << 30)}"
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+        try:
+            sub = await js.subscribe(f"{stream}.>", ordered_consumer=True)
+            await attacker.publish(sub.subject, b"x", reply="not.a.js.ack")
+            await attacker.flush()  # the server has routed it to nc: nc reads it before
+            await nc.flush(timeout=5)  # the PONG to this (a dead reader never reads one)
+            await nc.publish(f"{stream}.after", b"after")
+            with anyio.fail_after(10):
+                msg = await sub.next_msg(timeout=10)
+            assert msg.data == b"after"
+            assert nc.malformed_messages == 1 and nc.stats["reconnects"] == 0
+        finally:
+            await js.delete_stream(stream)
