@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nats.protocol.parser import Parser
 from test_natspy_seam import _hmsg, _Recorder
 
@@ -151,3 +153,25 @@ async def test_what_nats_pys_own_reader_raises_on_a_message_costs_that_message_o
             assert nc.malformed_messages == 1 and nc.stats["reconnects"] == 0
         finally:
             await js.delete_stream(stream)
+
+
+_HEADER_PIECES = st.sampled_from(
+    (
+        *(b"NATS/1.0", b" 503", b"\r\n", b"\r", b"\n", b":", b" ", b"\t", b"\x0b", b"\x0c"),
+        *(b"\x1c", b"\x85", b"\xa0", b"\xc3\xa9", b"\xff", b"\x00", b"K", b"Agent-Task-Id", b"v"),
+    )
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(_HEADER_PIECES | st.binary(max_size=4), max_size=24).map(b"".join))
+def test_the_header_parser_is_nats_pys_on_any_block(block: bytes) -> None:
+    """``parse_header_lines`` against nats-py's ``_parse_header_lines`` (generated
+    blocks: separators, every kind of blank, non-ASCII, stray CR/LF)."""
+    from nats.aio.client import Client
+
+    from bus._headers import parse_header_lines
+
+    assert parse_header_lines(block) == Client._parse_header_lines(block)
+    # twice: the second call reads its keys from the cache of clean keys
+    assert parse_header_lines(block) == Client._parse_header_lines(block)
