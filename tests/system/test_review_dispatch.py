@@ -11,9 +11,10 @@ import anyio
 import nats.errors
 import pytest
 from nats.aio.msg import Msg
+from nats_security_support import wait_until
 
 from actors import AgentHost, EchoAgent
-from bus import connect
+from bus import AgentError, TaskClient, connect
 from bus._inbox import Inbox, inbox_for
 from bus.codec import TASK_ID
 from orchestrator import Orchestrator
@@ -133,3 +134,50 @@ async def test_odd_request_timeouts_neither_hold_back_nor_hurry_the_others(nats_
             else:
                 assert odd_outcome.startswith("still waiting"), odd
             assert not inbox._waiting and not inbox._deadlines
+
+
+async def test_a_task_id_taken_by_another_caller_neither_crosses_answers_nor_cancels_the_other(
+    nats_url: str, prefix: str
+) -> None:
+    """Two callers' tasks with one task id (the second caller read it off the status
+    stream) on one agent, both waiting in their handlers and one answered at once:
+    each caller gets its own answer, on its own inbox, and the second caller's
+    cancel of that id (with its own token) stops no task but its own."""
+    async with (
+        connect(nats_url) as agent_nc,
+        AgentHost(agent_nc, [EchoAgent("echo-1")], prefix=prefix, heartbeat_interval=0.2) as host,
+        connect(nats_url) as victim_nc,
+        connect(nats_url) as attacker_nc,
+    ):
+        victim = TaskClient(victim_nc, prefix=prefix, sender="victim")
+        attacker = TaskClient(attacker_nc, prefix=prefix, sender="attacker")
+        shared = "shared-task-id"
+        results: dict[str, object] = {}
+        executor = host.runners["echo-1"].executor
+
+        async def victims_task() -> None:
+            reply = await victim.request(
+                "echo", {"delay_ms": 1500, "who": "victim"}, task_id=shared, timeout=10
+            )
+            results["victim"] = reply.payload
+
+        async def attackers_waiting_task() -> None:
+            try:
+                await attacker.request(
+                    "echo", {"delay_ms": 5000, "who": "attacker"}, task_id=shared, timeout=10
+                )
+            except AgentError as exc:
+                results["attacker"] = exc.code
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(victims_task)
+                await wait_until(lambda: executor.is_running(shared), 5, "the victim's task waits")
+                answered_at_once = await attacker.request(
+                    "echo", {"who": "attacker"}, task_id=shared, timeout=5
+                )
+                assert answered_at_once.payload == {"who": "attacker"}
+                tg.start_soon(attackers_waiting_task)
+                await wait_until(lambda: executor.in_flight == 2, 5, "both tasks wait")
+                await attacker.cancel(shared, "the attacker cancels the shared id")
+        assert results == {"victim": {"delay_ms": 1500, "who": "victim"}, "attacker": 499}
