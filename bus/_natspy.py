@@ -210,9 +210,7 @@ class _Parser(Parser):
     and no coroutine for a taken-over subscription's message (``_delivered``);
     any other command line goes through nats-py's own ``parse``, one by one."""
 
-    # bytes the buffer must hold before the message half-read at its start is whole;
-    # until then a read is only appended (a copy per read: quadratic in its size)
-    _awaiting = 0
+    _awaiting = 0  # bytes to finish the message half-read at the buffer's start (appended)
 
     async def parse(self, data: bytes = b"") -> None:
         if self.state != AWAITING_CONTROL_LINE:  # nats-py's parse left a payload half-read
@@ -252,6 +250,8 @@ class _Parser(Parser):
                     self.buf.extend(data[pos:])
                     await super().parse()
                     return
+                if self.buf:  # unread (>= 4096 bytes): what follows may be a payload
+                    raise nats.errors.ProtocolError("nats: unknown protocol")
                 continue
             start = eol + 2
             stop = start + int(args[-1])

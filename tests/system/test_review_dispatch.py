@@ -181,3 +181,55 @@ async def test_a_task_id_taken_by_another_caller_neither_crosses_answers_nor_can
                 await wait_until(lambda: executor.in_flight == 2, 5, "both tasks wait")
                 await attacker.cancel(shared, "the attacker cancels the shared id")
         assert results == {"victim": {"delay_ms": 1500, "who": "victim"}, "attacker": 499}
+
+
+async def test_a_long_reply_subject_cannot_smuggle_a_forged_answer_to_another_callers_request(
+    nats_url: str, prefix: str
+) -> None:
+    """Reply forgery past every permission, before the parser fix: a status event
+    (anyone's, any subject the victim's connection reads) published with a ~4 KB
+    reply subject holding a \\x0b reaches the victim as a ``MSG`` line of more than
+    4096 bytes that neither our split nor nats-py's regex read; our parser skipped
+    it and read its payload as commands, so a ``MSG`` framed in the payload landed
+    on the victim's inbox as the answer to its pending request. (The attacker
+    learns the inbox from any task it is sent and guesses the small sid and the
+    counter token; the test reads them.)"""
+    async with (
+        connect(nats_url) as agent_nc,
+        AgentHost(agent_nc, [EchoAgent("echo-1")], prefix=prefix, heartbeat_interval=0.2) as host,
+        connect(nats_url) as victim_nc,
+        Orchestrator(victim_nc, prefix=prefix, name="victim") as orch,
+        connect(nats_url) as attacker,
+    ):
+        await orch.registry.wait_for(lambda agents: "echo-1" in {a.id for a in agents})
+        executor = host.runners["echo-1"].executor
+        inbox = inbox_for(victim_nc)
+        answers: list[object] = []
+
+        async def victims_task() -> None:
+            reply = await orch.request("echo", {"delay_ms": 1000, "real": True}, timeout=10)
+            answers.append(reply.payload)
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(victims_task)
+                await wait_until(lambda: executor.in_flight == 1, 5, "the victim's task waits")
+                assert inbox._sub is not None and len(inbox._waiting) == 1
+                token = next(iter(inbox._waiting))
+                forged_answer = b'{"forged":true}'
+                smuggled = b"MSG %s%s %d %d\r\n%s\r\nPING" % (
+                    inbox._prefix.encode(),
+                    token.encode(),
+                    inbox._sub._id,
+                    len(forged_answer),
+                    forged_answer,
+                )
+                # the longest PUB line the server takes (4096 bytes after "PUB "): the
+                # MSG line it becomes, with the sid, is longer than 4096 bytes
+                subject = f"{prefix}.status.evil.heartbeat"
+                pub_args = len(f"{subject}  {len(smuggled)}")
+                long_reply = "_INBOX.x\x0b" + "r" * (4096 - pub_args - len("_INBOX.x\x0b"))
+                await attacker.publish(subject, smuggled, reply=long_reply)
+                await attacker.flush()
+        assert answers == [{"delay_ms": 1000, "real": True}]
+        assert victim_nc.stats["reconnects"] == 0

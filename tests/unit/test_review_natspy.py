@@ -175,3 +175,37 @@ def test_the_header_parser_is_nats_pys_on_any_block(block: bytes) -> None:
     assert parse_header_lines(block) == Client._parse_header_lines(block)
     # twice: the second call reads its keys from the cache of clean keys
     assert parse_header_lines(block) == Client._parse_header_lines(block)
+
+
+async def test_a_long_line_holding_a_vertical_tab_cannot_smuggle_commands_in_its_payload() -> None:
+    """A publisher's reply of ~4 KB holding a \\x0b made a ``MSG`` line that neither
+    our split nor nats-py's regex read; nats-py's parser leaves a line of 4096
+    bytes or more unread, so ours skipped it and read the payload behind it as
+    commands: a forged ``MSG`` on any subscription of the connection (a reply to
+    a pending request on the inbox's sid, past every permission). Now the line is
+    read as the server framed it and its payload stays a payload."""
+    forged = b"MSG _INBOX.victim.7 9 6\r\nforged\r\nPING"
+    reply = b"_INBOX.x\x0b" + b"r" * 4100
+    stream = b"MSG agents.task.echo 1 %s %d\r\n%s\r\n" % (reply, len(forged), forged)
+    stream += b"MSG agents.task.echo 1 _INBOX.ok 2\r\nok\r\n"
+    expected = [
+        ("msg", 1, b"agents.task.echo", reply, forged, None),
+        ("msg", 1, b"agents.task.echo", b"_INBOX.ok", b"ok", None),
+    ]
+    for deliver in (False, True):
+        for cuts in ([], [10], [len(stream) // 2], list(range(4000, len(stream), 7))):
+            assert await _parsed(_OUR_PARSER, stream, cuts, deliver) == (expected, None, b"")
+
+
+async def test_a_line_nats_py_leaves_unread_is_refused_not_skipped() -> None:
+    """nats-py's parser leaves an unknown line of 4096 bytes or more unread (it waits
+    for more, for ever); skipping it, ours read what followed, which may be a
+    payload, as commands. Such a line (a broken server) is a ``ProtocolError``
+    now: the connection reconnects, and nothing behind it is read."""
+    stream = b"BOGUS " + b"x" * 4100 + b"\r\nMSG a 1 6\r\nforged\r\n"
+    for deliver in (False, True):
+        assert await _parsed(_OUR_PARSER, stream, [], deliver) == (
+            [],
+            "ProtocolError",
+            stream[:4108],
+        )
