@@ -126,7 +126,8 @@ async def test_odd_request_timeouts_neither_hold_back_nor_hurry_the_others(nats_
             with anyio.fail_after(10):
                 lapses, odd_outcome = await _among_ordinary_requests(inbox, odd)
             for timeout, lapse in lapses.items():
-                assert timeout <= lapse < timeout + 1.0, (odd, timeout, lapse)
+                # the loop may run a timer up to its clock's resolution early
+                assert timeout - 0.001 <= lapse < timeout + 1.0, (odd, timeout, lapse)
             if odd <= 0:
                 assert odd_outcome == "TimeoutError", odd
             elif math.isnan(odd):
