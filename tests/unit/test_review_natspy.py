@@ -143,6 +143,7 @@ async def test_what_nats_pys_own_reader_raises_on_a_message_costs_that_message_o
         await js.add_stream(name=stream, subjects=[f"{stream}.>"])
         try:
             sub = await js.subscribe(f"{stream}.>", ordered_consumer=True)
+            await nc.flush()  # the server has its SUB: what the attacker sends reaches it
             await attacker.publish(sub.subject, b"x", reply="not.a.js.ack")
             await attacker.flush()  # the server has routed it to nc: nc reads it before
             await nc.flush(timeout=5)  # the PONG to this (a dead reader never reads one)
