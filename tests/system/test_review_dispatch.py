@@ -11,10 +11,10 @@ import anyio
 import nats.errors
 import pytest
 from nats.aio.msg import Msg
-from nats_security_support import wait_until
+from nats_security_support import DeployCopy, logged_in, make_deploy_copy, secure_server, wait_until
 
 from actors import AgentHost, EchoAgent
-from bus import AgentError, TaskClient, connect
+from bus import AgentError, ConnectOptions, TaskClient, connect
 from bus._inbox import Inbox, inbox_for
 from bus.codec import TASK_ID
 from orchestrator import Orchestrator
@@ -228,6 +228,70 @@ async def test_a_long_reply_subject_cannot_smuggle_a_forged_answer_to_another_ca
                 # the longest PUB line the server takes (4096 bytes after "PUB "): the
                 # MSG line it becomes, with the sid, is longer than 4096 bytes
                 subject = f"{prefix}.status.evil.heartbeat"
+                pub_args = len(f"{subject}  {len(smuggled)}")
+                long_reply = "_INBOX.x\x0b" + "r" * (4096 - pub_args - len("_INBOX.x\x0b"))
+                await attacker.publish(subject, smuggled, reply=long_reply)
+                await attacker.flush()
+        assert answers == [{"delay_ms": 1000, "real": True}]
+        assert victim_nc.stats["reconnects"] == 0
+
+
+@pytest.fixture(scope="module")
+def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
+    """deploy/nats copied, with secrets from its generator (bcrypt is slow: once)."""
+    return make_deploy_copy(tmp_path_factory.mktemp("deploy-nats"))
+
+
+def _login(url: str, deploy: DeployCopy, user: str) -> ConnectOptions:
+    return ConnectOptions(
+        servers=(url,),
+        connect_attempts=1,
+        user=user,
+        password=deploy.passwords[user],
+        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
+    )
+
+
+async def test_under_the_shipped_permissions_an_agent_login_cannot_forge_the_orchestrators_answers(
+    deploy: DeployCopy,
+) -> None:
+    """The smuggling above needs no permission the shipped configs withhold: an agent
+    login may publish its own heartbeats, with any reply subject, and the
+    orchestrator reads every agent's heartbeats; it sees the orchestrator's inbox
+    on every task it is sent. Run against ``single.conf`` and ``accounts.conf``:
+    the math agent's login tries to answer the orchestrator's pending echo task."""
+    async with (
+        secure_server(deploy.config("single.conf")) as server,
+        connect(options=_login(server.url, deploy, "agent-echo")) as agent_nc,
+        AgentHost(agent_nc, [EchoAgent("echo-1")], heartbeat_interval=0.2) as host,
+        connect(options=_login(server.url, deploy, "orchestrator")) as victim_nc,
+        Orchestrator(victim_nc, name="victim") as orch,
+        logged_in(server.url, deploy, "agent-math") as (attacker, _),
+    ):
+        await orch.registry.wait_for(lambda agents: "echo-1" in {a.id for a in agents})
+        executor = host.runners["echo-1"].executor
+        inbox = inbox_for(victim_nc)
+        answers: list[object] = []
+
+        async def victims_task() -> None:
+            reply = await orch.request("echo", {"delay_ms": 1000, "real": True}, timeout=10)
+            answers.append(reply.payload)
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(victims_task)
+                await wait_until(lambda: executor.in_flight == 1, 5, "the victim's task waits")
+                assert inbox._sub is not None and inbox._prefix.startswith("_INBOX_orchestrator.")
+                token = next(iter(inbox._waiting))
+                forged_answer = b'{"forged":true}'
+                smuggled = b"MSG %s%s %d %d\r\n%s\r\nPING" % (
+                    inbox._prefix.encode(),
+                    token.encode(),
+                    inbox._sub._id,
+                    len(forged_answer),
+                    forged_answer,
+                )
+                subject = "agents.status.math-1.heartbeat"  # the math login's own
                 pub_args = len(f"{subject}  {len(smuggled)}")
                 long_reply = "_INBOX.x\x0b" + "r" * (4096 - pub_args - len("_INBOX.x\x0b"))
                 await attacker.publish(subject, smuggled, reply=long_reply)
