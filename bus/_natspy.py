@@ -309,10 +309,7 @@ class Outbox:
         stats["out_bytes"] += size
         if not connected:
             return False
-        limit = nc._max_pending_size
-        if limit > 0 and nc._pending_data_size > limit:
-            return True
-        queue = nc._flush_queue
+        queue = nc._flush_queue  # kicked even when over the limit: not every caller waits
         if queue is not None and queue.empty():
             flusher = nc._flusher_task
             if flusher is None or flusher.done():
@@ -324,7 +321,7 @@ class Outbox:
                 kick = self._kick = asyncio.get_running_loop().create_future()
                 kick.set_result(None)
             queue.put_nowait(kick)
-        return False
+        return 0 < nc._max_pending_size < nc._pending_data_size
 
     async def flush(self) -> None:
         """Write the buffer now (nats-py's own path, which also restarts a dead flusher)."""

@@ -210,3 +210,30 @@ async def test_a_line_nats_py_leaves_unread_is_refused_not_skipped() -> None:
             "ProtocolError",
             stream[:4108],
         )
+
+
+async def test_a_write_that_fills_the_buffer_is_sent_even_when_its_caller_does_not_wait(
+    nats_url: str,
+) -> None:
+    """``Outbox.append`` returned True over the buffer's limit without kicking the
+    flusher, for its caller to wait; three callers do not (the lead worker's last
+    held answers, begun events, a cancel): from an idle flusher, those bytes sat
+    until another write or a PING (the server's first comes ~2 s after connecting,
+    then every 2 minutes; the client's every 20 s). Now it is always kicked."""
+    import anyio
+
+    from bus import connect
+    from bus._wire import wire_for
+
+    async with connect(nats_url) as nc, connect(nats_url) as reader:
+        sub = await reader.subscribe("review.big")
+        await reader.flush()
+        wire = wire_for(nc)
+        frame = wire.pub("review.big", b"x" * 900_000)
+        batch = frame * (nc._max_pending_size // len(frame) + 1)  # one held batch
+        assert nc._pending_data_size == 0 and nc._flush_queue.empty()
+        assert wire.write_nowait(batch, batch.count(b"PUB ")) is True  # not awaited
+        assert not nc._flush_queue.empty()  # the flusher will write it
+        with anyio.fail_after(5):
+            for _ in range(batch.count(b"PUB ")):
+                assert len((await sub.next_msg(timeout=5)).data) == 900_000
