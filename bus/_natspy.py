@@ -307,8 +307,8 @@ class Outbox:
         stats = nc.stats
         stats["out_msgs"] += messages
         stats["out_bytes"] += size
-        if not connected:
-            return False
+        if not connected and not nc.is_connected:  # but draining its subscriptions
+            return False  # reconnecting: written once reconnected
         queue = nc._flush_queue  # kicked even when over the limit: not every caller waits
         if queue is not None and queue.empty():
             flusher = nc._flusher_task

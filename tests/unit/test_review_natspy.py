@@ -10,6 +10,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nats.aio.msg import Msg
 from nats.protocol.parser import Parser
 from test_natspy_seam import _hmsg, _Recorder
 
@@ -237,3 +238,45 @@ async def test_a_write_that_fills_the_buffer_is_sent_even_when_its_caller_does_n
         with anyio.fail_after(5):
             for _ in range(batch.count(b"PUB ")):
                 assert len((await sub.next_msg(timeout=5)).data) == 900_000
+
+
+async def test_a_write_while_the_connection_drains_its_subscriptions_is_sent_at_once(
+    nats_url: str,
+) -> None:
+    """While a connection drains its subscriptions (closing: their callbacks finish
+    the messages they have), what those callbacks write must still go out; the
+    outbox appended it without kicking the flusher, so it waited for the whole
+    drain (up to its 30 s timeout) or a PING."""
+    import anyio
+
+    from bus import connect
+    from bus._wire import wire_for
+
+    async with connect(nats_url) as reader, connect(nats_url) as nc:
+        answers = await reader.subscribe("review.answer")
+        await reader.flush()
+        go, release = anyio.Event(), anyio.Event()
+        kicked: list[bool] = []
+
+        async def slow_callback(msg: Msg) -> None:
+            await go.wait()
+            wire = wire_for(nc)
+            wire.write_nowait(wire.pub("review.answer", msg.data))
+            kicked.append(not nc._flush_queue.empty())
+            await release.wait()
+
+        await nc.subscribe("review.task", cb=slow_callback)
+        await nc.flush()
+        await reader.publish("review.task", b"answer me")
+        await reader.flush()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(nc.drain)
+            with anyio.fail_after(5):
+                while not nc.is_draining:  # noqa: ASYNC110 (nats-py has no event for it)
+                    await anyio.sleep(0.01)
+                await anyio.wait_all_tasks_blocked()  # its UNSUB is flushed
+                go.set()
+                assert (await answers.next_msg(timeout=5)).data == b"answer me"
+            assert kicked == [True]
+            release.set()
+        assert nc.is_closed
