@@ -1,12 +1,19 @@
 """Parsing a NATS header block fast: what nats-py's ``Client._parse_header_lines``
 returns, for a fraction of its cost (the seam, ``_natspy``, installs it on every
-connection)."""
+connection), and where a block's status and first header sit."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["parse_header_lines"]
+__all__ = ["FIRST_LINE", "PLAIN_BLOCK_MIN", "SPACE", "STATUS_AT", "parse_header_lines"]
+
+STATUS_AT = len(b"NATS/1.0")
+"""Where a status (``NATS/1.0 503``) starts, after a space; otherwise the line ends."""
+SPACE = ord(" ")
+FIRST_LINE = len(b"NATS/1.0\r\n")
+PLAIN_BLOCK_MIN = FIRST_LINE
+"""Shorter blocks hold no header: nats-py's own path answers them."""
 
 _WHITESPACE = re.compile(r"[\t\n\x0b\x0c\r\x1c-\x1f ]")
 """What ``str.isspace`` is true of in ASCII (a key is ASCII)."""

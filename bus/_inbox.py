@@ -118,6 +118,7 @@ class Inbox:
             nats.errors.TimeoutError: no reply within ``timeout`` seconds.
             nats.errors.Error: what nats-py's ``publish`` raises (closed,
                 draining, reconnect buffer full, payload too large).
+            ValueError: ``timeout`` is NaN.
         """
         if self._sub is None:
             await self._start()
@@ -134,6 +135,9 @@ class Inbox:
             self._latest = deadlines[token] = when
             if when < self._timer_at:
                 self._arm(loop, when)
+        elif when != when:  # NaN (never in order): on the loop's timer heap it would
+            del waiting[token]  # hold back every other timer of the process
+            raise ValueError(f"the timeout of a request must be a number, not {timeout}")
         else:
             timer = loop.call_at(when, _expire, future)
         try:

@@ -34,7 +34,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
-from ._headers import parse_header_lines
+from ._headers import FIRST_LINE, PLAIN_BLOCK_MIN, SPACE, STATUS_AT, parse_header_lines
+from ._msg_args import msg_args
 from ._natspy_range import NATS_PY_RANGE, BadHeaderError, check_nats_py_version
 
 __all__ = [
@@ -67,14 +68,6 @@ def use_fast_header_parser(nc: Client) -> None:
 # --- the client, corrected --------------------------------------------------
 
 
-_STATUS_AT = len(b"NATS/1.0")
-"""Where a status (``NATS/1.0 503``) starts, after a space; otherwise the line ends."""
-_SPACE = ord(" ")
-_FIRST_LINE = len(b"NATS/1.0\r\n")
-_PLAIN_BLOCK_MIN = _FIRST_LINE
-"""Shorter blocks hold no header: nats-py's own path answers them."""
-
-
 class TLSNotOffered(nats.errors.Error):
     """The server answered without TLS although the client asked for it."""
 
@@ -82,9 +75,9 @@ class TLSNotOffered(nats.errors.Error):
 class NatsClient(Client):
     """nats-py's client, made safe against malformed traffic and careful with credentials.
 
-    - A message whose subject or reply is not UTF-8 is dropped and counted (in
-      nats-py the ``UnicodeDecodeError`` ends the read loop: one frame from any
-      client would leave the connection deaf); a malformed header block costs
+    - A message whose subject or reply is not UTF-8, or that nats-py's reader
+      raises on, is dropped and counted (in nats-py the error ends the read loop:
+      one frame would leave the connection deaf); a malformed header block costs
       only that message its headers.
     - No login over plain TCP when TLS was asked for (nats-py upgrades only if
       the server's INFO says ``tls_required``: a CONNECT with a password would
@@ -133,7 +126,10 @@ class NatsClient(Client):
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         if not self._delivered(sid, subject, reply, data, headers):
-            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            try:
+                await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            except Exception as exc:  # e.g. JetStream's, on a reply of the wrong form
+                self._malformed("a message nats-py could not take arrived; dropped", exc)
 
     def _delivered(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
@@ -153,9 +149,9 @@ class NatsClient(Client):
             return False  # a slow consumer: nats-py's own path drops it and reports it
         hdr: dict[str, str] | None = None
         if headers:
-            if len(headers) <= _PLAIN_BLOCK_MIN or headers[_STATUS_AT] == _SPACE:
+            if len(headers) <= PLAIN_BLOCK_MIN or headers[STATUS_AT] == SPACE:
                 return False  # an inline status (no responders) or a broken block
-            hdr = parse_header_lines(headers[_FIRST_LINE:]) or None
+            hdr = parse_header_lines(headers[FIRST_LINE:]) or None
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += size
@@ -175,10 +171,10 @@ class NatsClient(Client):
         return True
 
     async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
-        if headers and len(headers) > _PLAIN_BLOCK_MIN and headers[_STATUS_AT] != _SPACE:
+        if headers and len(headers) > PLAIN_BLOCK_MIN and headers[STATUS_AT] != SPACE:
             # the usual block, no inline status: what nats-py returns for it, with
             # neither its slicing and checks nor a coroutine of its own
-            return parse_header_lines(headers[_FIRST_LINE:]) or None
+            return parse_header_lines(headers[FIRST_LINE:]) or None
         try:
             parsed: dict[str, str] | None = await super()._process_headers(headers)
         except Exception as exc:
@@ -214,9 +210,7 @@ class _Parser(Parser):
     and no coroutine for a taken-over subscription's message (``_delivered``);
     any other command line goes through nats-py's own ``parse``, one by one."""
 
-    # bytes the buffer must hold before the message half-read at its start is whole;
-    # until then a read is only appended (a copy per read: quadratic in its size)
-    _awaiting = 0
+    _awaiting = 0  # bytes to finish the message half-read at the buffer's start (appended)
 
     async def parse(self, data: bytes = b"") -> None:
         if self.state != AWAITING_CONTROL_LINE:  # nats-py's parse left a payload half-read
@@ -234,12 +228,20 @@ class _Parser(Parser):
             eol = data.find(b"\r\n", pos)
             if eol < 0:
                 break  # the rest of the line is still to come
-            args = data[pos:eol].split()
-            op, n = args[0] if args else b"", len(args)
-            if op == b"HMSG" and (n == 5 or n == 6) and args[-1].isdigit() and args[-2].isdigit():
+            args = data[pos:eol].split(b" ")  # as the server writes it: see msg_args
+            op, n = args[0], len(args)
+            if (
+                op == b"HMSG"
+                and (n == 5 or n == 6)
+                and args[-1].isdigit()
+                and args[-2].isdigit()
+                and args[2].isdigit()
+            ):
                 hsize = int(args[-2])
-            elif op == b"MSG" and (n == 4 or n == 5) and args[-1].isdigit():
+            elif op == b"MSG" and (n == 4 or n == 5) and args[-1].isdigit() and args[2].isdigit():
                 hsize = 0
+            elif odd := msg_args(data[pos:eol]):
+                args, n, hsize = odd  # other blanks (tabs, runs of spaces) between them
             else:  # another command (or a malformed one): nats-py's parse, for that line
                 self.buf = bytearray(data[pos : eol + 2])
                 await super().parse()
@@ -248,9 +250,9 @@ class _Parser(Parser):
                     self.buf.extend(data[pos:])
                     await super().parse()
                     return
+                if self.buf:  # unread (>= 4096 bytes): what follows may be a payload
+                    raise nats.errors.ProtocolError("nats: unknown protocol")
                 continue
-            if not args[2].isdigit():
-                raise nats.errors.ProtocolError("nats: malformed MSG")
             start = eol + 2
             stop = start + int(args[-1])
             if stop + 2 > end:
@@ -305,12 +307,9 @@ class Outbox:
         stats = nc.stats
         stats["out_msgs"] += messages
         stats["out_bytes"] += size
-        if not connected:
-            return False
-        limit = nc._max_pending_size
-        if limit > 0 and nc._pending_data_size > limit:
-            return True
-        queue = nc._flush_queue
+        if not connected and not nc.is_connected:  # but draining its subscriptions
+            return False  # reconnecting: written once reconnected
+        queue = nc._flush_queue  # kicked even when over the limit: not every caller waits
         if queue is not None and queue.empty():
             flusher = nc._flusher_task
             if flusher is None or flusher.done():
@@ -322,7 +321,7 @@ class Outbox:
                 kick = self._kick = asyncio.get_running_loop().create_future()
                 kick.set_result(None)
             queue.put_nowait(kick)
-        return False
+        return 0 < nc._max_pending_size < nc._pending_data_size
 
     async def flush(self) -> None:
         """Write the buffer now (nats-py's own path, which also restarts a dead flusher)."""
