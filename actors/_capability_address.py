@@ -15,7 +15,7 @@ task carried (``CallerCancels``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -25,9 +25,10 @@ from nats.aio.subscription import Subscription
 
 from bus import ErrorInfo, Subjects, unsubscribe_all
 from bus.codec import OPERATION
-from bus.security import CANCEL_HASH, CANCEL_TOKEN, ReplyGuard, token_matches
+from bus.security import CANCEL_TOKEN, ReplyGuard, token_matches
 
 from ._agent import Agent
+from ._pool import Running
 
 __all__ = ["CallerCancels", "DirectAddresses", "cancel_answer", "moved_task_error"]
 
@@ -141,7 +142,9 @@ class DirectAddresses:
 
 
 class CallerCancels:
-    """The cancel-token hash of each task that carried one, while it runs.
+    """Which of the tasks running under an id a cancel may stop: those whose
+    ``Agent-Cancel-Hash`` its token hashes to (a task's caller chose the id, so
+    several callers may use one; each cancels only its own).
 
     Attributes:
         refused: cancels ignored so far for a missing or wrong token.
@@ -149,32 +152,23 @@ class CallerCancels:
             counts only ``refused``.
     """
 
-    __slots__ = ("_hashes", "_logged", "on_refused", "owner", "refused")
+    __slots__ = ("_logged", "on_refused", "owner", "refused")
 
     def __init__(self, owner: str, *, on_refused: Callable[[], None] | None = None) -> None:
         self.owner = owner
-        self._hashes: dict[str, str] = {}
         self.refused = 0
         self.on_refused = on_refused
         self._logged = False
 
-    def remember(self, task_id: str, headers: dict[str, str] | None) -> None:
-        """Keep the hash a task carried, if any, until ``forget``."""
-        if headers:
-            expected = headers.get(CANCEL_HASH)
-            if expected:
-                self._hashes[task_id] = expected
-
-    def forget(self, task_id: str) -> None:
-        """The task ended."""
-        if self._hashes:
-            self._hashes.pop(task_id, None)
-
-    def allows(self, task_id: str, headers: dict[str, str] | None) -> bool:
-        """True if the cancel presents the token of ``task_id``; else count (log once)."""
+    def chosen(
+        self, task_id: str, headers: dict[str, str] | None, running: Sequence[Running]
+    ) -> list[Running]:
+        """The tasks of ``running`` (all of id ``task_id``) whose caller's token the
+        cancel presents; none: the cancel is counted (and the first one logged)."""
         token = headers.get(CANCEL_TOKEN) if headers else None
-        if token_matches(self._hashes.get(task_id), token):
-            return True
+        chosen = [task for task in running if token_matches(task.cancel_hash, token)]
+        if chosen:
+            return chosen
         self.refused += 1
         if self.on_refused is not None:
             self.on_refused()
@@ -187,4 +181,4 @@ class CallerCancels:
                 self.owner,
                 task_id,
             )
-        return False
+        return []

@@ -103,14 +103,10 @@ class DirectAddress:
         elif operation == "cancel":
             task_id = headers.get(TASK_ID, "")
             reason = msg.data.decode(errors="replace") or _BY_THE_CALLER
-            executor = self._executor
             # security: a running task only by its caller; a task that is not running here
             # (finished, or never was) has nothing to protect, and its caller's late cancel
             # is no refusal to count
-            allowed = not executor.is_running(task_id) or executor.caller_cancels.allows(
-                task_id, headers
-            )
-            cancelled = allowed and executor.cancel(task_id, reason)
+            allowed, cancelled = self._executor.cancel_by_caller(task_id, headers, reason)
             await self._answer(msg, cancel_answer(allowed, cancelled))
         elif msg.reply:
             error = ErrorInfo(
@@ -122,9 +118,9 @@ class DirectAddress:
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = (msg.headers or {}).get(TASK_ID, "")
-        executor = self._executor
-        if executor.is_running(task_id) and executor.caller_cancels.allows(task_id, msg.headers):
-            self._executor.cancel(task_id, msg.data.decode(errors="replace") or _BY_THE_CALLER)
+        if self._executor.is_running(task_id):  # security: only by its caller
+            reason = msg.data.decode(errors="replace") or _BY_THE_CALLER
+            self._executor.cancel_by_caller(task_id, msg.headers, reason)
 
     async def _answer(self, msg: Msg, value: Any) -> None:
         if msg.reply:

@@ -36,6 +36,7 @@ from bus import (
     TaskError,
 )
 from bus.codec import decode_task, encode_json
+from bus.security import CANCEL_HASH
 from bus.wire import Wire
 
 from ._agent import Agent
@@ -108,7 +109,8 @@ class Executor:
         self._decoders = {c.name: c.decoder() for c in agent.capability_specs}
         self._scope_class: type[anyio.CancelScope] | None = None
         self._unsent = b""
-        self._running: dict[str, Running] = {}
+        self._running: dict[str, list[Running]] = {}
+        """The tasks waiting in a handler, by id (callers choose ids: one may be shared)."""
         self._idle: anyio.Event | None = None
         self._contexts = TaskContexts(
             agent.id,
@@ -192,8 +194,6 @@ class Executor:
         # before its first progress event, or before its failure
         try:
             task = self._decode(capability, msg, task_id)
-            if slot is None:
-                self.caller_cancels.remember(task_id, msg.headers)  # security: caller-only cancel
             try:
                 self._unsent = self.status.begun_frames(task)
             except Exception as exc:  # a sender name above the server's max_payload
@@ -226,7 +226,7 @@ class Executor:
                             # security: caller-only cancel. A cancel is read only once the
                             # handler waits (it is_running from here on): a task answered in
                             # its first step needs no hash kept
-                            self.caller_cancels.remember(task_id, msg.headers)
+                            slot.cancel_hash = cancel_hash_of(msg.headers)
                             job = (capability, msg, started_ns)
                             result = await self._wait(
                                 handling, yielded, began, task_id, time_left, slot, job
@@ -235,6 +235,7 @@ class Executor:
                         # the scope is entered before the handler starts, so that
                         # the scopes the handler enters nest inside it
                         running = self.new_slot()
+                        running.cancel_hash = cancel_hash_of(msg.headers)  # caller-only cancel
                         with running.scope:
                             result = await self._handle(handling, task_id, time_left, running)
                         if running.scope.cancelled_caught:
@@ -254,7 +255,6 @@ class Executor:
                 begun, self._unsent = self._unsent, b""
                 return None, "", body, begun
             finally:
-                self.caller_cancels.forget(task_id)  # security: caller-only cancel
                 if self._unsent:
                     self._flush_begun()
         except BadInput as exc:
@@ -304,7 +304,11 @@ class Executor:
         running.time_left = time_left
         if job is not None:
             running.task = (job[0], job[1], task_id, job[2])
-        self._running[task_id] = running
+        waiting = self._running.get(task_id)
+        if waiting is None:
+            self._running[task_id] = [running]
+        else:  # another caller's task of the same id: each is cancelled by its own caller
+            waiting.append(running)
         try:
             result = await resume(handling, yielded)
         except BaseException as exc:
@@ -316,8 +320,12 @@ class Executor:
             running.task = None
             return result
         finally:
-            if self._running.get(task_id) is running:
-                del self._running[task_id]
+            waiting = self._running.get(task_id)
+            if waiting is not None and running in waiting:
+                waiting.remove(running)
+                if not waiting:
+                    del self._running[task_id]
+            running.cancel_hash = None
             if not scope.cancel_called:
                 scope.deadline = math.inf
 
@@ -399,14 +407,27 @@ class Executor:
         return task_id in self._running
 
     def cancel(self, task_id: str, reason: str) -> bool:
-        """Cancel a running task by id; True if it was running here."""
-        running = self._running.get(task_id)
-        if running is None:
+        """Cancel the running tasks of an id, whoever their callers; True if one ran here."""
+        waiting = self._running.get(task_id)
+        if not waiting:
             return False
-        running.cancel_reason = reason
-        running.cancelled = True
-        running.scope.cancel()
+        for running in list(waiting):
+            _cancel(running, reason)
         return True
+
+    def cancel_by_caller(
+        self, task_id: str, headers: dict[str, str] | None, reason: str
+    ) -> tuple[bool, bool]:
+        """Cancel the running tasks of ``task_id`` whose caller's token the cancel
+        (``headers``) presents: (allowed, cancelled). A task not running here has
+        nothing to protect: allowed, not cancelled, and no refusal is counted."""
+        waiting = self._running.get(task_id)
+        if not waiting:
+            return True, False
+        chosen = self.caller_cancels.chosen(task_id, headers, waiting)
+        for running in chosen:
+            _cancel(running, reason)
+        return bool(chosen), bool(chosen)
 
     def cancel_all(self, reason: str) -> int:
         """Cancel every running task (shutdown past the grace period)."""
@@ -414,3 +435,14 @@ class Executor:
         for task_id in running:
             self.cancel(task_id, reason)
         return len(running)
+
+
+def _cancel(running: Running, reason: str) -> None:
+    running.cancel_reason = reason
+    running.cancelled = True
+    running.scope.cancel()
+
+
+def cancel_hash_of(headers: dict[str, str] | None) -> str | None:
+    """The ``Agent-Cancel-Hash`` a task carried (None: nobody may cancel it)."""
+    return headers.get(CANCEL_HASH) if headers else None

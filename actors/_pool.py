@@ -126,10 +126,12 @@ class Running:
     ``execute`` (a durable task) gets a scope of its own.
     """
 
-    __slots__ = ("cancel_reason", "cancelled", "scope", "task", "time_left")
+    __slots__ = ("cancel_hash", "cancel_reason", "cancelled", "scope", "task", "time_left")
 
     def __init__(self, scope: anyio.CancelScope) -> None:
         self.scope = scope
+        self.cancel_hash: str | None = None
+        """The ``Agent-Cancel-Hash`` of the task while it waits: only its caller cancels it."""
         self.cancel_reason = ""
         self.cancelled = False
         self.task: tuple[str, Msg, str, int] | None = None

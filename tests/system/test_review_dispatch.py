@@ -184,6 +184,48 @@ async def test_a_task_id_taken_by_another_caller_neither_crosses_answers_nor_can
         assert results == {"victim": {"delay_ms": 1500, "who": "victim"}, "attacker": 499}
 
 
+async def test_a_task_id_taken_by_another_caller_cannot_deny_the_callers_cancel(
+    nats_url: str, prefix: str
+) -> None:
+    """A caller that sends a task under the id of another caller's running task
+    (read off the status stream) used to overwrite the cancel hash kept for that
+    id: the owner's cancel was then refused and its task ran on. Each waiting task
+    now keeps its own caller's hash: the owner's cancel stops its task, and only it."""
+    async with (
+        connect(nats_url) as agent_nc,
+        AgentHost(agent_nc, [EchoAgent("echo-1")], prefix=prefix, heartbeat_interval=0.2) as host,
+        connect(nats_url) as victim_nc,
+        connect(nats_url) as attacker_nc,
+    ):
+        victim = TaskClient(victim_nc, prefix=prefix, sender="victim")
+        attacker = TaskClient(attacker_nc, prefix=prefix, sender="attacker")
+        shared = "shared-task-id"
+        results: dict[str, object] = {}
+        executor = host.runners["echo-1"].executor
+
+        async def victims_task() -> None:
+            try:
+                await victim.request("echo", {"delay_ms": 8000}, task_id=shared, timeout=10)
+            except AgentError as exc:
+                results["victim"] = exc.code
+
+        async def attackers_task() -> None:
+            reply = await attacker.request(
+                "echo", {"delay_ms": 1000, "who": "attacker"}, task_id=shared, timeout=10
+            )
+            results["attacker"] = reply.payload
+
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(victims_task)
+                await wait_until(lambda: executor.is_running(shared), 5, "the victim's task waits")
+                tg.start_soon(attackers_task)
+                await wait_until(lambda: executor.in_flight == 2, 5, "both tasks wait")
+                await victim.cancel(shared, "the owner cancels its task")
+        assert results == {"victim": 499, "attacker": {"delay_ms": 1000, "who": "attacker"}}
+        assert host.runners["echo-1"].caller_cancels.refused == 0
+
+
 async def test_a_long_reply_subject_cannot_smuggle_a_forged_answer_to_another_callers_request(
     nats_url: str, prefix: str
 ) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
+import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
 from actors._capability_address import CallerCancels
+from actors._pool import Running
 from bus import REFUSAL_REASONS, Heartbeat, Offline, RefusalMetrics, Subjects
 from bus.security import (
-    CANCEL_HASH,
     CANCEL_TOKEN,
     CancelKeys,
     ReplyGuard,
@@ -62,14 +63,18 @@ def test_every_refusal_reason_is_exported_from_the_start_at_zero() -> None:
     )
 
 
-def test_a_cancel_without_the_callers_token_is_counted_and_the_callers_is_not() -> None:
+@pytest.mark.anyio
+async def test_a_cancel_without_the_callers_token_is_counted_and_the_callers_is_not() -> None:
     registry = CollectorRegistry()
     cancels = CallerCancels("agent a", on_refused=RefusalMetrics(registry).counter("cancel_token"))
-    keys = CancelKeys()
-    cancels.remember("t-1", {CANCEL_HASH: keys.hash_of("t-1")})
-    assert cancels.allows("t-1", {CANCEL_TOKEN: keys.token("t-1")})
-    assert not cancels.allows("t-1", {CANCEL_TOKEN: CancelKeys().token("t-1")})
-    assert not cancels.allows("t-1", None)
+    keys, others = CancelKeys(), CancelKeys()
+    mine, theirs = Running(anyio.CancelScope()), Running(anyio.CancelScope())
+    mine.cancel_hash, theirs.cancel_hash = keys.hash_of("t-1"), others.hash_of("t-1")
+    running = [mine, theirs]  # two callers' tasks under one id
+    assert cancels.chosen("t-1", {CANCEL_TOKEN: keys.token("t-1")}, running) == [mine]
+    assert cancels.chosen("t-1", {CANCEL_TOKEN: others.token("t-1")}, running) == [theirs]
+    assert cancels.chosen("t-1", {CANCEL_TOKEN: CancelKeys().token("t-1")}, running) == []
+    assert cancels.chosen("t-1", None, running) == []
     assert cancels.refused == 2
     assert refused(registry, "cancel_token") == 2
 
