@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import nats.errors
@@ -137,13 +139,11 @@ async def test_odd_request_timeouts_neither_hold_back_nor_hurry_the_others(nats_
             assert not inbox._waiting and not inbox._deadlines
 
 
-async def test_a_task_id_taken_by_another_caller_neither_crosses_answers_nor_cancels_the_other(
+@asynccontextmanager
+async def two_callers(
     nats_url: str, prefix: str
-) -> None:
-    """Two callers' tasks with one task id (the second caller read it off the status
-    stream) on one agent, both waiting in their handlers and one answered at once:
-    each caller gets its own answer, on its own inbox, and the second caller's
-    cancel of that id (with its own token) stops no task but its own."""
+) -> AsyncIterator[tuple[AgentHost, TaskClient, TaskClient]]:
+    """An echo agent, its victim caller and an attacker caller, each on its own connection."""
     async with (
         connect(nats_url) as agent_nc,
         AgentHost(agent_nc, [EchoAgent("echo-1")], prefix=prefix, heartbeat_interval=0.2) as host,
@@ -152,6 +152,17 @@ async def test_a_task_id_taken_by_another_caller_neither_crosses_answers_nor_can
     ):
         victim = TaskClient(victim_nc, prefix=prefix, sender="victim")
         attacker = TaskClient(attacker_nc, prefix=prefix, sender="attacker")
+        yield host, victim, attacker
+
+
+async def test_a_task_id_taken_by_another_caller_neither_crosses_answers_nor_cancels_the_other(
+    nats_url: str, prefix: str
+) -> None:
+    """Two callers' tasks with one task id (the second caller read it off the status
+    stream) on one agent, both waiting in their handlers and one answered at once:
+    each caller gets its own answer, on its own inbox, and the second caller's
+    cancel of that id (with its own token) stops no task but its own."""
+    async with two_callers(nats_url, prefix) as (host, victim, attacker):
         shared = "shared-task-id"
         results: dict[str, object] = {}
         executor = host.runners["echo-1"].executor
@@ -191,14 +202,7 @@ async def test_a_task_id_taken_by_another_caller_cannot_deny_the_callers_cancel(
     (read off the status stream) used to overwrite the cancel hash kept for that
     id: the owner's cancel was then refused and its task ran on. Each waiting task
     now keeps its own caller's hash: the owner's cancel stops its task, and only it."""
-    async with (
-        connect(nats_url) as agent_nc,
-        AgentHost(agent_nc, [EchoAgent("echo-1")], prefix=prefix, heartbeat_interval=0.2) as host,
-        connect(nats_url) as victim_nc,
-        connect(nats_url) as attacker_nc,
-    ):
-        victim = TaskClient(victim_nc, prefix=prefix, sender="victim")
-        attacker = TaskClient(attacker_nc, prefix=prefix, sender="attacker")
+    async with two_callers(nats_url, prefix) as (host, victim, attacker):
         shared = "shared-task-id"
         results: dict[str, object] = {}
         executor = host.runners["echo-1"].executor
