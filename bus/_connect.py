@@ -338,7 +338,9 @@ async def connect(
         if connected and error_listener is not None and error_listener(exc):
             return  # h-cli: the caller reports it (e.g. a permissions violation)
         # before the first connection the final ConnectionFailed says it all
-        log.log(logging.WARNING if connected else logging.DEBUG, "NATS connection error: %s", exc)
+        log.log(
+            logging.WARNING if connected else logging.DEBUG, "NATS connection error: %s", _said(exc)
+        )
         if not connected:
             # the reason to report: a refusal beats the reset that may follow it
             if last_failure is None or not _is_final(last_failure):
@@ -447,3 +449,14 @@ async def close_connection(nc: Client) -> None:
         log.debug("drain failed (%s); closing", exc)
     if not nc.is_closed:
         await nc.close()
+
+
+def _said(exc: Exception) -> str:
+    """What to log of a connection error. A slow consumer names the subscription,
+    not the message nats-py names: a flood on distinct subjects (a wildcard
+    subscription's) is then one line repeated, which the log's repeat limit folds,
+    instead of a line per dropped message."""
+    if isinstance(exc, SlowConsumerError):
+        subject = getattr(exc.sub, "subject", "?")
+        return f"slow consumer: messages dropped on subscription {subject} (sid {exc.sid})"
+    return str(exc)

@@ -357,6 +357,44 @@ async def test_slow_consumer_errors_are_counted(nats_url: str, prefix: str) -> N
                 await sub.unsubscribe()
 
 
+async def test_a_flood_on_distinct_subjects_logs_one_repeated_slow_consumer_line(
+    nats_url: str, prefix: str
+) -> None:
+    """nats-py names the dropped message's subject: a flood on a wildcard subscription
+    (a monitor's status stream, an inbox) made one distinct warning per message, which
+    the log's repeat limit could not fold. The line names the subscription instead."""
+    registry = CollectorRegistry()
+    release = anyio.Event()
+    dropped = 20
+
+    async def stuck(msg: Msg) -> None:
+        await release.wait()
+
+    def slow_consumer_events() -> float:
+        labels = {"connection": "flood-test"}
+        name = "callboard_nats_slow_consumer_events_total"
+        return registry.get_sample_value(name, labels) or 0
+
+    with watch_log("callboard.bus") as log:
+        async with connect(nats_url, name="flood-test", metrics=ConnectionMetrics(registry)) as nc:
+            sub = await nc.subscribe(f"{prefix}.flood.>", cb=stuck, pending_msgs_limit=1)
+            try:
+                for n in range(dropped + 2):  # one in the callback, one queued
+                    await nc.publish(f"{prefix}.flood.{n}", b"x")
+                with anyio.fail_after(10):
+                    while slow_consumer_events() < dropped:
+                        await log.wait_for("slow consumer", timeout=5)
+                        await anyio.sleep(0.01)  # a poll: events and lines come one by one
+            finally:
+                release.set()
+                await sub.unsubscribe()
+    lines = {m for m in log.messages if "slow consumer" in m}
+    assert lines == {
+        f"NATS connection error: slow consumer: messages dropped on subscription "
+        f"{prefix}.flood.> (sid {sub._id})"
+    }
+
+
 async def test_answers_written_together_are_each_sent_and_counted(nc: Client, prefix: str) -> None:
     """A leader holds the answers of the tasks it runs through and writes them
     together (``Replier.release``, at most ``HELD_TASKS`` at a time): every task
