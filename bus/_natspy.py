@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any, overload
 
@@ -34,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
+from ._handoff import Handoff
 from ._headers import FIRST_LINE, PLAIN_BLOCK_MIN, SPACE, STATUS_AT, parse_header_lines
 from ._msg_args import msg_args
 from ._natspy_range import NATS_PY_RANGE, BadHeaderError, check_nats_py_version
@@ -126,6 +126,18 @@ class NatsClient(Client):
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         if not self._delivered(sid, subject, reply, data, headers):
+            sub: Any = self._subs.get(sid)
+            if sub is not None and type(sub._pending_queue) is Taken:
+                weight = len(data) + len(headers or b"")  # nats-py counts no header byte
+                if 0 < sub._pending_bytes_limit <= sub._pending_size + weight:
+                    error = nats.errors.SlowConsumerError(
+                        subject=subject.decode(errors="replace"),
+                        reply=reply.decode(errors="replace"),
+                        sid=sid,
+                        sub=sub,
+                    )
+                    await self._error_cb(error)  # dropped, as nats-py drops it
+                    return
             try:
                 await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
             except Exception as exc:  # e.g. JetStream's, on a reply of the wrong form
@@ -142,8 +154,9 @@ class NatsClient(Client):
         if (kind is not Taken and kind is not _Handed) or sub._max_msgs or sub._jsi or sub._future:
             return False
         size = len(data)
+        weight = size + len(headers) if headers else size  # header bytes are memory too
         if kind is Taken and (
-            0 < sub._pending_bytes_limit <= sub._pending_size + size
+            0 < sub._pending_bytes_limit <= sub._pending_size + weight
             or 0 < queue._limit <= len(queue._items)  # queue.full()
         ):
             return False  # a slow consumer: nats-py's own path drops it and reports it
@@ -164,8 +177,8 @@ class NatsClient(Client):
             self._malformed("a message whose subject is not UTF-8 arrived; dropped", exc)
             return True
         if kind is Taken:
-            sub._pending_size += size
-            queue.put_nowait(msg)
+            sub._pending_size += weight
+            queue.put_weighed(msg, weight)
         else:
             queue._on_message(msg)
         return True
@@ -342,87 +355,35 @@ class Outbox:
 # --- reading a subscription's queue directly --------------------------------
 
 
-class Taken:
-    """A callback-less subscription's queue, taken over: nats-py's reader puts
-    each message in it as in its own ``asyncio.Queue``; the one reader takes
-    them with ``take``, a plain call, and awaits ``wait`` only when none is
-    there. A deque and a future: ``asyncio.Queue``'s ``get`` and ``task_done``
-    cost more than a task of the echo agent's."""
+class Taken(Handoff):
+    """A callback-less subscription's queue, taken over (a ``Handoff``); what it
+    holds counts in the subscription's pending bytes, as nats-py's own queue's
+    messages do, so that nats-py's slow-consumer limit still holds."""
 
-    __slots__ = ("_drained", "_items", "_limit", "_sub", "_waiter", "stopped")
+    __slots__ = ("_sub",)
 
     def __init__(self, sub: Subscription) -> None:
+        super().__init__(sub._pending_msgs_limit)
         self._sub = sub
-        self._items: deque[Msg] = deque()
-        self._limit: int = sub._pending_msgs_limit
-        self._waiter: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
-        self.stopped = False  # then ``take`` returning None means for good
-
-    def put_nowait(self, msg: Msg) -> None:
-        """Queue ``msg`` (nats-py has counted its bytes as pending) and wake the reader."""
-        if self._limit > 0 and len(self._items) >= self._limit:
-            raise asyncio.QueueFull  # nats-py's reader: a slow consumer, dropped
-        self._items.append(msg)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def full(self) -> bool:
-        return 0 < self._limit <= len(self._items)
-
-    async def join(self) -> None:
-        """Until every message queued has been taken (a drain waits for this)."""
-        while self._items:
-            if self._drained is None or self._drained.done():
-                self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
 
     def take(self) -> Msg | None:
         """The next message, no longer counted as pending; None when none waits."""
         items = self._items
         if not items:
             return None
-        msg = items.popleft()
-        self._sub._pending_size -= len(msg.data)
+        msg, weight = items.popleft()
+        self._sub._pending_size -= weight
         if not items and self._drained is not None:
             if not self._drained.done():
                 self._drained.set_result(None)
             self._drained = None
         return msg
 
-    async def wait(self) -> None:
-        """Until a message waits or ``stop`` is called."""
-        if self._items or self.stopped:
-            return
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
-
     def over(self, max_bytes: int, max_messages: int) -> bool:
-        """True while more than ``max_bytes`` of payload or ``max_messages``
+        """True while more than ``max_bytes`` (payloads and headers) or ``max_messages``
         messages wait in the queue: refused then, before nats-py's own pending
         limits would drop messages unanswered (its client-side slow consumer)."""
         return self._sub._pending_size > max_bytes or len(self._items) > max_messages
-
-    def stop(self) -> None:
-        """Wake the reader; ``take`` gives None once the queue is empty (the
-        subscription is drained or gone)."""
-        self.stopped = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 @overload

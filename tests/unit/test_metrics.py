@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_support import populated_registry
 
 from actors import AgentHost
 from actors._daemon import DaemonMetrics
@@ -83,31 +84,10 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "callboard_fleet_task_duration_seconds": ("histogram", {"capability"}),
     "callboard_fleet_status_events": ("counter", {"state"}),
     "callboard_refused_messages": ("counter", {"reason"}),
+    "callboard_agent_model_corrections": ("counter", {"agent", "kind"}),
 }
 SPEC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5]
 SPEC_BUCKETS += [1, 2.5, 5, 10, 30, 60, 120, 300]
-
-
-def populated_registry() -> CollectorRegistry:
-    """A registry with every family of the spec and at least one series in each."""
-    registry = CollectorRegistry()
-    series = AgentMetrics(registry).bind("m-1", "math", ["math"], 4)
-    series.capabilities["math"].finished(0.002, 400)
-    series.delegated("echo", "ok")
-    dispatch = DispatchMetrics(registry)
-    dispatch.dispatched("math", 0.01, None)
-    dispatch.retries.labels("math").inc()
-    dispatch.pipeline_runs.labels("ok").inc()
-    dispatch.pipeline_steps.labels("ok").inc()
-    dispatch.set_live_agents({"math": 1})
-    ConnectionMetrics(registry).track("daemon").on_connected(_Client(0))
-    fleet = FleetMetrics(registry)
-    fleet.observe(Online(agent="m-1", ts=1.0, capabilities=("math",), max_concurrency=4))
-    fleet.observe(Failed(agent="m-1", ts=1.0, task_id="t", capability="math", error=_error(400)))
-    overloaded = ErrorInfo(code=503, type="overloaded", message="busy")
-    fleet.observe(Failed(agent="m-1", ts=1.0, task_id="u", capability="math", error=overloaded))
-    fleet.left_out.labels("agent").inc()
-    return registry
 
 
 def _error(code: int) -> ErrorInfo:

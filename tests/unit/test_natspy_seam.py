@@ -15,6 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -193,8 +194,9 @@ async def test_a_taken_queue_does_the_readers_bookkeeping() -> None:
     taken = _natspy.take_over_queue(sub)
     assert sub._pending_queue is taken
     assert taken.take() is None and not taken.stopped
-    await nc._process_msg(1, b"s", b"_INBOX.r", b"12345", b"NATS/1.0\r\nK: v\r\n\r\n")
-    assert sub._pending_size == 5 and sub.pending_msgs == 1
+    block = b"NATS/1.0\r\nK: v\r\n\r\n"
+    await nc._process_msg(1, b"s", b"_INBOX.r", b"12345", block)
+    assert sub._pending_size == 5 + len(block) and sub.pending_msgs == 1  # headers count
     msg = taken.take()
     assert msg is not None and (msg.subject, msg.reply, msg.data) == ("s", "_INBOX.r", b"12345")
     assert msg.headers == {"K": "v"} and msg._sid == 1 and msg._client is nc
@@ -255,6 +257,32 @@ async def test_a_taken_queue_over_nats_pys_limits_drops_as_nats_py_does() -> Non
     await nc._process_msg(2, b"s", b"", b"1", None)
     await nc._process_msg(2, b"s", b"", b"2", None)
     assert len(errors) == 2 and taken.qsize() == 1
+
+
+@pytest.mark.anyio
+async def test_header_bytes_count_against_the_pending_limit() -> None:
+    """nats-py counts only payloads as pending: a flood of tiny payloads under large
+    header blocks would queue without bound under a bytes limit. A taken queue
+    counts both, and drops past the limit as nats-py drops a slow consumer."""
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = NatsClient()
+    nc._error_cb = on_error
+    sub = _subscribed(nc, 1, pending_bytes_limit=4096)
+    taken = _natspy.take_over_queue(sub)
+    block = b"NATS/1.0\r\nPadding: " + b"x" * 1000 + b"\r\n\r\n"
+    for _ in range(10):
+        await nc._process_msg(1, b"s", b"_INBOX.r", b"{}", block)
+    held = 4096 // (len(block) + 2)
+    assert taken.qsize() == held and len(errors) == 10 - held
+    assert all(isinstance(e, nats.errors.SlowConsumerError) for e in errors)
+    assert sub._pending_size == held * (len(block) + 2)
+    while taken.take() is not None:
+        pass
+    assert sub._pending_size == 0
 
 
 @pytest.mark.anyio
