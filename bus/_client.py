@@ -24,7 +24,7 @@ from nats.aio.client import Client
 
 from ._cancel_token import CANCEL_TOKEN, CancelKeys
 from ._codec import TASK_ID, decode_reply, encode_json, error_from_reply
-from ._errors import ConnectionFailed, NoAgentError, PayloadTooLarge, TaskTimeout
+from ._errors import ConnectionFailed, NoAgentError, PayloadTooLarge, TaskTimeout, UsageError
 from ._ids import new_task_id
 from ._inbox import inbox_for
 from ._messages import AgentMessage, MessageType
@@ -38,6 +38,8 @@ log = logging.getLogger("callboard.client")
 DEFAULT_TIMEOUT = 30.0
 """Seconds a task may take when the caller does not say."""
 _MAX_CACHED_SUBJECTS = 1024
+_MAX_TIMEOUT = 1e9
+"""Seconds (about 31 years): a timeout must be a number below it (not NaN nor infinite)."""
 
 
 class TaskClient:
@@ -101,10 +103,13 @@ class TaskClient:
             TaskTimeout: no reply before the deadline.
             AgentError: the agent replied with an error (a subclass by code).
             BadInput: the payload is not JSON-serialisable.
+            UsageError: the timeout is NaN, infinite or beyond 1e9 seconds.
         """
         if not task_id:
             task_id = new_task_id()
         budget = self.default_timeout if timeout is None else timeout
+        if not -_MAX_TIMEOUT < budget < _MAX_TIMEOUT:  # NaN and infinities too
+            raise UsageError(f"a task's timeout is a number of seconds, not {budget!r}")
         start = time.time_ns() // 1_000_000
         deadline = start + int(budget * 1000)
         if deadline_ms is not None and deadline_ms < deadline:

@@ -106,7 +106,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """The seconds a call may take: what the caller asked, up to ``max_timeout``."""
         entry = self.capabilities.get(capability)
         default = entry.timeout if entry is not None and entry.timeout else self.default_timeout
-        if asked is None or asked <= 0:
+        if asked is None or not asked > 0:  # NaN too: it compares false to everything
             return min(default, self.max_timeout)
         return min(asked, self.max_timeout)
 

@@ -17,6 +17,7 @@ from bus import (
     NoAgentError,
     TaskClient,
     TaskTimeout,
+    UsageError,
     now_ms,
 )
 from bus.codec import AGENT_ID, DEADLINE, ERROR_CODE, TASK_ID
@@ -64,6 +65,15 @@ async def test_no_agent_fails_at_once_not_after_the_timeout(nc: Client, prefix: 
         await orch.dispatch("math", {"expression": "1"}, timeout=10)
     assert time.monotonic() - started < 5
     assert info.value.code == 404
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -float("inf"), 1e308])
+async def test_a_timeout_that_is_no_duration_is_a_usage_error(
+    nc: Client, prefix: str, timeout: float
+) -> None:
+    client = TaskClient(nc, prefix=prefix)
+    with pytest.raises(UsageError, match="timeout is a number of seconds"):
+        await client.request("echo", {}, timeout=timeout)
 
 
 async def test_timeout_is_typed(nc: Client, prefix: str) -> None:

@@ -45,6 +45,10 @@ def test_a_config_lists_what_it_exposes_and_bounds_deadlines(tmp_path: Path) -> 
     assert config.timeout_for("summarize", None) == 5
     assert config.timeout_for("math", None) == 30
     assert config.timeout_for("math", 3600) == 60
+    # what a remote caller may send that is no duration: the default, or the bound
+    assert config.timeout_for("math", float("nan")) == 30
+    assert config.timeout_for("math", float("inf")) == 60
+    assert config.timeout_for("math", -1) == 30
 
 
 @pytest.mark.parametrize(
