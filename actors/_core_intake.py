@@ -205,9 +205,7 @@ class CoreIntake:
         while True:
             msg = take()
             if msg is None:
-                pending = release()
-                if pending is not None:
-                    await pending
+                await _released(release())
                 if taken.stopped:
                     return
                 try:
@@ -220,10 +218,12 @@ class CoreIntake:
                 continue
             if not (self._accepting and executor.in_flight < executor.limit):
                 self._jobs.put(intake)  # refusing may wait on the connection
+                await _released(release())  # the answers held go first
                 await self.admit(capability, msg)
                 return
             if over_budget(self.queued_bytes_budget, self.queued_messages_budget):
                 self._jobs.put(intake)
+                await _released(release())
                 await self._refuse_backlog(intake, msg)
                 return
             if series is not None:
@@ -239,9 +239,7 @@ class CoreIntake:
                     continue
                 # the task waits: an idle worker leads while this one finishes it
                 self._jobs.put(intake)
-                pending = release()
-                if pending is not None:
-                    await pending
+                await _released(release())
                 await resume(rest, yielded)
                 return
             finally:
@@ -314,3 +312,9 @@ class CoreIntake:
         await self._replier.finish(
             capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
         )
+
+
+async def _released(pending: Coroutine[Any, Any, None] | None) -> None:
+    """Wait for what ``Replier.release`` left to wait for (a full buffer), if anything."""
+    if pending is not None:
+        await pending
