@@ -138,7 +138,9 @@ class DurableTaskClient:
             task_id=task_id, sender=self.sender, seq=seq, traceparent=traceparent
         )
         headers[MSG_ID] = task_id
-        cancel_hash = self.cancel_keys.hash_of(task_id)  # security: caller-only cancel
+        now = time.time()
+        # security: caller-only cancel, of this submission only
+        cancel_hash = self.cancel_keys.hash_of(cancel_name(capability, task_id, now))
         headers[CANCEL_HASH] = cancel_hash
         size = message_size(headers, body)
         if size > self.nc.max_payload:
@@ -147,7 +149,6 @@ class DurableTaskClient:
                 f"server's max_payload ({self.nc.max_payload}): send a reference to the data "
                 "instead"
             )
-        now = time.time()
         record = TaskRecord(
             task_id=task_id,
             capability=capability,
@@ -180,6 +181,9 @@ class DurableTaskClient:
                         record = existing
                         if record.state != TaskState.SUBMITTED or record.job:
                             return record  # an agent has it (or had it): never twice
+                        headers[CANCEL_HASH] = self.cancel_keys.hash_of(
+                            cancel_name(record.capability, record.task_id, record.submitted_at)
+                        )  # the job of the submission that is kept, with its hash
                 await self.js.publish(subject, body, headers=headers)
                 return record
             except nats.errors.MaxPayloadError as exc:
@@ -326,7 +330,10 @@ class DurableTaskClient:
         """
         capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
-        token = self.cancel_keys.token(task_id)
+        token = await self.cancel_token(capability, task_id)
+        if token is None:  # no submission kept: nothing can prove this caller's
+            log.warning("durable task %s has no submission left to cancel", task_id)
+            return await self.record(task_id, capability=capability)
         request = CancelRequest(
             task_id=task_id, token=token, sender=self.sender, requested_at=time.time()
         )
@@ -349,6 +356,19 @@ class DurableTaskClient:
             raise _unknown(task_id)
         return record
 
+    async def cancel_token(self, capability: str, task_id: str) -> str | None:
+        """The token that cancels this caller's task as it is submitted now (None: its
+        submission is no longer kept).
+
+        It derives from the submission (``cancel_name``), so the token a cancel
+        stores in plain text cancels that task only, never the same ID under another
+        capability nor a later task that reuses the ID.
+        """
+        submitted_at = await self.store.submitted_at(capability, task_id)
+        if submitted_at is None:
+            return None
+        return self.cancel_keys.token(cancel_name(capability, task_id, submitted_at))
+
     async def history(self, task_id: str, *, capability: str | None = None) -> list[TaskRecord]:
         """Every kept revision of the task's record, oldest first.
 
@@ -363,6 +383,12 @@ class DurableTaskClient:
         if revisions and now is not None and now.state != revisions[-1].state:
             revisions.append(now)  # cancelled while queued: no agent has written it yet
         return revisions
+
+
+def cancel_name(capability: str, task_id: str, submitted_at: float) -> str:
+    """What a durable task's cancel token and hash derive from: its capability, ID
+    and submission time, which its submission keeps."""
+    return f"{capability}.{task_id}@{submitted_at!r}"
 
 
 def result_of(record: TaskRecord) -> Any:

@@ -165,6 +165,21 @@ class TaskStore:
         first = headers.get(_CREATED_AS_FIRST) == "0"
         return _Submission(_as_submission(record), record.cancel_hash if first else "")
 
+    async def submitted_at(self, capability: str, task_id: str) -> float | None:
+        """When the task's submission was made, as the revision its submitter created
+        says (not one written over it since): a durable cancel token derives from it
+        (see ``DurableTaskClient.cancel_token``). None: no such revision is kept."""
+        found: float | None = None
+        async for msg in self._revisions(self.names.submission_key(capability, task_id)):
+            if (msg.headers or {}).get(_CREATED_AS_FIRST) != "0":
+                continue
+            try:
+                record = decode_record(msg.data or b"", task_id=task_id, capability=capability)
+            except CorruptRecord:
+                continue
+            found = record.submitted_at  # the last created: an expired one may be older
+        return found
+
     async def cancel_request(self, capability: str, task_id: str) -> CancelRequest | None:
         """The last cancel request stored for the task (None: none, or not one)."""
         try:
