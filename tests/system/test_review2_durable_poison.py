@@ -1,0 +1,120 @@
+"""Poisoned durable keys, written by another submitter login under the shipped
+deploy/nats permissions: a cancel request (or a submission) that is not what the
+code expects must cost nothing but its own rejection. The task runs as its caller
+sent it, readers answer, and the agent keeps taking tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from nats_security_support import DeployCopy, logged_in, make_deploy_copy, secure_server
+
+from actors import AgentHost, EchoAgent, MathAgent
+from bus import ConnectOptions, EmbeddedServer, connect, new_task_id
+from bus.durable import (
+    CorruptRecord,
+    DurableNames,
+    DurableSettings,
+    DurableTaskClient,
+    TaskState,
+    ensure_durable,
+)
+
+pytestmark = [pytest.mark.system, pytest.mark.anyio]
+
+NAMES = DurableNames("agents")
+SETTINGS = DurableSettings(storage="memory", ack_wait=5, retry_delay=0.1)
+DEEP = 5000
+"""Levels of JSON nesting: past Python's recursion limit, far below max_payload."""
+
+
+def nested(task_id: str) -> bytes:
+    return (
+        f'{{"task_id": "{task_id}", "token": "ab", "requested_at": 1, "x": '.encode()
+        + b"[" * DEEP
+        + b"]" * DEEP
+        + b"}"
+    )
+
+
+def huge(task_id: str) -> bytes:
+    body = {"task_id": task_id, "token": "ab", "requested_at": 1, "sender": "x" * 600_000}
+    return json.dumps(body).encode()
+
+
+POISONED_CANCELS: dict[str, Callable[[str], bytes]] = {
+    "nested": nested,
+    "huge": huge,
+    "not json": lambda _: b"\xff\xfe{",
+    "another task's": lambda _: json.dumps(
+        {"task_id": "other", "token": "ab", "requested_at": 1}
+    ).encode(),
+}
+
+
+@pytest.fixture(scope="module")
+def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
+    return make_deploy_copy(tmp_path_factory.mktemp("deploy-nats"))
+
+
+@pytest.fixture
+async def server(deploy: DeployCopy) -> AsyncIterator[EmbeddedServer]:
+    shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
+    async with secure_server(deploy.config("single.conf")) as running:
+        async with connect(options=options(running, deploy, "setup")) as nc:
+            await ensure_durable(nc.jetstream(timeout=10), NAMES, SETTINGS, update=True)
+        yield running
+
+
+def options(server: EmbeddedServer, deploy: DeployCopy, user: str) -> ConnectOptions:
+    return ConnectOptions(
+        servers=(server.url,),
+        connect_attempts=1,
+        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
+        **deploy.login(user),
+    )
+
+
+@asynccontextmanager
+async def submitter(server: EmbeddedServer, deploy: DeployCopy) -> AsyncIterator[DurableTaskClient]:
+    async with connect(options=options(server, deploy, "orchestrator")) as nc:
+        yield DurableTaskClient(nc, prefix="agents", settings=SETTINGS)
+
+
+async def test_poisoned_cancel_requests_and_submissions_are_rejected_and_the_tasks_run(
+    server: EmbeddedServer, deploy: DeployCopy
+) -> None:
+    async with submitter(server, deploy) as caller:
+        poisoned = {name: new_task_id() for name in POISONED_CANCELS}
+        overwritten = new_task_id()
+        for n, task_id in enumerate([*poisoned.values(), overwritten]):
+            await caller.submit("math", {"expression": f"{n}+1"}, task_id=task_id)
+        async with logged_in(server.url, deploy, "gateway", inbox_prefix="_INBOX_gateway") as (
+            nc,
+            _,
+        ):
+            js = nc.jetstream()
+            for name, task_id in poisoned.items():
+                key = NAMES.key_subject(NAMES.cancel_key("math", task_id))
+                await js.publish(key, POISONED_CANCELS[name](task_id))
+            key = NAMES.key_subject(NAMES.submission_key("math", overwritten))
+            await js.publish(key, nested(overwritten))
+        for name, task_id in poisoned.items():
+            assert (await caller.record(task_id)).state == TaskState.SUBMITTED, name
+        assert caller.store.forged_cancels == len(poisoned)
+        with pytest.raises(CorruptRecord):  # a clear error, whatever the value holds
+            await caller.record(overwritten)
+
+        async with (
+            connect(options=options(server, deploy, "agents")) as agent_nc,
+            AgentHost(agent_nc, [MathAgent("math"), EchoAgent("echo")], durable=SETTINGS),
+        ):
+            for n, task_id in enumerate([*poisoned.values(), overwritten]):
+                record = await caller.wait(task_id, 20, capability="math")
+                assert record.state == TaskState.COMPLETED, record
+                assert await caller.result(task_id) == {"value": n + 1}
