@@ -29,6 +29,7 @@ from nats.js import JetStreamContext
 from .._cancel_token import CANCEL_HASH, CANCEL_TOKEN, CancelKeys
 from .._codec import TASK_ID, decode_json, encode_json, task_headers
 from .._errors import (
+    BadInput,
     ConnectionFailed,
     PayloadTooLarge,
     TaskCancelled,
@@ -125,7 +126,8 @@ class DurableTaskClient:
         before publishing it); an agent runs one copy and drops the others.
 
         Raises:
-            BadInput: the ID or the payload is malformed.
+            BadInput: the ID or the payload is malformed, or the ID is taken: a job
+                with it is already in the duplicate window (nothing was queued).
             PayloadTooLarge: the payload and its headers are above the server's
                 ``max_payload`` (nothing is stored).
             ConnectionFailed: JetStream could not be reached within ``timeout``;
@@ -175,7 +177,8 @@ class DurableTaskClient:
         while True:
             try:
                 await self.ensure_ready()
-                if not await self.store.submit(record):
+                created = await self.store.submit(record)
+                if not created:
                     existing = await self.store.read(record.capability, record.task_id)
                     if existing is not None:
                         record = existing
@@ -184,7 +187,9 @@ class DurableTaskClient:
                         headers[CANCEL_HASH] = self.cancel_keys.hash_of(
                             cancel_name(record.capability, record.task_id, record.submitted_at)
                         )  # the job of the submission that is kept, with its hash
-                await self.js.publish(subject, body, headers=headers)
+                ack = await self.js.publish(subject, body, headers=headers)
+                if created and ack.duplicate:
+                    raise _taken(record, self.settings.duplicate_window)
                 return record
             except nats.errors.MaxPayloadError as exc:
                 raise PayloadTooLarge(
@@ -408,6 +413,20 @@ def result_of(record: TaskRecord) -> Any:
         code=code,
         type=error.type if error else "agent_failure",
         agent_id=record.agent or None,
+        task_id=record.task_id,
+        capability=record.capability,
+    )
+
+
+def _taken(record: TaskRecord, window: float) -> BadInput:
+    """A new submission whose job the server dropped: another job with its ID (its
+    ``Nats-Msg-Id``) is in the work queue's duplicate window, so none of this task's
+    is queued, and the other may run under its ID."""
+    return BadInput(
+        f"durable task ID {record.task_id} is taken: a job with this ID (Nats-Msg-Id) is "
+        f"already in the work queue's duplicate window ({window:g}s; another capability's "
+        "task, or another submitter's job), so this one was not queued: submit with "
+        "another ID",
         task_id=record.task_id,
         capability=record.capability,
     )
