@@ -77,8 +77,10 @@ def _read_private(path: Path) -> str:
 
     Raises:
         ConfigError: the file is not a regular file of this user, or others may read it.
+        OSError: it cannot be opened.
     """
-    with open(path, encoding="ascii") as file:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO planted there: no hang
+    with open(descriptor, encoding="ascii") as file:
         stat = os.fstat(file.fileno())
         if stat.st_uid != os.getuid() or stat.st_mode & 0o077 or not S_ISREG(stat.st_mode):
             raise ConfigError(

@@ -107,3 +107,17 @@ def test_the_users_own_private_key_is_used(tmp_path: Path) -> None:
     keys = cli_cancel_keys(create=False, environ={CANCEL_KEY_ENV: str(path)})
     assert keys.token("t") == CancelKeys(bytes.fromhex(KNOWN_SECRET)).token("t")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_fifo_planted_as_the_key_is_refused_without_hanging(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: a planted one must not hang
+    every `submit --durable` of the user."""
+    path = tmp_path / "cancel.key"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(ConfigError, match="only it may read"):
+        cli_cancel_keys(create=True, environ={CANCEL_KEY_ENV: str(path)})
+
+
+def test_a_directory_as_the_key_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the cancel key"):
+        cli_cancel_keys(create=True, environ={CANCEL_KEY_ENV: str(tmp_path)})
