@@ -33,7 +33,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from .._errors import BadInput, ConnectionFailed
+from .._errors import BadInput, ConfigError, ConnectionFailed
+from .._subjects import validate_capability
 from ._cancel import (
     CancelRequest,
     cancelled_before_taken,
@@ -253,7 +254,9 @@ class TaskStore:
             BadInput: the ID has records under more than one capability.
         """
         for key in (f"*.{task_id}.{SUBMITTED_TOKEN}", f"*.{task_id}"):
-            capabilities = {(msg.subject or "").split(".")[2] async for msg in self._revisions(key)}
+            found = {(msg.subject or "").split(".")[2] async for msg in self._revisions(key)}
+            # a key published with a literal wildcard ("*.<id>.submitted") names none
+            capabilities = {name for name in found if _is_capability(name)}
             if len(capabilities) > 1:
                 raise BadInput(
                     f"durable task {task_id} has records under capabilities "
@@ -397,6 +400,14 @@ class TaskStore:
                     await each.unsubscribe()
                 except nats.errors.Error:
                     pass
+
+
+def _is_capability(name: str) -> bool:
+    try:
+        validate_capability(name)
+    except ConfigError:
+        return False
+    return True
 
 
 def _as_submission(record: TaskRecord) -> TaskRecord:
