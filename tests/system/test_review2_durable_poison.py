@@ -23,6 +23,7 @@ from bus.durable import (
     DurableTaskClient,
     TaskState,
     ensure_durable,
+    message_size,
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
@@ -118,3 +119,30 @@ async def test_poisoned_cancel_requests_and_submissions_are_rejected_and_the_tas
                 record = await caller.wait(task_id, 20, capability="math")
                 assert record.state == TaskState.COMPLETED, record
                 assert await caller.result(task_id) == {"value": n + 1}
+
+
+@pytest.mark.parametrize("header", ["Agent-Sender", "Agent-Cancel-Hash"])
+async def test_a_job_with_a_huge_header_still_ends_with_a_record(
+    server: EmbeddedServer, deploy: DeployCopy, header: str
+) -> None:
+    """A submitter's own job whose header (JetStream allows 64 KiB of them) is copied
+    into the task's record: with a result that fits under max_payload alone, the
+    record would not. The task must still end and the agent go on, not be delivered
+    again until its attempts run out and then stay queued and ``working``."""
+    task_id = new_task_id()
+    headers = {"Agent-Task-Id": task_id, "Nats-Msg-Id": task_id, header: "f" * 60_000}
+    async with logged_in(server.url, deploy, "orchestrator") as (nc, _):
+        room = nc.max_payload - message_size(headers, b'{"text": ""}') - 64
+        body = json.dumps({"text": "x" * room}).encode()  # the job just fits
+        await nc.jetstream().publish(NAMES.job("echo"), body, headers=headers)
+    async with (
+        submitter(server, deploy) as caller,
+        connect(options=options(server, deploy, "agents")) as agent_nc,
+        AgentHost(agent_nc, [MathAgent("math"), EchoAgent("echo")], durable=SETTINGS),
+    ):
+        record = await caller.wait(task_id, 20, capability="echo")
+        assert record.done, record
+        assert len(record.sender) < 1000 and len(record.cancel_hash) < 1000
+        after = new_task_id()
+        await caller.submit("echo", {"n": 1}, task_id=after)
+        assert await caller.result(after, timeout=20) == {"n": 1}
