@@ -17,7 +17,6 @@ from nats_security_support import DeployCopy, logged_in, make_deploy_copy, secur
 from actors import AgentHost, EchoAgent, MathAgent
 from bus import ConnectOptions, EmbeddedServer, connect, new_task_id
 from bus.durable import (
-    CorruptRecord,
     DurableNames,
     DurableSettings,
     DurableTaskClient,
@@ -92,8 +91,8 @@ async def test_poisoned_cancel_requests_and_submissions_are_rejected_and_the_tas
 ) -> None:
     async with submitter(server, deploy) as caller:
         poisoned = {name: new_task_id() for name in POISONED_CANCELS}
-        overwritten = new_task_id()
-        for n, task_id in enumerate([*poisoned.values(), overwritten]):
+        overwritten, deleted = new_task_id(), new_task_id()
+        for n, task_id in enumerate([*poisoned.values(), overwritten, deleted]):
             await caller.submit("math", {"expression": f"{n}+1"}, task_id=task_id)
         async with logged_in(server.url, deploy, "gateway", inbox_prefix="_INBOX_gateway") as (
             nc,
@@ -105,17 +104,22 @@ async def test_poisoned_cancel_requests_and_submissions_are_rejected_and_the_tas
                 await js.publish(key, POISONED_CANCELS[name](task_id))
             key = NAMES.key_subject(NAMES.submission_key("math", overwritten))
             await js.publish(key, nested(overwritten))
+            key = NAMES.key_subject(NAMES.submission_key("math", deleted))
+            await js.publish(key, b"", headers={"KV-Operation": "DEL"})
         for name, task_id in poisoned.items():
             assert (await caller.record(task_id)).state == TaskState.SUBMITTED, name
         assert caller.store.forged_cancels == len(poisoned)
-        with pytest.raises(CorruptRecord):  # a clear error, whatever the value holds
-            await caller.record(overwritten)
+        # a submission written over (or deleted) since is read as its submitter made it
+        for task_id in (overwritten, deleted):
+            assert (await caller.record(task_id)).state == TaskState.SUBMITTED
+            again = await caller.submit("math", {"expression": "0"}, task_id=task_id)
+            assert again.state == TaskState.SUBMITTED  # the caller's retry is not refused
 
         async with (
             connect(options=options(server, deploy, "agents")) as agent_nc,
             AgentHost(agent_nc, [MathAgent("math"), EchoAgent("echo")], durable=SETTINGS),
         ):
-            for n, task_id in enumerate([*poisoned.values(), overwritten]):
+            for n, task_id in enumerate([*poisoned.values(), overwritten, deleted]):
                 record = await caller.wait(task_id, 20, capability="math")
                 assert record.state == TaskState.COMPLETED, record
                 assert await caller.result(task_id) == {"value": n + 1}
