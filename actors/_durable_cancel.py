@@ -19,9 +19,19 @@ import logging
 from bus._cancel_token import CANCEL_HASH
 from bus.durable import TRANSIENT, TaskStore, request_matches
 
-__all__ = ["CancelRequests"]
+__all__ = ["CancelRequests", "recorded_hash"]
 
 log = logging.getLogger("callboard.durable")
+
+_MAX_HASH = 128
+"""Characters of an ``Agent-Cancel-Hash`` worth keeping (a real one has 32)."""
+
+
+def recorded_hash(headers: dict[str, str]) -> str:
+    """The job's ``Agent-Cancel-Hash`` for its record; a value far longer than a hash
+    (which no token can match) is left out, so that the record fits with a result."""
+    cancel_hash = headers.get(CANCEL_HASH, "")
+    return cancel_hash if len(cancel_hash) <= _MAX_HASH else ""
 
 
 class CancelRequests:

@@ -27,8 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from bus import BadInput, ErrorInfo
-from bus._cancel_token import CANCEL_HASH
-from bus.codec import DEADLINE, SENDER, TASK_ID
+from bus.codec import DEADLINE, TASK_ID
 from bus.durable import (
     MSG_ID,
     TRANSIENT,
@@ -43,7 +42,7 @@ from bus.durable import (
 )
 
 from ._dead_letter import ATTEMPTS, PAYLOAD_OMITTED, DeadLetter, publish_dead_letter
-from ._durable_cancel import CancelRequests
+from ._durable_cancel import CancelRequests, recorded_hash
 from ._runner import AgentRunner
 from ._status import claimed_sender
 
@@ -262,7 +261,7 @@ class DurableWorker:
             attempts=attempt,
             agent=self.agent_id,
             job=job,
-            cancel_hash=headers.get(CANCEL_HASH, ""),
+            cancel_hash=recorded_hash(headers),
         )
         claimed = await self._commit(working, revision)
         if claimed is None:
@@ -477,7 +476,7 @@ def _new_record(task_id: str, capability: str, msg: Msg) -> TaskRecord:
         task_id=task_id,
         capability=capability,
         state=TaskState.SUBMITTED,
-        sender=headers.get(SENDER, "anonymous"),
+        sender=claimed_sender(headers),  # cut short: the record must fit with a result
         submitted_at=submitted,
         updated_at=submitted,
     )

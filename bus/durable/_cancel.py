@@ -64,7 +64,7 @@ def decode_cancel_request(data: bytes, task_id: str) -> CancelRequest | None:
     another task's, a token of the wrong shape)."""
     try:
         request = _decoder.decode(data)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):  # too deeply nested is not JSON to us
         return None
     if request.task_id != task_id or not 0 < len(request.token) <= _MAX_TOKEN:
         return None

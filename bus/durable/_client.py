@@ -29,6 +29,7 @@ from nats.js import JetStreamContext
 from .._cancel_token import CANCEL_HASH, CANCEL_TOKEN, CancelKeys
 from .._codec import TASK_ID, decode_json, encode_json, task_headers
 from .._errors import (
+    BadInput,
     ConnectionFailed,
     PayloadTooLarge,
     TaskCancelled,
@@ -125,7 +126,8 @@ class DurableTaskClient:
         before publishing it); an agent runs one copy and drops the others.
 
         Raises:
-            BadInput: the ID or the payload is malformed.
+            BadInput: the ID or the payload is malformed, or the ID is taken: a job
+                with it is already in the duplicate window (nothing was queued).
             PayloadTooLarge: the payload and its headers are above the server's
                 ``max_payload`` (nothing is stored).
             ConnectionFailed: JetStream could not be reached within ``timeout``;
@@ -138,7 +140,9 @@ class DurableTaskClient:
             task_id=task_id, sender=self.sender, seq=seq, traceparent=traceparent
         )
         headers[MSG_ID] = task_id
-        cancel_hash = self.cancel_keys.hash_of(task_id)  # security: caller-only cancel
+        now = time.time()
+        # security: caller-only cancel, of this submission only
+        cancel_hash = self.cancel_keys.hash_of(cancel_name(capability, task_id, now))
         headers[CANCEL_HASH] = cancel_hash
         size = message_size(headers, body)
         if size > self.nc.max_payload:
@@ -147,7 +151,6 @@ class DurableTaskClient:
                 f"server's max_payload ({self.nc.max_payload}): send a reference to the data "
                 "instead"
             )
-        now = time.time()
         record = TaskRecord(
             task_id=task_id,
             capability=capability,
@@ -174,13 +177,19 @@ class DurableTaskClient:
         while True:
             try:
                 await self.ensure_ready()
-                if not await self.store.submit(record):
+                created = await self.store.submit(record)
+                if not created:
                     existing = await self.store.read(record.capability, record.task_id)
                     if existing is not None:
                         record = existing
                         if record.state != TaskState.SUBMITTED or record.job:
                             return record  # an agent has it (or had it): never twice
-                await self.js.publish(subject, body, headers=headers)
+                        headers[CANCEL_HASH] = self.cancel_keys.hash_of(
+                            cancel_name(record.capability, record.task_id, record.submitted_at)
+                        )  # the job of the submission that is kept, with its hash
+                ack = await self.js.publish(subject, body, headers=headers)
+                if created and ack.duplicate:
+                    raise _taken(record, self.settings.duplicate_window)
                 return record
             except nats.errors.MaxPayloadError as exc:
                 raise PayloadTooLarge(
@@ -326,7 +335,10 @@ class DurableTaskClient:
         """
         capability, task_id = await self.locate(task_id, capability)
         await self.ensure_ready()
-        token = self.cancel_keys.token(task_id)
+        token = await self.cancel_token(capability, task_id)
+        if token is None:  # no submission kept: nothing can prove this caller's
+            log.warning("durable task %s has no submission left to cancel", task_id)
+            return await self.record(task_id, capability=capability)
         request = CancelRequest(
             task_id=task_id, token=token, sender=self.sender, requested_at=time.time()
         )
@@ -349,6 +361,19 @@ class DurableTaskClient:
             raise _unknown(task_id)
         return record
 
+    async def cancel_token(self, capability: str, task_id: str) -> str | None:
+        """The token that cancels this caller's task as it is submitted now (None: its
+        submission is no longer kept).
+
+        It derives from the submission (``cancel_name``), so the token a cancel
+        stores in plain text cancels that task only, never the same ID under another
+        capability nor a later task that reuses the ID.
+        """
+        submitted_at = await self.store.submitted_at(capability, task_id)
+        if submitted_at is None:
+            return None
+        return self.cancel_keys.token(cancel_name(capability, task_id, submitted_at))
+
     async def history(self, task_id: str, *, capability: str | None = None) -> list[TaskRecord]:
         """Every kept revision of the task's record, oldest first.
 
@@ -363,6 +388,12 @@ class DurableTaskClient:
         if revisions and now is not None and now.state != revisions[-1].state:
             revisions.append(now)  # cancelled while queued: no agent has written it yet
         return revisions
+
+
+def cancel_name(capability: str, task_id: str, submitted_at: float) -> str:
+    """What a durable task's cancel token and hash derive from: its capability, ID
+    and submission time, which its submission keeps."""
+    return f"{capability}.{task_id}@{submitted_at!r}"
 
 
 def result_of(record: TaskRecord) -> Any:
@@ -382,6 +413,20 @@ def result_of(record: TaskRecord) -> Any:
         code=code,
         type=error.type if error else "agent_failure",
         agent_id=record.agent or None,
+        task_id=record.task_id,
+        capability=record.capability,
+    )
+
+
+def _taken(record: TaskRecord, window: float) -> BadInput:
+    """A new submission whose job the server dropped: another job with its ID (its
+    ``Nats-Msg-Id``) is in the work queue's duplicate window, so none of this task's
+    is queued, and the other may run under its ID."""
+    return BadInput(
+        f"durable task ID {record.task_id} is taken: a job with this ID (Nats-Msg-Id) is "
+        f"already in the work queue's duplicate window ({window:g}s; another capability's "
+        "task, or another submitter's job), so this one was not queued: submit with "
+        "another ID",
         task_id=record.task_id,
         capability=record.capability,
     )

@@ -130,7 +130,7 @@ def decode_record(
     what = f"durable task {task_id}" if task_id else "a durable task"
     try:
         record = _decoder.decode(data)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, RecursionError) as exc:  # nested too deep: msgspec's limit
         raise CorruptRecord(
             f"the record of {what} (revision {revision}) is not a task record ({exc}): "
             "something other than callboard wrote it",

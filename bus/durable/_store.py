@@ -33,7 +33,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from .._errors import BadInput, ConnectionFailed
+from .._errors import BadInput, ConfigError, ConnectionFailed
+from .._subjects import validate_capability
 from ._cancel import (
     CancelRequest,
     cancelled_before_taken,
@@ -151,19 +152,44 @@ class TaskStore:
         return record
 
     async def _submission(self, capability: str, task_id: str) -> _Submission | None:
+        """The submission as its submitter created it: any submitter may write the key
+        again (or delete it), so a later revision is read only if that one is gone."""
         subject = self.names.key_subject(self.names.submission_key(capability, task_id))
         try:
             msg = await self.js.get_msg(self.stream, subject=subject, direct=True)
         except nats.js.errors.NotFoundError:
             return None
-        headers = msg.headers or {}
-        if not msg.data or headers.get(_KV_OPERATION):
+        if not _created_as_first(msg):  # written over since: look for the first
+            created = await self._created(capability, task_id)
+            if created is not None:
+                return _Submission(_as_submission(created), created.cancel_hash)
+        if not msg.data or (msg.headers or {}).get(_KV_OPERATION):
             return None
         record = decode_record(
             msg.data, task_id=task_id, capability=capability, revision=msg.seq or 0
         )
-        first = headers.get(_CREATED_AS_FIRST) == "0"
+        first = _created_as_first(msg)
         return _Submission(_as_submission(record), record.cancel_hash if first else "")
+
+    async def submitted_at(self, capability: str, task_id: str) -> float | None:
+        """When the task's submission was made, as the revision its submitter created
+        says (not one written over it since): a durable cancel token derives from it
+        (see ``DurableTaskClient.cancel_token``). None: no such revision is kept."""
+        created = await self._created(capability, task_id)
+        return created.submitted_at if created is not None else None
+
+    async def _created(self, capability: str, task_id: str) -> TaskRecord | None:
+        """The submission's last revision written as the key's first (the server
+        stored it only because the key had none), if one is still kept."""
+        found: TaskRecord | None = None
+        async for msg in self._revisions(self.names.submission_key(capability, task_id)):
+            if not _created_as_first(msg):
+                continue
+            try:
+                found = decode_record(msg.data or b"", task_id=task_id, capability=capability)
+            except CorruptRecord:
+                continue  # the last created counts: an expired task's may be older
+        return found
 
     async def cancel_request(self, capability: str, task_id: str) -> CancelRequest | None:
         """The last cancel request stored for the task (None: none, or not one)."""
@@ -206,8 +232,8 @@ class TaskStore:
     async def submit(self, record: TaskRecord) -> bool:
         """Store a task's submission; False if it has one already."""
         key = self.names.submission_key(record.capability, record.task_id)
-        try:
-            await self.kv.create(key, encode_record(record))
+        try:  # not kv.create: over another submitter's delete marker, that writes too
+            await self.kv.update(key, encode_record(record), last=0)
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
         return True
@@ -238,7 +264,9 @@ class TaskStore:
             BadInput: the ID has records under more than one capability.
         """
         for key in (f"*.{task_id}.{SUBMITTED_TOKEN}", f"*.{task_id}"):
-            capabilities = {(msg.subject or "").split(".")[2] async for msg in self._revisions(key)}
+            found = {(msg.subject or "").split(".")[2] async for msg in self._revisions(key)}
+            # a key published with a literal wildcard ("*.<id>.submitted") names none
+            capabilities = {name for name in found if _is_capability(name)}
             if len(capabilities) > 1:
                 raise BadInput(
                     f"durable task {task_id} has records under capabilities "
@@ -382,6 +410,18 @@ class TaskStore:
                     await each.unsubscribe()
                 except nats.errors.Error:
                     pass
+
+
+def _created_as_first(msg: api.RawStreamMsg) -> bool:
+    return bool(msg.data) and (msg.headers or {}).get(_CREATED_AS_FIRST) == "0"
+
+
+def _is_capability(name: str) -> bool:
+    try:
+        validate_capability(name)
+    except ConfigError:
+        return False
+    return True
 
 
 def _as_submission(record: TaskRecord) -> TaskRecord:

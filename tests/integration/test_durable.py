@@ -233,7 +233,7 @@ async def test_a_cancelled_durable_task_ends_cancelled(nc: Client, prefix: str) 
             tg.start_soon(run)
             await started.next_msg(timeout=10)
             # security: only the caller (the orchestrator's cancel token) may cancel
-            await orch.client.cancel(task_id, "the user changed their mind")
+            await orch.durable.client.cancel(task_id, reason="the user changed their mind")
     assert len(outcome) == 1
     assert "the user changed their mind" in outcome[0].message
     assert (await orch.task_record(task_id)).state == TaskState.CANCELLED

@@ -60,7 +60,8 @@ async def test_a_cancel_stored_while_the_task_runs_ends_it_cancelled_without_a_b
         await client.submit("echo", {"delay_ms": 300}, task_id=task_id)
         with anyio.fail_after(10):
             await echo.started.wait()
-        token = client.cancel_keys.token(task_id)
+        token = await client.cancel_token("echo", task_id)
+        assert token is not None
         request = CancelRequest(task_id=task_id, token=token, requested_at=time.time())
         await client.store.request_cancel("echo", request)  # the request, no broadcast
         with pytest.raises(TaskCancelled, match="while it ran"):
