@@ -248,7 +248,7 @@ def _schema(text: str | None) -> dict[str, Any]:
         return {}
     try:
         return _schema_decoder.decode(text)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return {}
 
 
@@ -267,7 +267,7 @@ async def find_service_info(
             async for data in replies:
                 try:
                     info = _info_decoder.decode(data)
-                except (msgspec.MsgspecError, UnicodeDecodeError):
+                except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
                     continue
                 if agent_id_of(info) == agent_id and capabilities_of(info, subjects):
                     return info
@@ -286,7 +286,7 @@ async def discover_capabilities(
     async for data in collect_replies(nc, f"{SRV_PREFIX}.INFO", wait=wait):
         try:
             info = _info_decoder.decode(data)
-        except (msgspec.MsgspecError, UnicodeDecodeError):
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
             continue
         found.extend(capabilities_of(info, subjects))
     return sorted(found, key=lambda c: (c.name, c.agent_id))

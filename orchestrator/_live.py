@@ -256,7 +256,7 @@ class LiveRegistry:
     async def _on_event(self, msg: Msg) -> None:
         try:
             event = _lifecycle_decoder.decode(msg.data)
-        except (msgspec.MsgspecError, UnicodeDecodeError):
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
             log.debug("ignoring malformed lifecycle event on %s", msg.subject)
             self.malformed_events += 1
             if self._on_malformed is not None:

@@ -81,7 +81,7 @@ async def discover_agents(nc: Client, subjects: Subjects, *, wait: float = 0.5) 
     async for data in collect_replies(nc, "$SRV.INFO", wait=wait):
         try:
             info = _info_decoder.decode(data)
-        except (msgspec.MsgspecError, UnicodeDecodeError):
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
             continue
         agent = AgentInfo.from_service_info(info, subjects)
         if agent is not None:

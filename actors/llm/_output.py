@@ -76,11 +76,11 @@ class OutputContract:
                 return self._decoder.decode(body)
             except msgspec.ValidationError as exc:
                 raise InvalidOutput(f"the JSON does not match the output type: {exc}") from None
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:
                 raise InvalidOutput(f"the answer is not JSON: {exc}") from None
         try:
             value = msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # nested past msgspec's limit
             raise InvalidOutput(f"the answer is not JSON: {exc}") from None
         _check(value, self.schema)
         return value

@@ -74,7 +74,7 @@ def _call(body: str, tools: Mapping[str, Tool]) -> ToolCall | None:
         return None
     try:
         value: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested past msgspec's limit: no call
         return None
     if not isinstance(value, dict) or len(value) != 2 or "name" not in value:
         return None

@@ -113,7 +113,7 @@ async def ping_agent(
         raise TaskTimeout(f"agent {agent_id} did not answer a ping within {timeout:g}s") from exc
     try:
         answer = msgspec.json.decode(reply.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         answer = None  # something answered: that is all a ping needs
     load = answer if isinstance(answer, dict) else {"agent": agent_id}
     load["rtt_ms"] = round((time.monotonic() - started) * 1000, 3)
@@ -176,7 +176,7 @@ def _fetch_health(url: str, timeout: float) -> tuple[int | None, dict[str, Any]]
         return None, {"status": "unreachable", "url": url, "error": f"cannot reach {url}: {reason}"}
     try:
         document = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         document = None
     if not isinstance(document, dict):
         text = body.decode(errors="replace").strip()[:200]

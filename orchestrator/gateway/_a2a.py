@@ -244,7 +244,7 @@ def _arguments(message: Message) -> Any:
         raise _Unreadable("the message has no data or text part")
     try:
         value = msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON to us: the text itself
         value = text
     return value if isinstance(value, dict) else {WRAPPED_ARGUMENT: value}
 

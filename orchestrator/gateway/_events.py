@@ -109,7 +109,7 @@ class TaskEvents:
             return
         try:
             event = _decoder.decode(msg.data)
-        except (msgspec.MsgspecError, UnicodeDecodeError):
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
             log.debug("ignoring a malformed task event on %s", msg.subject)
             if self.metrics is not None:
                 self.metrics.refusals.count("malformed_status_event")

@@ -285,6 +285,15 @@ async def test_a_fake_heartbeat_neither_starves_nor_steers_a_capability_with_rea
                 await attacker.close()
 
 
+NESTED_PAST_THE_LIMIT = (
+    b'{"v": 1, "state": "heartbeat", "agent": "math", "ts": 1, "x": '
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}"
+)
+"""A status event msgspec cannot decode: it raises RecursionError, not a DecodeError."""
+
+
 async def test_a_status_event_whose_body_names_another_agent_is_dropped_and_counted(
     deploy: DeployCopy,
 ) -> None:
@@ -307,6 +316,7 @@ async def test_a_status_event_whose_body_names_another_agent_is_dropped_and_coun
         # forged one on the same subscription says when the forged one was read
         await attacker.publish("agents.status.math.heartbeat", json.dumps(forged).encode())
         await attacker.publish("agents.status.math.heartbeat", b"\x00 not an event")
+        await attacker.publish("agents.status.math.heartbeat", NESTED_PAST_THE_LIMIT)
         await attacker.publish("agents.status.math-2.heartbeat", heartbeat("math-2", ["math"]))
         await orch.registry.wait_for(lambda agents: "math-2" in {a.id for a in agents})
         await attacker.publish("agents.status.math.offline", json.dumps(forged).encode())
@@ -315,7 +325,7 @@ async def test_a_status_event_whose_body_names_another_agent_is_dropped_and_coun
         await orch.registry.wait_for(lambda agents: "math-2" not in {a.id for a in agents})
         assert removed == ["math-2"]
         assert orch.registry.rejected_events == 2
-        expected = {"status_body_mismatch": 2, "malformed_status_event": 1}
+        expected = {"status_body_mismatch": 2, "malformed_status_event": 2}
         assert await refusals(metrics.url) == exactly(expected)
         result = await orch.run(f"summarize '{TEXT}'", timeout=10)
         assert result.steps[0].agent == "summarize-1"
@@ -346,11 +356,13 @@ async def test_the_monitor_drops_a_status_event_whose_body_names_another_agent(
         # its state disagrees with the subject's; and a body that is no event at all
         await attacker.publish("agents.status.math.heartbeat", json.dumps(forged).encode())
         await attacker.publish("agents.status.math.heartbeat", b"\x00 not an event")
+        # nested past msgspec's limit: its RecursionError ended the monitor
+        await attacker.publish("agents.status.math.heartbeat", NESTED_PAST_THE_LIMIT)
         honest = {"v": 1, "state": "offline", "agent": "math-2", "ts": time.time()}
         await attacker.publish("agents.status.math-2.offline", json.dumps(honest).encode())
         # the monitor reads the stream in order: the honest event comes after the others
         await wait_line(follow.stdout, '"math-2"')
-        expected = {"status_body_mismatch": 2, "malformed_status_event": 1}
+        expected = {"status_body_mismatch": 2, "malformed_status_event": 2}
         assert await refusals(url.group(1)) == exactly(expected)
         follow.send_signal(signal.SIGTERM)
         assert await wait_exit(follow) == 0, follow.output()

@@ -33,11 +33,11 @@ def decode_status(data: bytes) -> StatusEvent | dict[str, Any] | None:
     try:
         event: StatusEvent = _decoder.decode(data)
         return event
-    except (msgspec.MsgspecError, UnicodeDecodeError):
-        pass
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        pass  # RecursionError: nested past msgspec's limit (a publisher's choice)
     try:
         raw = _fallback.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     return raw if isinstance(raw, dict) else None
 
