@@ -10,16 +10,16 @@ the task runs and completes.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 import pytest
+from durable_security_support import durable_client, login_options, secured_durable_server
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats_security_support import (
@@ -28,7 +28,6 @@ from nats_security_support import (
     logged_in,
     make_deploy_copy,
     monitoring,
-    secure_server,
     wait_until,
 )
 from prometheus_client import CollectorRegistry
@@ -38,7 +37,6 @@ from actors import AgentHost, EchoAgent, MathAgent
 from bus import (
     AgentMessage,
     AgentMetrics,
-    ConnectOptions,
     EmbeddedServer,
     TaskCancelled,
     connect,
@@ -53,7 +51,6 @@ from bus.durable import (
     TaskState,
     decode_record,
     encode_record,
-    ensure_durable,
 )
 from orchestrator.cli import EXIT_AGENT_ERROR, EXIT_OK
 
@@ -87,28 +84,14 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
 @pytest.fixture
 async def server(deploy: DeployCopy) -> AsyncIterator[EmbeddedServer]:
     """single.conf's server, with an empty JetStream store, the streams set up."""
-    shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
-    async with secure_server(deploy.config("single.conf")) as running:
-        async with connect(options=options(running, deploy, "setup")) as nc:
-            await ensure_durable(nc.jetstream(timeout=10), NAMES, SETTINGS, update=True)
+    async with secured_durable_server(deploy, SETTINGS) as running:
         yield running
 
 
-def options(server: EmbeddedServer, deploy: DeployCopy, user: str) -> ConnectOptions:
-    return ConnectOptions(
-        servers=(server.url,),
-        connect_attempts=1,
-        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
-        **deploy.login(user),
-    )
-
-
-@asynccontextmanager
-async def submitter(
+def submitter(
     server: EmbeddedServer, deploy: DeployCopy, user: str = "orchestrator"
-) -> AsyncIterator[DurableTaskClient]:
-    async with connect(options=options(server, deploy, user)) as nc:
-        yield DurableTaskClient(nc, prefix="agents", settings=SETTINGS)
+) -> AbstractAsyncContextManager[DurableTaskClient]:
+    return durable_client(server, deploy, SETTINGS, user)
 
 
 @asynccontextmanager
@@ -120,7 +103,7 @@ async def math_daemon(
     math = CountingMath("math")
     metrics = AgentMetrics(registry) if registry is not None else None
     async with (
-        connect(options=options(server, deploy, "agents")) as nc,
+        connect(options=login_options(server, deploy, "agents")) as nc,
         AgentHost(
             nc, [math, EchoAgent("echo")], prefix="agents", durable=SETTINGS, metrics=metrics
         ),

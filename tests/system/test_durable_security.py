@@ -11,25 +11,24 @@ daemons' users (``agents``, ``llm-agents``) serve their capabilities' tasks.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 import nats.js.errors
 import pytest
+from durable_security_support import login_options, secured_durable_server
 from nats.aio.client import Client
 from nats_security_support import (
     DeployCopy,
     Violations,
     logged_in,
     make_deploy_copy,
-    secure_server,
     violations_in_log,
 )
 
 from actors import AgentHost, EchoAgent, MathAgent
-from bus import BadInput, ConnectionFailed, ConnectOptions, EmbeddedServer, connect, new_task_id
+from bus import BadInput, ConnectionFailed, EmbeddedServer, connect, new_task_id
 from bus.durable import DurableNames, DurableSettings, DurableTaskClient, TaskState, ensure_durable
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
@@ -51,23 +50,12 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
 @pytest.fixture
 async def server(deploy: DeployCopy) -> AsyncIterator[EmbeddedServer]:
     """single.conf's server, with an empty JetStream store."""
-    shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
-    async with secure_server(deploy.config("single.conf")) as running:
+    async with secured_durable_server(deploy) as running:
         yield running
 
 
-def options(server: EmbeddedServer, deploy: DeployCopy, user: str) -> ConnectOptions:
-    """Only what the test says: this server, this user, its own inbox."""
-    return ConnectOptions(
-        servers=(server.url,),
-        connect_attempts=1,
-        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
-        **deploy.login(user),
-    )
-
-
 async def set_up(server: EmbeddedServer, deploy: DeployCopy) -> None:
-    async with connect(options=options(server, deploy, "setup")) as nc:
+    async with connect(options=login_options(server, deploy, "setup")) as nc:
         done = await ensure_durable(nc.jetstream(timeout=10), NAMES, SETTINGS, update=True)
     assert all(line.endswith(": created") for line in done), done
 
@@ -78,11 +66,11 @@ async def system(server: EmbeddedServer, deploy: DeployCopy) -> AsyncIterator[Du
     submitter under ``orchestrator``."""
     await set_up(server, deploy)
     async with (
-        connect(options=options(server, deploy, "agents")) as agents_nc,
+        connect(options=login_options(server, deploy, "agents")) as agents_nc,
         AgentHost(
             agents_nc, [MathAgent("math"), EchoAgent("echo")], prefix="agents", durable=SETTINGS
         ),
-        connect(options=options(server, deploy, "orchestrator")) as nc,
+        connect(options=login_options(server, deploy, "orchestrator")) as nc,
     ):
         yield DurableTaskClient(nc, prefix="agents", settings=SETTINGS)
 
@@ -201,7 +189,7 @@ async def test_each_roles_durable_path_works_under_its_user(
     server: EmbeddedServer, deploy: DeployCopy
 ) -> None:
     # before the setup step, a running role says what to do instead of creating streams
-    async with connect(options=options(server, deploy, "orchestrator")) as nc:
+    async with connect(options=login_options(server, deploy, "orchestrator")) as nc:
         with pytest.raises(ConnectionFailed, match="callboard setup"):
             await DurableTaskClient(nc, prefix="agents").submit("math", {"expression": "1"})
     async with system(server, deploy) as client:
@@ -212,7 +200,7 @@ async def test_each_roles_durable_path_works_under_its_user(
         # llm-agents serves durable tasks of its capabilities too (math here): the two
         # daemons share the capability's consumer, so math-2 soon takes one
         async with (
-            connect(options=options(server, deploy, "llm-agents")) as llm_nc,
+            connect(options=login_options(server, deploy, "llm-agents")) as llm_nc,
             AgentHost(llm_nc, [MathAgent("math-2")], prefix="agents", durable=SETTINGS),
         ):
             agents: set[str] = set()

@@ -5,11 +5,11 @@ but those and the task's own capability's agents reads it."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from nats_security_support import DeployCopy, logged_in, make_deploy_copy, secure_server
+from durable_security_support import secured_durable_server
+from nats_security_support import DeployCopy, logged_in, make_deploy_copy
 
 from bus import EmbeddedServer, new_task_id
 from bus.durable import DurableNames
@@ -28,8 +28,7 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
 
 @pytest.fixture
 async def server(deploy: DeployCopy) -> AsyncIterator[EmbeddedServer]:
-    shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
-    async with secure_server(deploy.config("single.conf")) as running:
+    async with secured_durable_server(deploy) as running:
         yield running
 
 

@@ -9,20 +9,19 @@ nor the caller's later task that reuses the ID once the first one's records expi
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, suppress
 
 import anyio
 import pytest
-from nats_security_support import DeployCopy, make_deploy_copy, secure_server
+from durable_security_support import durable_client, login_options, secured_durable_server
+from nats_security_support import DeployCopy, make_deploy_copy
 from prometheus_client import CollectorRegistry
 
 from actors import AgentHost, EchoAgent, MathAgent
 from bus import (
     AgentMetrics,
     BadInput,
-    ConnectOptions,
     EmbeddedServer,
     TaskCancelled,
     connect,
@@ -33,7 +32,6 @@ from bus.durable import (
     DurableSettings,
     DurableTaskClient,
     TaskState,
-    ensure_durable,
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
@@ -51,26 +49,14 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
 
 @pytest.fixture
 async def server(deploy: DeployCopy) -> AsyncIterator[EmbeddedServer]:
-    shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
-    async with secure_server(deploy.config("single.conf")) as running:
-        async with connect(options=options(running, deploy, "setup")) as nc:
-            await ensure_durable(nc.jetstream(timeout=10), NAMES, SETTINGS, update=True)
+    async with secured_durable_server(deploy, SETTINGS) as running:
         yield running
 
 
-def options(server: EmbeddedServer, deploy: DeployCopy, user: str) -> ConnectOptions:
-    return ConnectOptions(
-        servers=(server.url,),
-        connect_attempts=1,
-        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
-        **deploy.login(user),
-    )
-
-
-@asynccontextmanager
-async def submitter(server: EmbeddedServer, deploy: DeployCopy) -> AsyncIterator[DurableTaskClient]:
-    async with connect(options=options(server, deploy, "orchestrator")) as nc:
-        yield DurableTaskClient(nc, prefix="agents", settings=SETTINGS)
+def submitter(
+    server: EmbeddedServer, deploy: DeployCopy, user: str = "orchestrator"
+) -> AbstractAsyncContextManager[DurableTaskClient]:
+    return durable_client(server, deploy, SETTINGS, user)
 
 
 async def test_a_stored_cancel_token_does_not_cancel_the_same_id_of_another_capability(
@@ -95,7 +81,7 @@ async def test_a_stored_cancel_token_does_not_cancel_the_same_id_of_another_capa
         registry = CollectorRegistry()
         math = MathAgent("math")
         async with (
-            connect(options=options(server, deploy, "agents")) as nc,
+            connect(options=login_options(server, deploy, "agents")) as nc,
             AgentHost(
                 nc,
                 [math, EchoAgent("echo")],

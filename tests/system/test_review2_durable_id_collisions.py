@@ -9,17 +9,17 @@ exists (it would never run), or while someone else's job runs under its ID
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import pytest
-from nats_security_support import DeployCopy, logged_in, make_deploy_copy, secure_server
+from durable_security_support import durable_client, secured_durable_server
+from nats_security_support import DeployCopy, logged_in, make_deploy_copy
 
-from bus import BadInput, ConnectOptions, EmbeddedServer, connect, new_task_id
+from bus import BadInput, EmbeddedServer, new_task_id
 from bus._cancel_token import CANCEL_HASH, CancelKeys
 from bus.codec import TASK_ID
-from bus.durable import MSG_ID, DurableNames, DurableSettings, DurableTaskClient, ensure_durable
+from bus.durable import MSG_ID, DurableNames, DurableSettings, DurableTaskClient
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
 
@@ -34,26 +34,14 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
 
 @pytest.fixture
 async def server(deploy: DeployCopy) -> AsyncIterator[EmbeddedServer]:
-    shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
-    async with secure_server(deploy.config("single.conf")) as running:
-        async with connect(options=options(running, deploy, "setup")) as nc:
-            await ensure_durable(nc.jetstream(timeout=10), NAMES, SETTINGS, update=True)
+    async with secured_durable_server(deploy, SETTINGS) as running:
         yield running
 
 
-def options(server: EmbeddedServer, deploy: DeployCopy, user: str) -> ConnectOptions:
-    return ConnectOptions(
-        servers=(server.url,),
-        connect_attempts=1,
-        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
-        **deploy.login(user),
-    )
-
-
-@asynccontextmanager
-async def submitter(server: EmbeddedServer, deploy: DeployCopy) -> AsyncIterator[DurableTaskClient]:
-    async with connect(options=options(server, deploy, "orchestrator")) as nc:
-        yield DurableTaskClient(nc, prefix="agents", settings=SETTINGS)
+def submitter(
+    server: EmbeddedServer, deploy: DeployCopy, user: str = "orchestrator"
+) -> AbstractAsyncContextManager[DurableTaskClient]:
+    return durable_client(server, deploy, SETTINGS, user)
 
 
 async def stored_jobs(client: DurableTaskClient) -> int:

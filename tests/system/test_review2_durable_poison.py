@@ -7,21 +7,20 @@ sent it, readers answer, and the agent keeps taking tasks.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import pytest
-from nats_security_support import DeployCopy, logged_in, make_deploy_copy, secure_server
+from durable_security_support import durable_client, login_options, secured_durable_server
+from nats_security_support import DeployCopy, logged_in, make_deploy_copy
 
 from actors import AgentHost, EchoAgent, MathAgent
-from bus import ConnectOptions, EmbeddedServer, connect, new_task_id
+from bus import EmbeddedServer, connect, new_task_id
 from bus.durable import (
     DurableNames,
     DurableSettings,
     DurableTaskClient,
     TaskState,
-    ensure_durable,
     message_size,
 )
 
@@ -64,26 +63,14 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
 
 @pytest.fixture
 async def server(deploy: DeployCopy) -> AsyncIterator[EmbeddedServer]:
-    shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
-    async with secure_server(deploy.config("single.conf")) as running:
-        async with connect(options=options(running, deploy, "setup")) as nc:
-            await ensure_durable(nc.jetstream(timeout=10), NAMES, SETTINGS, update=True)
+    async with secured_durable_server(deploy, SETTINGS) as running:
         yield running
 
 
-def options(server: EmbeddedServer, deploy: DeployCopy, user: str) -> ConnectOptions:
-    return ConnectOptions(
-        servers=(server.url,),
-        connect_attempts=1,
-        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
-        **deploy.login(user),
-    )
-
-
-@asynccontextmanager
-async def submitter(server: EmbeddedServer, deploy: DeployCopy) -> AsyncIterator[DurableTaskClient]:
-    async with connect(options=options(server, deploy, "orchestrator")) as nc:
-        yield DurableTaskClient(nc, prefix="agents", settings=SETTINGS)
+def submitter(
+    server: EmbeddedServer, deploy: DeployCopy, user: str = "orchestrator"
+) -> AbstractAsyncContextManager[DurableTaskClient]:
+    return durable_client(server, deploy, SETTINGS, user)
 
 
 async def test_poisoned_cancel_requests_and_submissions_are_rejected_and_the_tasks_run(
@@ -116,7 +103,7 @@ async def test_poisoned_cancel_requests_and_submissions_are_rejected_and_the_tas
             assert again.state == TaskState.SUBMITTED  # the caller's retry is not refused
 
         async with (
-            connect(options=options(server, deploy, "agents")) as agent_nc,
+            connect(options=login_options(server, deploy, "agents")) as agent_nc,
             AgentHost(agent_nc, [MathAgent("math"), EchoAgent("echo")], durable=SETTINGS),
         ):
             for n, task_id in enumerate([*poisoned.values(), overwritten, deleted]):
@@ -141,7 +128,7 @@ async def test_a_job_with_a_huge_header_still_ends_with_a_record(
         await nc.jetstream().publish(NAMES.job("echo"), body, headers=headers)
     async with (
         submitter(server, deploy) as caller,
-        connect(options=options(server, deploy, "agents")) as agent_nc,
+        connect(options=login_options(server, deploy, "agents")) as agent_nc,
         AgentHost(agent_nc, [MathAgent("math"), EchoAgent("echo")], durable=SETTINGS),
     ):
         record = await caller.wait(task_id, 20, capability="echo")

@@ -10,14 +10,14 @@ make the caller's ID ambiguous, nor turn "no such task" into a config error.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from nats_security_support import DeployCopy, logged_in, make_deploy_copy, secure_server
+from durable_security_support import login_options, secured_durable_server
+from nats_security_support import DeployCopy, logged_in, make_deploy_copy
 
-from bus import ConnectOptions, EmbeddedServer, UnknownTask, connect, new_task_id
-from bus.durable import DurableNames, DurableSettings, DurableTaskClient, TaskState, ensure_durable
+from bus import EmbeddedServer, UnknownTask, connect, new_task_id
+from bus.durable import DurableNames, DurableSettings, DurableTaskClient, TaskState
 
 pytestmark = [pytest.mark.system, pytest.mark.anyio]
 
@@ -32,20 +32,8 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> DeployCopy:
 
 @pytest.fixture
 async def server(deploy: DeployCopy) -> AsyncIterator[EmbeddedServer]:
-    shutil.rmtree(deploy.root / "jetstream" / "single", ignore_errors=True)
-    async with secure_server(deploy.config("single.conf")) as running:
-        async with connect(options=options(running, deploy, "setup")) as nc:
-            await ensure_durable(nc.jetstream(timeout=10), NAMES, SETTINGS, update=True)
+    async with secured_durable_server(deploy, SETTINGS) as running:
         yield running
-
-
-def options(server: EmbeddedServer, deploy: DeployCopy, user: str) -> ConnectOptions:
-    return ConnectOptions(
-        servers=(server.url,),
-        connect_attempts=1,
-        inbox_prefix=deploy.env(user).get("NATS_INBOX_PREFIX"),
-        **deploy.login(user),
-    )
 
 
 def forged(task_id: str) -> bytes:
@@ -58,7 +46,7 @@ def forged(task_id: str) -> bytes:
 async def test_a_wildcard_capability_key_neither_hides_nor_shadows_a_task(
     server: EmbeddedServer, deploy: DeployCopy
 ) -> None:
-    async with connect(options=options(server, deploy, "orchestrator")) as nc:
+    async with connect(options=login_options(server, deploy, "orchestrator")) as nc:
         caller = DurableTaskClient(nc, prefix="agents", settings=SETTINGS)
         task_id, unknown = new_task_id(), new_task_id()
         await caller.submit("math", {"expression": "6*7"}, task_id=task_id)
