@@ -32,19 +32,16 @@ CorrectionSink = Callable[[str, int], None]
 """Told (kind, count) of the model replies a handler corrected: the agent's counter."""
 
 
-class TaskContext:
-    """What a handler may do beyond returning: delegate sub-tasks, report progress.
+class TaskContexts:
+    """What the contexts of one agent's tasks share (its id, client and sinks). A
+    ``TaskContext`` is made only when a handler asks for one (most never do): a
+    task is bound with ``bind_task`` as ``(contexts, task)``, which costs no call
+    and no object of its own."""
 
-    Attributes:
-        task: the task being handled.
-        agent_id: the agent handling it.
-    """
-
-    __slots__ = ("_client", "_on_corrected", "_on_delegated", "_progress", "agent_id", "task")
+    __slots__ = ("agent_id", "client", "on_corrected", "on_delegated", "progress")
 
     def __init__(
         self,
-        task: AgentMessage,
         agent_id: str,
         client: TaskClient,
         progress: ProgressSink,
@@ -52,12 +49,34 @@ class TaskContext:
         on_delegated: DelegationSink | None = None,
         on_corrected: CorrectionSink | None = None,
     ) -> None:
-        self.task = task
         self.agent_id = agent_id
-        self._client = client
-        self._progress = progress
-        self._on_delegated = on_delegated
-        self._on_corrected = on_corrected
+        self.client = client
+        self.progress = progress
+        self.on_delegated = on_delegated
+        self.on_corrected = on_corrected
+
+    def of(self, task: AgentMessage) -> TaskContext:
+        """The context of ``task``."""
+        return TaskContext(task, self)
+
+
+class TaskContext:
+    """What a handler may do beyond returning: delegate sub-tasks, report progress.
+
+    Attributes:
+        task: the task being handled.
+    """
+
+    __slots__ = ("_shared", "task")
+
+    def __init__(self, task: AgentMessage, shared: TaskContexts) -> None:
+        self.task = task
+        self._shared = shared
+
+    @property
+    def agent_id(self) -> str:
+        """The agent handling the task."""
+        return self._shared.agent_id
 
     async def delegate(self, capability: str, payload: Any, *, timeout: float | None = None) -> Any:
         """Send a sub-task to another capability and return its result.
@@ -69,8 +88,9 @@ class TaskContext:
             DispatchError: the sub-task failed (its subclass says how); if the
                 handler lets it propagate, this task fails with the same code.
         """
+        on_delegated = self._shared.on_delegated
         try:
-            reply = await self._client.request(
+            reply = await self._shared.client.request(
                 capability,
                 payload,
                 timeout=timeout,
@@ -79,11 +99,11 @@ class TaskContext:
                 traceparent=self.task.traceparent,
             )
         except BaseException as exc:
-            if self._on_delegated is not None:
-                self._on_delegated(capability, dispatch_outcome(exc))
+            if on_delegated is not None:
+                on_delegated(capability, dispatch_outcome(exc))
             raise
-        if self._on_delegated is not None:
-            self._on_delegated(capability, "ok")
+        if on_delegated is not None:
+            on_delegated(capability, "ok")
         return reply.payload
 
     async def capabilities(self, *, wait: float = DEFAULT_DISCOVERY_WAIT) -> list[CapabilityInfo]:
@@ -93,11 +113,12 @@ class TaskContext:
         ``wait`` seconds, since nobody knows how many will answer: callers
         that ask often should cache the answer.
         """
-        return await discover_capabilities(self._client.nc, self._client.subjects, wait=wait)
+        client = self._shared.client
+        return await discover_capabilities(client.nc, client.subjects, wait=wait)
 
     async def progress(self, message: str = "", data: Any = None) -> None:
         """Publish a ``progress`` status event for this task."""
-        await self._progress(self.task, message, data)
+        await self._shared.progress(self.task, message, data)
 
     def model_corrected(self, kind: str, count: int = 1) -> None:
         """Count model replies this task's handler corrected, in the agent's
@@ -107,42 +128,9 @@ class TaskContext:
         Raises:
             ValueError: an unknown ``kind`` (with metrics on).
         """
-        if self._on_corrected is not None:
-            self._on_corrected(kind, count)
-
-
-class TaskContexts:
-    """Makes the ``TaskContext`` of each task of one agent, only when its handler
-    asks for one (most never do): a task is bound with ``bind_task`` as
-    ``(contexts, task)``, which costs no call and no object of its own."""
-
-    __slots__ = ("_client", "_on_corrected", "_on_delegated", "_progress", "agent_id")
-
-    def __init__(
-        self,
-        agent_id: str,
-        client: TaskClient,
-        progress: ProgressSink,
-        *,
-        on_delegated: DelegationSink | None = None,
-        on_corrected: CorrectionSink | None = None,
-    ) -> None:
-        self.agent_id = agent_id
-        self._client = client
-        self._progress = progress
-        self._on_delegated = on_delegated
-        self._on_corrected = on_corrected
-
-    def of(self, task: AgentMessage) -> TaskContext:
-        """The context of ``task``."""
-        return TaskContext(
-            task,
-            self.agent_id,
-            self._client,
-            self._progress,
-            on_delegated=self._on_delegated,
-            on_corrected=self._on_corrected,
-        )
+        on_corrected = self._shared.on_corrected
+        if on_corrected is not None:
+            on_corrected(kind, count)
 
 
 _current: ContextVar[tuple[TaskContexts, AgentMessage]] = ContextVar("callboard_task_context")

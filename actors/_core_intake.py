@@ -293,13 +293,8 @@ class CoreIntake:
     ) -> None:
         """The rest of a task whose handler waits on ``yielded``, and its answer."""
         error, cancel_reason, body, begun = await resume(running, yielded)
-        if error is None:
-            pending = self._replier.answer(capability, msg, task_id, started_ns, body, begun)
-            if pending is not None:
-                await pending
-            return
         await self._replier.finish(
-            capability, msg, task_id, started_ns, error, cancel_reason, b"", b""
+            capability, msg, task_id, started_ns, error, cancel_reason, body, begun
         )
 
     async def _cut_short(self, slot: Running) -> None:

@@ -118,9 +118,8 @@ class DirectAddress:
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = (msg.headers or {}).get(TASK_ID, "")
-        if self._executor.is_running(task_id):  # security: only by its caller
-            reason = msg.data.decode(errors="replace") or _BY_THE_CALLER
-            self._executor.cancel_by_caller(task_id, msg.headers, reason)
+        reason = msg.data.decode(errors="replace") or _BY_THE_CALLER
+        self._executor.cancel_by_caller(task_id, msg.headers, reason)  # security: its caller only
 
     async def _answer(self, msg: Msg, value: Any) -> None:
         if msg.reply:

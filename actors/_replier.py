@@ -104,11 +104,7 @@ class Replier:
         With ``hold``, the reply and events wait for ``release``, which writes
         those of many tasks in one go."""
         elapsed_ns = time.perf_counter_ns() - started_ns
-        executor = self._executor  # executor.record(), inline
-        executor.counters[capability].record(elapsed_ns, None)
-        series = executor.capability_series.get(capability)
-        if series is not None:
-            series.finished(elapsed_ns / 1e9, None)
+        self._executor.record(capability, elapsed_ns, None)
         status = self._status
         frames = status.completed_frame(
             task_id, capability, elapsed_ns, claimed_sender(msg.headers)

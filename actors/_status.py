@@ -183,7 +183,7 @@ class StatusPublisher:
             sender=sender,
             elapsed_ms=rounded_ms(elapsed_ns),
         )
-        return self._frames.event("completed", _encoder.encode(event))
+        return self.frame(event)
 
     async def accepted(self, task: AgentMessage) -> None:
         """The task was taken off the bus."""

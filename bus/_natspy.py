@@ -126,22 +126,28 @@ class NatsClient(Client):
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         if not self._delivered(sid, subject, reply, data, headers):
-            sub: Any = self._subs.get(sid)
-            if sub is not None and type(sub._pending_queue) is Taken:
-                weight = len(data) + len(headers or b"")  # nats-py counts no header byte
-                if 0 < sub._pending_bytes_limit <= sub._pending_size + weight:
-                    error = nats.errors.SlowConsumerError(
-                        subject=subject.decode(errors="replace"),
-                        reply=reply.decode(errors="replace"),
-                        sid=sid,
-                        sub=sub,
-                    )
-                    await self._error_cb(error)  # dropped, as nats-py drops it
-                    return
-            try:
-                await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
-            except Exception as exc:  # e.g. JetStream's, on a reply of the wrong form
-                self._malformed("a message nats-py could not take arrived; dropped", exc)
+            await self._undelivered(sid, subject, reply, data, headers)
+
+    async def _undelivered(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        """What ``_delivered`` left: a taken queue's slow consumer (header bytes
+        counted, which nats-py does not), else nats-py's own reader."""
+        sub: Any = self._subs.get(sid)
+        if sub is not None and type(sub._pending_queue) is Taken:
+            if _over_bytes(sub, len(data) + len(headers or b"")):
+                error = nats.errors.SlowConsumerError(
+                    subject=subject.decode(errors="replace"),
+                    reply=reply.decode(errors="replace"),
+                    sid=sid,
+                    sub=sub,
+                )
+                await self._error_cb(error)  # dropped, as nats-py drops it
+                return
+        try:
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+        except Exception as exc:  # e.g. JetStream's, on a reply of the wrong form
+            self._malformed("a message nats-py could not take arrived; dropped", exc)
 
     def _delivered(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
@@ -156,10 +162,10 @@ class NatsClient(Client):
         size = len(data)
         weight = size + len(headers) if headers else size  # header bytes are memory too
         if kind is Taken and (
-            0 < sub._pending_bytes_limit <= sub._pending_size + weight
-            or 0 < queue._limit <= len(queue._items)  # queue.full()
+            0 < sub._pending_bytes_limit <= sub._pending_size + weight  # _over_bytes, inline
+            or 0 < queue._limit <= len(queue._items)  # queue.full(), inline
         ):
-            return False  # a slow consumer: nats-py's own path drops it and reports it
+            return False  # a slow consumer: dropped and reported by _undelivered
         hdr: dict[str, str] | None = None
         if headers:
             if len(headers) <= PLAIN_BLOCK_MIN or headers[STATUS_AT] == SPACE:
@@ -216,6 +222,11 @@ class NatsClient(Client):
             )
         command: bytes = super()._connect_command()
         return command
+
+
+def _over_bytes(sub: Any, weight: int) -> bool:
+    """Whether ``weight`` more pending bytes take ``sub`` to its limit (0: none)."""
+    return bool(0 < sub._pending_bytes_limit <= sub._pending_size + weight)
 
 
 class _Parser(Parser):
@@ -277,7 +288,7 @@ class _Parser(Parser):
             payload = data[start + hsize : stop]
             pos = stop + 2
             if not nc._delivered(sid, subject, reply, payload, headers):
-                await nc._process_msg(sid, subject, reply, payload, headers)
+                await nc._undelivered(sid, subject, reply, payload, headers)
         self.buf = bytearray(data[pos:])
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
 import nats.errors
 import pytest
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats_security_support import DeployCopy, logged_in, make_deploy_copy, secure_server, wait_until
 
@@ -230,6 +231,53 @@ async def test_a_task_id_taken_by_another_caller_cannot_deny_the_callers_cancel(
         assert host.runners["echo-1"].caller_cancels.refused == 0
 
 
+async def smuggle_a_forged_answer(
+    host: AgentHost,
+    orch: Orchestrator,
+    victim_nc: Client,
+    attacker: Client,
+    subject: str,
+    check: Callable[[Inbox], bool],
+) -> None:
+    """The reply forgery: while the victim's echo task waits, the attacker publishes
+    on ``subject`` (one it may publish on) with the longest reply the server takes,
+    holding a \\x0b, and a payload framing a ``MSG`` of a forged answer to the
+    victim's pending request (the attacker learns the inbox from any task it is
+    sent and guesses the small sid and counter token; here they are read). The
+    victim must get the real answer, with no reconnect."""
+    await orch.registry.wait_for(lambda agents: "echo-1" in {a.id for a in agents})
+    executor = host.runners["echo-1"].executor
+    inbox = inbox_for(victim_nc)
+    answers: list[object] = []
+
+    async def victims_task() -> None:
+        reply = await orch.request("echo", {"delay_ms": 1000, "real": True}, timeout=10)
+        answers.append(reply.payload)
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(victims_task)
+            await wait_until(lambda: executor.in_flight == 1, 5, "the victim's task waits")
+            assert inbox._sub is not None and check(inbox)
+            token = next(iter(inbox._waiting))
+            forged_answer = b'{"forged":true}'
+            smuggled = b"MSG %s%s %d %d\r\n%s\r\nPING" % (
+                inbox._prefix.encode(),
+                token.encode(),
+                inbox._sub._id,
+                len(forged_answer),
+                forged_answer,
+            )
+            # the longest PUB line the server takes (4096 bytes after "PUB "): the
+            # MSG line it becomes, with the sid, is longer than 4096 bytes
+            pub_args = len(f"{subject}  {len(smuggled)}")
+            long_reply = "_INBOX.x\x0b" + "r" * (4096 - pub_args - len("_INBOX.x\x0b"))
+            await attacker.publish(subject, smuggled, reply=long_reply)
+            await attacker.flush()
+    assert answers == [{"delay_ms": 1000, "real": True}]
+    assert victim_nc.stats["reconnects"] == 0
+
+
 async def test_a_long_reply_subject_cannot_smuggle_a_forged_answer_to_another_callers_request(
     nats_url: str, prefix: str
 ) -> None:
@@ -248,38 +296,14 @@ async def test_a_long_reply_subject_cannot_smuggle_a_forged_answer_to_another_ca
         Orchestrator(victim_nc, prefix=prefix, name="victim") as orch,
         connect(nats_url) as attacker,
     ):
-        await orch.registry.wait_for(lambda agents: "echo-1" in {a.id for a in agents})
-        executor = host.runners["echo-1"].executor
-        inbox = inbox_for(victim_nc)
-        answers: list[object] = []
-
-        async def victims_task() -> None:
-            reply = await orch.request("echo", {"delay_ms": 1000, "real": True}, timeout=10)
-            answers.append(reply.payload)
-
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(victims_task)
-                await wait_until(lambda: executor.in_flight == 1, 5, "the victim's task waits")
-                assert inbox._sub is not None and len(inbox._waiting) == 1
-                token = next(iter(inbox._waiting))
-                forged_answer = b'{"forged":true}'
-                smuggled = b"MSG %s%s %d %d\r\n%s\r\nPING" % (
-                    inbox._prefix.encode(),
-                    token.encode(),
-                    inbox._sub._id,
-                    len(forged_answer),
-                    forged_answer,
-                )
-                # the longest PUB line the server takes (4096 bytes after "PUB "): the
-                # MSG line it becomes, with the sid, is longer than 4096 bytes
-                subject = f"{prefix}.status.evil.heartbeat"
-                pub_args = len(f"{subject}  {len(smuggled)}")
-                long_reply = "_INBOX.x\x0b" + "r" * (4096 - pub_args - len("_INBOX.x\x0b"))
-                await attacker.publish(subject, smuggled, reply=long_reply)
-                await attacker.flush()
-        assert answers == [{"delay_ms": 1000, "real": True}]
-        assert victim_nc.stats["reconnects"] == 0
+        await smuggle_a_forged_answer(
+            host,
+            orch,
+            victim_nc,
+            attacker,
+            f"{prefix}.status.evil.heartbeat",
+            lambda inbox: len(inbox._waiting) == 1,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -314,33 +338,11 @@ async def test_under_the_shipped_permissions_an_agent_login_cannot_forge_the_orc
         Orchestrator(victim_nc, name="victim") as orch,
         logged_in(server.url, deploy, "agent-math") as (attacker, _),
     ):
-        await orch.registry.wait_for(lambda agents: "echo-1" in {a.id for a in agents})
-        executor = host.runners["echo-1"].executor
-        inbox = inbox_for(victim_nc)
-        answers: list[object] = []
-
-        async def victims_task() -> None:
-            reply = await orch.request("echo", {"delay_ms": 1000, "real": True}, timeout=10)
-            answers.append(reply.payload)
-
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(victims_task)
-                await wait_until(lambda: executor.in_flight == 1, 5, "the victim's task waits")
-                assert inbox._sub is not None and inbox._prefix.startswith("_INBOX_orchestrator.")
-                token = next(iter(inbox._waiting))
-                forged_answer = b'{"forged":true}'
-                smuggled = b"MSG %s%s %d %d\r\n%s\r\nPING" % (
-                    inbox._prefix.encode(),
-                    token.encode(),
-                    inbox._sub._id,
-                    len(forged_answer),
-                    forged_answer,
-                )
-                subject = "agents.status.math-1.heartbeat"  # the math login's own
-                pub_args = len(f"{subject}  {len(smuggled)}")
-                long_reply = "_INBOX.x\x0b" + "r" * (4096 - pub_args - len("_INBOX.x\x0b"))
-                await attacker.publish(subject, smuggled, reply=long_reply)
-                await attacker.flush()
-        assert answers == [{"delay_ms": 1000, "real": True}]
-        assert victim_nc.stats["reconnects"] == 0
+        await smuggle_a_forged_answer(
+            host,
+            orch,
+            victim_nc,
+            attacker,
+            "agents.status.math-1.heartbeat",
+            lambda inbox: inbox._prefix.startswith("_INBOX_orchestrator."),
+        )

@@ -162,6 +162,34 @@ def test_a_removed_agent_leaves_no_series_behind() -> None:
     assert left == {"callboard_refused_messages"}
 
 
+def test_model_corrections_take_only_their_fixed_kinds() -> None:
+    """A task's prompt may make its model need correcting as often as it likes (an
+    attacker's too), but only the three known kinds ever become series: no label
+    value comes from the model or the task, so /metrics cannot be inflated."""
+    registry = CollectorRegistry()
+    series = AgentMetrics(registry).bind("llm-1", "llm", ["chat"], 2)
+
+    def corrections() -> dict[str, float]:
+        name = "callboard_agent_model_corrections_total"
+        return {
+            s.labels["kind"]: s.value
+            for f in registry.collect()
+            for s in f.samples
+            if s.name == name
+        }
+
+    assert corrections() == {}  # none until a model needs one
+    for _ in range(1000):
+        series.model_corrected("text_tool_calls")
+    series.model_corrected("repeated_calls", 0)  # nothing to count: no series
+    with pytest.raises(ValueError, match="unknown model correction"):
+        series.model_corrected("made-up by a prompt")
+    assert corrections() == {"text_tool_calls": 1000}
+    series.remove()
+    series.model_corrected("output_repairs")  # after removal: not resurrected
+    assert corrections() == {}
+
+
 def test_failed_is_counted_by_code_and_observed() -> None:
     registry = CollectorRegistry()
     series = AgentMetrics(registry).bind("m-1", "math", ["math"], 2).capabilities["math"]
